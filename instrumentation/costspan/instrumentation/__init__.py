@@ -1,0 +1,1 @@
+"""costspan.instrumentation: every LLM HTTP call becomes one exact, priced GenAI span."""

@@ -1,0 +1,91 @@
+"""What a call used, in the GenAI semantic conventions' inclusive meaning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from costspan.pricing._errors import InvalidUsageError
+
+__all__ = ["MAX_COUNT", "Usage"]
+
+#: Larger counts than this in one call are taken to be a bug upstream, not a real call.
+MAX_COUNT = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token and unit counts of one call.
+
+    ``input_tokens`` INCLUDES ``cache_read_tokens`` and ``cache_write_tokens`` (semconv meaning);
+    ``cache_write_tokens`` is every cache write, and ``cache_write_1h_tokens`` the part of it written
+    with a one-hour lifetime. ``output_tokens`` INCLUDES ``reasoning_tokens``. Audio and image token
+    counts are parts of the input or output counts they belong to.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    input_audio_tokens: int = 0
+    output_audio_tokens: int = 0
+    input_image_tokens: int = 0
+    images: int = 0
+    requests: int = 1
+    web_searches: int = 0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if type(value) is not int:
+                raise InvalidUsageError(f"{f.name} must be a whole number, got {value!r}")
+            if value < 0:
+                raise InvalidUsageError(f"{f.name} must not be negative, got {value}")
+            if value > MAX_COUNT:
+                raise InvalidUsageError(f"{f.name}={value} is beyond {MAX_COUNT:,} for one call")
+        if self.cache_read_tokens + self.cache_write_tokens > self.input_tokens:
+            raise InvalidUsageError(
+                "cache_read_tokens + cache_write_tokens "
+                f"({self.cache_read_tokens} + {self.cache_write_tokens}) exceed input_tokens "
+                f"({self.input_tokens}); input_tokens must include cached tokens"
+            )
+        if self.cache_write_1h_tokens > self.cache_write_tokens:
+            raise InvalidUsageError(
+                f"cache_write_1h_tokens ({self.cache_write_1h_tokens}) exceed cache_write_tokens "
+                f"({self.cache_write_tokens}), which counts every cache write"
+            )
+        if self.reasoning_tokens > self.output_tokens:
+            raise InvalidUsageError(
+                f"reasoning_tokens ({self.reasoning_tokens}) exceed output_tokens ({self.output_tokens}); "
+                "output_tokens must include reasoning"
+            )
+        if self.input_audio_tokens + self.input_image_tokens > self.input_tokens:
+            raise InvalidUsageError("input audio and image tokens exceed input_tokens, which include them")
+        if self.output_audio_tokens > self.output_tokens:
+            raise InvalidUsageError("output_audio_tokens exceed output_tokens, which include them")
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        return self.input_tokens - self.cache_read_tokens - self.cache_write_tokens
+
+    @classmethod
+    def from_provider_exclusive(
+        cls,
+        *,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        cache_write_1h_tokens: int = 0,
+        reasoning_tokens: int = 0,
+    ) -> Usage:
+        """Build from counts where input EXCLUDES cache tokens (Anthropic's API spelling)."""
+        return cls(
+            input_tokens=input_tokens + cache_read_tokens + cache_write_tokens,
+            output_tokens=output_tokens,
+            cache_read_tokens=cache_read_tokens,
+            cache_write_tokens=cache_write_tokens,
+            cache_write_1h_tokens=cache_write_1h_tokens,
+            reasoning_tokens=reasoning_tokens,
+        )

@@ -1,0 +1,95 @@
+"""The layout rules of DESIGN.md: one namespace package in three slices, imports pointing one way."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SLICES = ("pricing", "instrumentation", "processor")
+# slice → import prefixes it must not use
+BANNED = {
+    "pricing": ("opentelemetry", "costspan.instrumentation", "costspan.processor", "fastapi", "prometheus_client"),
+    "instrumentation": ("costspan.processor", "opentelemetry.sdk", "fastapi", "prometheus_client", "uvicorn"),
+}
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in {
+            "import_module",
+            "__import__",
+        }:
+            arg = node.args[0] if node.args else None
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                found.append((node.lineno, arg.value))
+    return found
+
+
+@pytest.mark.parametrize("slice_name", list(BANNED))
+def test_imports_point_one_way(slice_name: str) -> None:
+    offences = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in sorted((ROOT / slice_name).rglob("*.py"))
+        for line, module in _imports(path)
+        if any(module == b or module.startswith(b + ".") for b in BANNED[slice_name])
+    ]
+    assert offences == []
+
+
+def test_instrumentation_uses_only_the_opentelemetry_api() -> None:
+    allowed: tuple[str, ...] = ("opentelemetry.trace", "opentelemetry.metrics", "opentelemetry.context")
+    allowed += (
+        "opentelemetry.baggage",
+        "opentelemetry.instrumentation",
+        "opentelemetry.propagate",
+        "opentelemetry.util",
+        "opentelemetry.semconv",
+    )
+    used = {
+        module
+        for path in (ROOT / "instrumentation").rglob("*.py")
+        for _, module in _imports(path)
+        if module.startswith("opentelemetry")
+    }
+    assert {m for m in used if m != "opentelemetry" and not m.startswith(allowed)} == set()
+
+
+def test_namespace_package_has_no_root_init() -> None:
+    for name in SLICES:
+        assert (ROOT / name / "costspan" / name / "__init__.py").is_file()
+        assert not (ROOT / name / "costspan" / "__init__.py").exists()
+    costspan = importlib.import_module("costspan")
+    assert getattr(costspan, "__file__", None) is None  # a PEP 420 namespace package
+    assert {Path(p).parent.name for p in costspan.__path__} == set(SLICES)
+
+
+def test_pricing_imports_without_opentelemetry() -> None:
+    import subprocess
+
+    code = (
+        "import sys, costspan.pricing, costspan.pricing.cli;"
+        "bad = sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'costspan.instrumentation')));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_public_surface_is_all() -> None:
+    from costspan import pricing
+
+    public = {n for n in dir(pricing) if not n.startswith("_")}
+    assert set(pricing.__all__) == public - {"cli"}
+    for name in pricing.__all__:
+        assert getattr(pricing, name) is not None
