@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from costspan.pricing.cli import add_pricing_commands, run_handler
 from costspan.processor.demo import add_demo_command
+from costspan.processor.serve_cli import add_serve_command
 
 __all__ = ["build_parser", "main"]
 
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_pricing_commands(sub)
     add_demo_command(sub)
+    add_serve_command(sub)
     return parser
 
 

@@ -1,0 +1,213 @@
+"""The ledger: append-only segment files, one checksummed line per call record.
+
+A line is ``<crc32 hex8> <key hex48> <start_ns> <record json>\\n``; the checksum covers everything after
+its own field. The key and start time sit before the JSON so start-up can rebuild the dedupe set and
+retention can date a segment without parsing records. A torn last line (a crash mid-write) is
+detected at open, reported and cut off; a bad line elsewhere is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+__all__ = ["FsyncPolicy", "Ledger", "LedgerLine", "Position", "encode_line"]
+
+logger = logging.getLogger(__name__)
+
+FsyncPolicy = Literal["always", "never"]
+_SEGMENT_RE: Final = re.compile(r"^segment-(\d{8})\.log$")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """A place in the ledger: segment number and byte offset within it."""
+
+    segment: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerLine:
+    key: str
+    start_ns: int
+    payload: bytes  # the record's JSON
+    end: Position  # the position just after this line
+
+
+def encode_line(key: str, start_ns: int, payload: str) -> bytes:
+    body = f"{key} {start_ns} {payload}".encode()
+    return b"%08x %s\n" % (zlib.crc32(body), body)
+
+
+def _decode_line(line: bytes) -> tuple[str, int, bytes] | None:
+    """``(key, start_ns, payload)`` of a complete line without its newline, or ``None`` if corrupt."""
+    if len(line) < 10 or line[8:9] != b" ":
+        return None
+    body = line[9:]
+    try:
+        if int(line[:8], 16) != zlib.crc32(body):
+            return None
+        key, start, payload = body.split(b" ", 2)
+        return key.decode("ascii"), int(start), payload
+    except ValueError:
+        return None
+
+
+class Ledger:
+    """Append-only, segment-rotated, durably written call records. Single writer; not thread-safe."""
+
+    def __init__(
+        self, directory: Path, *, fsync: FsyncPolicy = "always", segment_bytes: int = 64 * 1024 * 1024
+    ) -> None:
+        if segment_bytes < 1024:
+            raise ValueError("segment_bytes must be at least 1024")
+        self.directory = directory
+        self.fsync_policy: FsyncPolicy = fsync
+        self.segment_bytes = segment_bytes
+        self.corrupt_lines = 0
+        self.torn_tail_bytes = 0
+        self._fd: int | None = None
+        self._segment = 0
+        self._offset = 0
+
+    # --- reading ------------------------------------------------------------------------------------
+    def segments(self) -> list[int]:
+        found = []
+        for path in self.directory.glob("segment-*.log"):
+            match = _SEGMENT_RE.match(path.name)
+            if match:
+                found.append(int(match.group(1)))
+        return sorted(found)
+
+    def _path(self, segment: int) -> Path:
+        return self.directory / f"segment-{segment:08d}.log"
+
+    def read(self, start: Position | None = None) -> Iterator[LedgerLine]:
+        """Every valid line from ``start`` on (a corrupt line is counted and skipped)."""
+        for segment in self.segments():
+            if start is not None and segment < start.segment:
+                continue
+            offset = start.offset if start is not None and segment == start.segment else 0
+            with self._path(segment).open("rb") as fh:
+                fh.seek(offset)
+                for raw in fh:
+                    end = offset + len(raw)
+                    if raw.endswith(b"\n"):
+                        decoded = _decode_line(raw[:-1])
+                        if decoded is not None:
+                            yield LedgerLine(decoded[0], decoded[1], decoded[2], Position(segment, end))
+                        else:
+                            self.corrupt_lines += 1
+                            logger.warning("ledger segment %d: corrupt line at offset %d skipped", segment, offset)
+                    offset = end
+
+    # --- writing ------------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Prepare for appending: cut a torn tail off the last segment, or start the first one."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        segments = self.segments()
+        if not segments:
+            self._start_segment(1)
+            return
+        last = segments[-1]
+        path = self._path(last)
+        good = self._last_good_offset(path)
+        size = path.stat().st_size
+        if good < size:
+            self.torn_tail_bytes += size - good
+            logger.warning("ledger segment %d: torn last record (%d bytes) found and cut off", last, size - good)
+            with path.open("r+b") as fh:
+                fh.truncate(good)
+                os.fsync(fh.fileno())
+        self._segment = last
+        self._offset = good
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+
+    @staticmethod
+    def _last_good_offset(path: Path) -> int:
+        """Offset after the last complete, valid line; only a trailing run of bad lines is cut."""
+        good = 0
+        offset = 0
+        with path.open("rb") as fh:
+            for raw in fh:
+                offset += len(raw)
+                if raw.endswith(b"\n") and _decode_line(raw[:-1]) is not None:
+                    good = offset
+        return good
+
+    def _start_segment(self, segment: int) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        path = self._path(segment)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._segment = segment
+        self._offset = 0
+        self._sync_directory()
+
+    def _sync_directory(self) -> None:
+        if self.fsync_policy == "never":
+            return
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    @property
+    def position(self) -> Position:
+        return Position(self._segment, self._offset)
+
+    def append(self, lines: list[bytes]) -> Position:
+        """Write ``lines`` and make them durable per the fsync policy; returns the new end position."""
+        if self._fd is None:
+            raise RuntimeError("ledger is not open")
+        if self._offset >= self.segment_bytes:
+            self._start_segment(self._segment + 1)
+        data = memoryview(b"".join(lines))
+        while data:
+            written = os.write(self._fd, data)
+            data = data[written:]
+            self._offset += written
+        if self.fsync_policy == "always":
+            os.fdatasync(self._fd)
+        return self.position
+
+    def sync(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+    # --- retention ----------------------------------------------------------------------------------
+    def drop_segments_before(self, cutoff_ns: int, keep_from: Position) -> list[int]:
+        """Delete closed segments whose every record started before ``cutoff_ns``.
+
+        ``keep_from`` (the newest snapshot's position) is never passed: replay needs what follows it.
+        """
+        dropped = []
+        for segment in self.segments():
+            if segment >= min(self._segment, keep_from.segment):
+                break
+            newest = 0
+            for line in self.read(Position(segment, 0)):
+                if line.end.segment != segment:
+                    break
+                newest = max(newest, line.start_ns)
+            if newest < cutoff_ns:
+                self._path(segment).unlink()
+                dropped.append(segment)
+        if dropped:
+            self._sync_directory()
+            logger.info("ledger retention dropped %d segment(s)", len(dropped))
+        return dropped

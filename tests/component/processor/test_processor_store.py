@@ -1,0 +1,296 @@
+"""The store: durable ledger, torn-tail and corruption handling, snapshots + replay, dedupe, retention."""
+
+from __future__ import annotations
+
+import os
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from costspan.processor.batch import call_key, prepare
+from costspan.processor.dedupe import Deduplicator
+from costspan.processor.ledger import Ledger
+from costspan.processor.records import CallRecord, TokenCounts
+from costspan.processor.rollups import Rollups
+from costspan.processor.store import QueueFullError, Store, StoreConfig
+
+BASE_NS = (time.time_ns() // 10**9 - 7200) * 10**9  # recent: retention keeps it
+
+
+def make_record(
+    i: int,
+    *,
+    start_ns: int | None = None,
+    parent: str = "",
+    tokens: tuple[int, int] | None = None,
+    source: str = "scope",
+    tenant: str = "acme",
+    cost: str | None = "0.0123",
+) -> CallRecord:
+    start = start_ns if start_ns is not None else BASE_NS + i * 1_000_000_000
+    money = None if cost is None else Decimal(cost)
+    return CallRecord(
+        f"{i // 4:032x}",
+        f"{i + 1:016x}",
+        parent,
+        start,
+        start + 250_000_000 + i,
+        "svc",
+        tenant,
+        "wf-1" if i % 2 else "",
+        f"u{i % 3}",
+        "",
+        "openai",
+        "gpt-4o",
+        "chat",
+        source,
+        TokenCounts(*(tokens or (100 + i, 10 + i))),
+        False,
+        "priced" if money is not None else "unpriced",
+        "" if money is not None else "unknown model",
+        money,
+        money,
+        Decimal(0) if money is not None else None,
+        Decimal(0) if money is not None else None,
+        Decimal(0) if money is not None else None,
+        Decimal(0) if money is not None else None,
+        "2026.11.25",
+        "",
+    )
+
+
+def canonical(rollups: Rollups) -> Any:
+    """Rollups as a comparable structure (float sums rounded: summation order differs on replay)."""
+
+    def totals(entries: list[Any]) -> list[Any]:
+        out = []
+        for key, raw in entries:
+            t = list(raw)
+            t[15] = round(t[15], 6)
+            out.append((tuple(key), tuple(tuple(x) if isinstance(x, list) else x for x in t)))
+        return sorted(out)
+
+    data = rollups.to_json()
+    return (
+        data["records"],
+        totals(data["totals"]),
+        {g: sorted((start, tuple(totals(e))) for start, e in b) for g, b in data["buckets"].items()},
+        totals(data["by_workflow"]),
+        totals(data["by_user"]),
+    )
+
+
+def recompute(store: Store) -> Rollups:
+    rollups = Rollups()
+    rollups.add_all(store.read_records())
+    return rollups
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> StoreConfig:
+    return StoreConfig(data_dir=tmp_path / "data", snapshot_interval_s=3600)
+
+
+def test_records_round_trip_and_a_resent_span_is_counted_once(config: StoreConfig) -> None:
+    store = Store(config)
+    store.start()
+    records = [make_record(i) for i in range(10)]
+    first = store.ingest(records)
+    again = store.ingest(records[:3])
+    assert (first.stored, again.stored, again.duplicate_spans) == (10, 0, 3)
+    assert store.read_records() == records
+    assert store.grand_total().cost == Decimal("0.1230")
+    store.close()
+    store.close()  # safe twice
+
+    reopened = Store(config)
+    reopened.start()
+    assert reopened.ingest(records[5:]).duplicate_spans == 5
+    assert canonical(reopened.rollups) == canonical(recompute(reopened))
+    reopened.close()
+
+
+def test_a_torn_last_record_is_detected_cut_and_survived(config: StoreConfig) -> None:
+    store = Store(config)
+    store.start()
+    store.ingest([make_record(i) for i in range(5)])
+    store.close()
+    segment = config.data_dir / "ledger" / "segment-00000001.log"
+    whole = segment.read_bytes()
+    segment.write_bytes(whole + whole.splitlines(keepends=True)[0][:40])  # a crash mid-write
+
+    store = Store(config)
+    store.start()
+    assert store.ledger.torn_tail_bytes == 40
+    assert store.errors["ledger"] == 1
+    assert segment.read_bytes() == whole
+    assert store.ingest([make_record(7)]).stored == 1
+    assert len(store.read_records()) == 6
+    store.close()
+
+
+def test_a_corrupt_record_in_the_middle_is_reported_and_skipped(config: StoreConfig) -> None:
+    store = Store(config)
+    store.start()
+    store.ingest([make_record(i) for i in range(3)])
+    store.close()
+    segment = config.data_dir / "ledger" / "segment-00000001.log"
+    lines = segment.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b"gpt-4o", b"gpt-4x")  # checksum no longer matches
+    segment.write_bytes(b"".join(lines))
+    for snapshot in (config.data_dir / "snapshots").iterdir():
+        snapshot.unlink()
+
+    store = Store(config)
+    store.start()
+    assert [r.span_id for r in store.read_records()] == [make_record(0).span_id, make_record(2).span_id]
+    assert store.rollups.records == 2
+    assert store.errors["ledger"] >= 1
+    store.close()
+
+
+def test_snapshot_then_replay_equals_a_recomputation_from_the_ledger(config: StoreConfig) -> None:
+    store = Store(config)
+    store.start()
+    store.ingest([make_record(i) for i in range(20)])
+    position = store.snapshot()
+    store.ingest([make_record(i, cost=None if i % 5 == 0 else "0.5") for i in range(20, 45)])
+    # no close(): the process "dies" after the snapshot; the ledger after it must be replayed
+    reopened = Store(config)
+    reopened.start()
+    assert reopened.counters["replayed_records"] == 25
+    assert position.offset > 0
+    assert canonical(reopened.rollups) == canonical(recompute(reopened))
+    assert reopened.grand_total().unpriced == 5
+    reopened.close()
+    store.close()
+
+
+def test_a_corrupt_snapshot_is_reported_and_the_ledger_replayed(config: StoreConfig) -> None:
+    store = Store(config)
+    store.start()
+    store.ingest([make_record(i) for i in range(8)])
+    store.close()
+    (snapshot,) = (config.data_dir / "snapshots").iterdir()
+    snapshot.write_bytes(snapshot.read_bytes()[:-10] + b"corrupted!")
+
+    reopened = Store(config)
+    reopened.start()
+    assert reopened.errors["snapshot"] == 1
+    assert reopened.counters["replayed_records"] == 8
+    assert canonical(reopened.rollups) == canonical(recompute(reopened))
+    reopened.close()
+
+
+def test_retention_drops_old_segments_and_rollup_buckets(tmp_path: Path) -> None:
+    config = StoreConfig(data_dir=tmp_path, segment_bytes=2048, ledger_retention_days=90, snapshot_interval_s=3600)
+    store = Store(config)
+    store.start()
+    old = time.time_ns() - 200 * 86400 * 10**9
+    store.ingest([make_record(i, start_ns=old + i) for i in range(12)])
+    store.snapshot()
+    store.ingest([make_record(i, start_ns=time.time_ns()) for i in range(100, 112)])
+    store.snapshot()
+    assert len(store.ledger.segments()) == 2
+    store.close()
+
+    reopened = Store(config)
+    reopened.start()  # start-up applies retention
+    kept = reopened.read_records()
+    assert all(r.start_ns > old + 100 for r in kept)
+    assert {r.span_id for r in kept} >= {make_record(i).span_id for i in range(100, 112)}
+    assert all(start > time.time() - 3 * 86400 for start in reopened.rollups.buckets["minute"])
+    reopened.close()
+
+
+def test_submit_beyond_the_queue_bound_raises_queue_full(tmp_path: Path) -> None:
+    store = Store(StoreConfig(data_dir=tmp_path, max_pending_records=3))
+    store.start()
+    with pytest.raises(QueueFullError):
+        store.submit(prepare([make_record(i) for i in range(4)]))
+    assert store.counters["rejected_queue_full"] == 4
+    store.close()
+
+
+def test_fsync_policy_is_applied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = os.fdatasync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting)
+    ledger = Ledger(tmp_path, fsync="always")
+    ledger.open()
+    ledger.append([b"x\n"])
+    assert len(calls) == 1
+    ledger.close()
+
+
+def test_two_spans_for_one_call_yield_one_record() -> None:
+    parent = make_record(0, tokens=(500, 50), source="costspan")
+    child = make_record(1, parent=parent.span_id, tokens=(500, 50), source="com.anthropic.sdk.python")
+    other = make_record(2, parent=parent.span_id, tokens=(9, 9))  # a different call under it
+    batch = [child, parent, other]
+    dedupe = Deduplicator()
+    result = dedupe.filter([call_key(r) for r in batch])
+    assert [batch[i].source for i in result.kept] == ["costspan", "scope"]
+    assert (result.dropped, result.duplicate_calls) == ([0], 1)
+
+    # across batches: the child came first, the wrapper later -> the first one stays
+    dedupe = Deduplicator()
+    first = dedupe.filter([call_key(child)])
+    dedupe.remember(call_key(child))
+    later = dedupe.filter([call_key(parent)])
+    assert (first.kept, later.kept, later.duplicate_calls) == ([0], [], 1)
+
+
+def test_a_dropped_duplicate_is_taken_out_of_the_rollups(config: StoreConfig) -> None:
+    store = Store(config)
+    store.start()
+    parent = make_record(0, tokens=(500, 50), source="costspan", cost="1.5")
+    child = make_record(1, parent=parent.span_id, tokens=(500, 50), cost="1.5")
+    batch = prepare([parent, child], keep_records=False)  # as an ingest worker prepares it
+    result = store.submit(batch).result(5)
+    assert (result.stored, result.duplicate_calls) == (1, 1)
+    assert store.grand_total().cost == Decimal("1.5")
+    assert store.grand_total().requests == 1
+    assert canonical(store.rollups) == canonical(recompute(store))
+    store.close()
+
+
+def test_latency_quantiles_come_from_the_rollup_histograms(config: StoreConfig) -> None:
+    store = Store(config)
+    store.start()
+    records = [make_record(i)._replace(end_ns=BASE_NS + i * 1_000_000_000 + 50_000_000) for i in range(90)]
+    records += [make_record(i)._replace(end_ns=BASE_NS + i * 1_000_000_000 + 3_000_000_000) for i in range(90, 100)]
+    store.ingest(records)
+    totals = store.grand_total()
+    p50, p99 = totals.quantile(0.5), totals.quantile(0.99)
+    assert p50 is not None and 0.04 <= p50 <= 0.08  # the 50 ms calls' bucket
+    assert p99 is not None and 2.56 <= p99 <= 5.12  # the 3 s calls' bucket
+    store.close()
+
+
+def test_a_record_written_twice_to_the_ledger_is_replayed_once(config: StoreConfig) -> None:
+    store = Store(config)
+    store.start()
+    store.ingest([make_record(i) for i in range(3)])
+    store.close()
+    segment = config.data_dir / "ledger" / "segment-00000001.log"
+    first_line = segment.read_bytes().splitlines(keepends=True)[0]
+    with segment.open("ab") as fh:  # e.g. a commit whose fsync failed after its write, then a retry
+        fh.write(first_line)
+    for snapshot in (config.data_dir / "snapshots").iterdir():
+        snapshot.unlink()
+
+    reopened = Store(config)
+    reopened.start()
+    assert reopened.counters["ledger_duplicates_skipped"] == 1
+    assert reopened.rollups.records == 3
+    assert reopened.grand_total().cost == Decimal("0.0369")
+    reopened.close()
