@@ -96,6 +96,9 @@ class StoreCollector(Collector):
         requests = CounterMetricFamily("costspan_requests", "LLM calls by outcome.", labels=[*_LABELS, "status"])
         unpriced = CounterMetricFamily("costspan_unpriced_requests", "LLM calls with no known price.", labels=_LABELS)
         duration = HistogramMetricFamily("costspan_request_duration_seconds", "Duration of LLM calls.", labels=_LABELS)
+        ttfc = HistogramMetricFamily(
+            "costspan_time_to_first_chunk_seconds", "Time to the first chunk of streamed LLM calls.", labels=_LABELS
+        )
         semconv_duration = HistogramMetricFamily(
             "gen_ai_client_operation_duration_seconds",
             "GenAI operation duration.",
@@ -120,6 +123,8 @@ class StoreCollector(Collector):
             tokens.add_metric([*values, "reasoning"], t.reasoning_tokens)
             unpriced.add_metric(values, t.unpriced)
             duration.add_metric(values, _buckets(DURATION_BUCKETS, t.duration_counts, t.duration_sum), t.duration_sum)
+            if any(t.ttfc_counts):
+                ttfc.add_metric(values, _buckets(DURATION_BUCKETS, t.ttfc_counts, t.ttfc_sum), t.ttfc_sum)
             key = (labels[2], labels[3], labels[4])
             semconv[key] = _sum([semconv[key], t]) if key in semconv else t
         for (provider, model, operation), t in semconv.items():
@@ -142,6 +147,7 @@ class StoreCollector(Collector):
         yield requests
         yield unpriced
         yield duration
+        yield ttfc
         yield semconv_duration
         yield semconv_tokens
         yield from self._internal_errors()

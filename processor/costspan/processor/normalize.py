@@ -48,6 +48,8 @@ _USAGE_KEYS: Final = frozenset(
     (*_INPUT_KEYS, *_OUTPUT_KEYS, *_CACHE_READ_KEYS, *_CACHE_WRITE_KEYS, attr.LLM_USAGE_TOTAL_TOKENS)
 )
 _LLM_REQUEST_TYPE: Final = "llm.request.type"
+#: OpenAI's service_tier values → costspan's pricing tiers ("auto" and "default" are standard).
+_SERVICE_TIERS: Final = {"flex": "flex", "priority": "priority", "batch": "batch", "scale": "standard"}
 _USER_FALLBACKS: Final = ("user.id", "enduser.id")
 _SESSION_FALLBACKS: Final = ("session.id", attr.GEN_AI_CONVERSATION_ID)
 
@@ -64,6 +66,9 @@ WANTED_KEYS: Final = frozenset(
         attr.GEN_AI_REQUEST_MODEL,
         attr.GEN_AI_RESPONSE_MODEL,
         attr.ERROR_TYPE,
+        attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+        attr.GEN_AI_REQUEST_SERVICE_TIER,
+        attr.GEN_AI_RESPONSE_SERVICE_TIER,
         attr.TENANT_ID,
         attr.WORKFLOW_ID,
         attr.USER_ID,
@@ -131,6 +136,12 @@ def _str(attrs: Mapping[str, AttrValue], *keys: str) -> str:
         if value and type(value) is str:
             return value
     return ""
+
+
+def _ttfc(value: AttrValue | None) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 86400:
+        return None
+    return float(value)
 
 
 def _bool(value: AttrValue | None) -> bool:
@@ -242,8 +253,11 @@ class Normalizer:
             reason = invalid
         else:
             try:
+                tier = _SERVICE_TIERS.get(
+                    _str(attrs, attr.GEN_AI_RESPONSE_SERVICE_TIER, attr.GEN_AI_REQUEST_SERVICE_TIER).lower(), "standard"
+                )
                 breakdown = self._pricer.price_call(
-                    model, usage, provider=provider, at=span.start_ns / 1e9, tenant=tenant or None
+                    model, usage, provider=provider, at=span.start_ns / 1e9, tier=tier, tenant=tenant or None
                 )
             except Exception as exc:  # price_call must not raise; if it does, store unpriced and carry on
                 logger.warning("pricing failed for model %s: %s", model, type(exc).__name__)
@@ -298,4 +312,5 @@ class Normalizer:
             costs[5],
             version,
             error_type,
+            _ttfc(attrs.get(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK)),
         )

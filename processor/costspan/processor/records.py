@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 __all__ = ["RECORD_VERSION", "CallRecord", "TokenCounts", "record_from_json", "record_to_json"]
 
@@ -64,6 +64,8 @@ class CallRecord(NamedTuple):
     cost_other: Decimal | None
     pricing_version: str
     error_type: str
+    #: Seconds from the request to the first streamed chunk (streams only).
+    ttfc_s: float | None = None
 
     @property
     def key(self) -> str:
@@ -101,7 +103,8 @@ def record_to_json(record: CallRecord) -> str:
         f"[{int(t[0])},{int(t[1])},{int(t[2])},{int(t[3])},{int(t[4])},{int(t[5])}],"
         f"{'true' if r.tokens_estimated else 'false'},{e(r.cost_status)},{e(r.unpriced_reason)},"
         f"{_money(r.cost_total)},{_money(r.cost_input)},{_money(r.cost_output)},{_money(r.cost_cache_read)},"
-        f"{_money(r.cost_cache_write)},{_money(r.cost_other)},{e(r.pricing_version)},{e(r.error_type)}]"
+        f"{_money(r.cost_cache_write)},{_money(r.cost_other)},{e(r.pricing_version)},{e(r.error_type)},"
+        f"{'null' if r.ttfc_s is None else repr(float(r.ttfc_s))}]"
     )
 
 
@@ -111,7 +114,8 @@ _escape: Callable[[str], str] = json.encoder.encode_basestring
 def record_from_json(text: str | bytes) -> CallRecord:
     """Inverse of :func:`record_to_json`; raises ``ValueError`` (or ``TypeError``) on a malformed record."""
     data: list[Any] = json.loads(text)
-    if not isinstance(data, list) or not data or data[0] != RECORD_VERSION or len(data) != len(CallRecord._fields) + 1:
+    # Records written before ``ttfc_s`` existed have one field fewer; both are read.
+    if not isinstance(data, list) or not data or data[0] != RECORD_VERSION or len(data) - 1 not in _LENGTHS:
         raise ValueError("unsupported or malformed ledger record")
     f = data[1:]
     money = [None if x is None else Decimal(str(x)) for x in f[18:24]]
@@ -142,4 +146,8 @@ def record_from_json(text: str | bytes) -> CallRecord:
         money[5],
         str(f[24]),
         str(f[25]),
+        None if len(f) < 27 or f[26] is None else float(f[26]),
     )
+
+
+_LENGTHS: Final = (len(CallRecord._fields), len(CallRecord._fields) - 1)

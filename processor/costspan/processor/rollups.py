@@ -63,6 +63,9 @@ class Totals:
     duration_counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
     input_token_counts: list[int] = field(default_factory=lambda: [0] * (len(TOKEN_BUCKETS) + 1))
     output_token_counts: list[int] = field(default_factory=lambda: [0] * (len(TOKEN_BUCKETS) + 1))
+    #: Time to first chunk of streamed calls (same bucket bounds as the duration, per semconv).
+    ttfc_sum: float = 0.0
+    ttfc_counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
 
     def add(self, r: CallRecord, duration: float) -> None:
         self.requests += 1
@@ -89,6 +92,9 @@ class Totals:
         self.duration_counts[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
         self.input_token_counts[bisect.bisect_left(TOKEN_BUCKETS, t.input)] += 1
         self.output_token_counts[bisect.bisect_left(TOKEN_BUCKETS, t.output)] += 1
+        if r.ttfc_s is not None:
+            self.ttfc_sum += r.ttfc_s
+            self.ttfc_counts[bisect.bisect_left(DURATION_BUCKETS, r.ttfc_s)] += 1
 
     def quantile(self, q: float) -> float | None:
         """Latency quantile (seconds) from the histogram, interpolated within its bucket."""
@@ -131,11 +137,13 @@ class Totals:
             self.duration_counts,
             self.input_token_counts,
             self.output_token_counts,
+            self.ttfc_sum,
+            self.ttfc_counts,
         ]
 
     @classmethod
     def from_json(cls, data: list[Any]) -> Totals:
-        if len(data) != 19:
+        if len(data) not in (19, 21):  # 19: snapshots written before the time-to-first-chunk histogram
             raise ValueError("totals entry has the wrong length")
         costs = [Decimal(str(x)) for x in data[4:10]]
         counts = [int(x) for x in data[10:15]]
@@ -159,6 +167,8 @@ class Totals:
             duration_counts=[int(x) for x in data[16]],
             input_token_counts=[int(x) for x in data[17]],
             output_token_counts=[int(x) for x in data[18]],
+            ttfc_sum=float(data[19]) if len(data) > 19 else 0.0,
+            ttfc_counts=[int(x) for x in data[20]] if len(data) > 19 else [0] * (len(DURATION_BUCKETS) + 1),
         )
 
 
