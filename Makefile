@@ -36,6 +36,7 @@ system-deps:
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.bench_pricing
+	$(BIN)/python -m tests.benchmarks.bench_instrumentation
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

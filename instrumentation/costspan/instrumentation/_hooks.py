@@ -1,0 +1,79 @@
+"""The extension point before a request is sent: block it, or rewrite its model and max_tokens.
+
+A pre-send hook is any callable taking a :class:`RequestInfo`. It may
+
+- return ``None``: the call goes ahead unchanged;
+- return a :class:`RequestRewrite`: the JSON body is sent with the new ``model`` and/or ``max_tokens``;
+- raise :class:`BudgetExceededError` (or a subclass): the call is blocked and the caller gets that exception.
+
+Any other exception from a hook is an internal error: it is logged once, counted, and the call proceeds
+unmodified. Hooks run on the caller's thread, inside the caller's context, and must not block for long.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+__all__ = ["BudgetExceededError", "PreSendHook", "RequestInfo", "RequestRewrite"]
+
+
+class BudgetExceededError(Exception):
+    """A budget blocked the call before it was sent.
+
+    Raised by a pre-send hook (the budget guard); the instrumentation lets it through to the caller
+    unchanged. Spend figures are optional so that a guard configured to hide them can leave them out.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        budget_id: str = "",
+        scope: Mapping[str, str] | None = None,
+        limit_usd: Decimal | None = None,
+        spent_usd: Decimal | None = None,
+        resets_at: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.budget_id = budget_id
+        self.scope: dict[str, str] = dict(scope or {})
+        self.limit_usd = limit_usd
+        self.spent_usd = spent_usd
+        self.resets_at = resets_at
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What is known about an LLM call just before it is sent. Never carries prompt content."""
+
+    provider: str
+    operation: str
+    model: str | None
+    max_tokens: int | None
+    stream: bool
+    server_address: str
+    server_port: int | None
+    url_path: str
+    #: costspan.* attribution found in the context (tenant, workflow, user, session, project).
+    attribution: Mapping[str, str] = field(default_factory=dict)
+    #: Rough count of the input tokens, made only if a hook asks via :meth:`estimate_input_tokens`.
+    _estimate: Callable[[], int] | None = field(default=None, repr=False, compare=False)
+
+    def estimate_input_tokens(self) -> int | None:
+        """A (possibly coarse) estimate of the call's input tokens, computed on demand."""
+        return self._estimate() if self._estimate is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRewrite:
+    """A change a pre-send hook asks for; ``None`` leaves a field as the caller sent it."""
+
+    model: str | None = None
+    max_tokens: int | None = None
+    #: Why (e.g. the budget id that degraded the call); written to ``costspan.budget.action``.
+    reason: str = ""
+
+
+PreSendHook = Callable[[RequestInfo], RequestRewrite | None]
