@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tests.support.fake_provider import Behavior, FakeUsage, RecordedRequest
+    from costspan.processor.fake_provider import Behavior, FakeUsage, RecordedRequest
 
 TEXT_CHUNKS = ("Hello", " from", " the", " fake", " provider", ".")
 
