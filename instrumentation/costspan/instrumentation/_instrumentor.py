@@ -41,6 +41,21 @@ def _env_flag(name: str, default: bool) -> bool:
     return default
 
 
+def _remote_guard_from_env() -> PreSendHook | None:
+    """The remote budget guard when ``COSTSPAN_ENDPOINT`` is set; a bad setting is logged, never raised."""
+    from costspan.instrumentation._remote_guard import ENDPOINT_ENV, FAIL_OPEN_ENV, TIMEOUT_ENV, RemoteBudgetGuard
+
+    if not os.environ.get(ENDPOINT_ENV, "").strip():
+        return None
+    raw_timeout = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        timeout = float(raw_timeout) if raw_timeout else 0.25
+        return RemoteBudgetGuard(timeout=timeout, fail_open=_env_flag(FAIL_OPEN_ENV, True))
+    except ValueError as exc:
+        logger.warning("budget guard not installed: %s", exc)
+        return None
+
+
 class CostspanInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Every LLM HTTP call made with httpx or httpx2 becomes one priced GenAI span.
 
@@ -50,12 +65,16 @@ class CostspanInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     - ``base_urls``: ``{base URL: provider name}`` for gateways and self-hosted servers;
     - ``azure_deployments``: ``{deployment: model}``;
     - ``pre_send_hooks``: callables run before each LLM call (see :mod:`._hooks`);
+    - ``remote_budget_guard`` (bool, default True): with ``COSTSPAN_ENDPOINT`` set, ask that
+      ``costspan serve`` before each call (``COSTSPAN_API_KEY``, ``COSTSPAN_BUDGET_TIMEOUT``,
+      ``COSTSPAN_BUDGET_FAIL_OPEN``);
     - ``pricer``: a ``costspan.pricing.Pricer`` (default: the packaged catalog);
     - ``token_counter``: a ``TokenCounter`` to share (default: one loading ``o200k_base`` in the background).
     """
 
     _runtime: Runtime | None = None
     _wrapped: list[tuple[Any, str]]
+    _remote_guard: Any = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -89,6 +108,10 @@ class CostspanInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             kwargs.get("token_counter"),
         )
         rt.hooks.extend(kwargs.get("pre_send_hooks") or ())
+        remote = _remote_guard_from_env() if kwargs.get("remote_budget_guard", True) else None
+        if remote is not None:
+            rt.hooks.append(remote)
+        self._remote_guard = remote
         self._wrapped = []
         for module_name, source in _LIBRARIES:
             try:
@@ -110,3 +133,7 @@ class CostspanInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             unwrap(module.AsyncClient, "send")
         self._wrapped = []
         self._runtime = None
+        remote = getattr(self, "_remote_guard", None)
+        if remote is not None:
+            remote.close()  # its kept-alive connection
+            self._remote_guard = None

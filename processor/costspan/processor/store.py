@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,7 @@ class Store:
         self._last_snapshot = time.monotonic()
         self._last_retention = 0.0
         self.started = False
+        self._listeners: list[Callable[[list[CallRecord]], None]] = []
 
     # --- life cycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -221,6 +223,7 @@ class Store:
         results: list[IngestResult] = []
         lines: list[bytes] = []
         merges = []
+        committed: list[tuple[PreparedBatch, list[int]]] = []
         try:
             for batch, _ in batches:
                 filtered = self._dedupe.filter(batch.keys)
@@ -232,6 +235,7 @@ class Store:
                 else:
                     lines.extend(batch.lines[i] for i in filtered.kept)
                 merges.append((groups, [batch.keys[i] for i in filtered.kept]))
+                committed.append((batch, list(filtered.kept)))
                 results.append(IngestResult(len(filtered.kept), filtered.duplicate_spans, filtered.duplicate_calls))
             if lines:
                 self.ledger.append(lines)
@@ -251,8 +255,28 @@ class Store:
                 self.counters["stored_records"] += result.stored
                 self.counters["duplicate_spans"] += result.duplicate_spans
                 self.counters["duplicate_calls"] += result.duplicate_calls
+        if self._listeners:
+            self._notify(committed)
         for (_, future), result in zip(batches, results, strict=True):
             future.set_result(result)
+
+    def add_commit_listener(self, listener: Callable[[list[CallRecord]], None]) -> None:
+        """Call ``listener(records)`` on the writer thread with every newly stored batch of records,
+        after they are durable and before the export is acknowledged (budgets settle, indexes grow).
+        Not called for records replayed at start-up. A listener's error is logged, counted, survived."""
+        self._listeners.append(listener)
+
+    def _notify(self, committed: list[tuple[PreparedBatch, list[int]]]) -> None:
+        records = [r for batch, kept in committed if kept for r in records_of(batch, kept)]
+        if not records:
+            return
+        for listener in self._listeners:
+            try:
+                listener(records)
+            except Exception:
+                with self.lock:
+                    self.errors["listener"] += 1
+                logger.exception("a commit listener failed; the records are stored")
 
     def _periodic(self) -> None:
         try:

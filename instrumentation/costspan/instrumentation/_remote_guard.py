@@ -1,0 +1,180 @@
+"""The remote budget guard: a pre-send hook asking ``costspan serve`` (``POST /v1/budgets/check``).
+
+Installed by the instrumentor when ``COSTSPAN_ENDPOINT`` is set, so an app run under
+``opentelemetry-instrument`` is guarded with no code. Lives in the instrumentation slice because it
+runs in the app; it speaks only JSON over HTTP to the processor.
+
+One keep-alive HTTP connection per thread (``http.client``, so costspan's own httpx
+instrumentation never sees it), a short timeout, and a choice when the server cannot be reached:
+fail open (the call goes ahead; counted) or fail closed (``BudgetExceededError``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import threading
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+from costspan.instrumentation import attributes as attr
+from costspan.instrumentation._hooks import BudgetExceededError, RequestInfo, RequestRewrite
+
+__all__ = ["ENDPOINT_ENV", "FAIL_OPEN_ENV", "KEY_ENV", "TIMEOUT_ENV", "RemoteBudgetGuard", "request_payload"]
+
+logger = logging.getLogger(__name__)
+
+ENDPOINT_ENV = "COSTSPAN_ENDPOINT"
+KEY_ENV = "COSTSPAN_API_KEY"
+#: ``false`` makes an unreachable budget server block calls (default: let them through, counted).
+FAIL_OPEN_ENV = "COSTSPAN_BUDGET_FAIL_OPEN"
+#: Seconds to wait for the budget server before failing open or closed (default 0.25).
+TIMEOUT_ENV = "COSTSPAN_BUDGET_TIMEOUT"
+
+
+class RemoteBudgetGuard:
+    """Call it as a pre-send hook; :meth:`check` and :meth:`settle` are the raw client."""
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 0.25,
+        fail_open: bool = True,
+        service: str | None = None,
+        count_input: bool = True,
+    ) -> None:
+        url = endpoint or os.environ.get(ENDPOINT_ENV, "")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"budget endpoint must be an http(s) URL (set {ENDPOINT_ENV}), got {url[:60]!r}")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._https else 80)
+        self._base = parts.path.rstrip("/")
+        key = api_key if api_key is not None else os.environ.get(KEY_ENV)
+        self._headers = {"Content-Type": "application/json"}
+        if key:
+            self._headers["Authorization"] = f"Bearer {key}"
+        self._timeout = timeout
+        self.fail_open = fail_open
+        # the server settles a reservation from the call's priced record, whose service is the
+        # resource's service.name: send the same (OTEL_SERVICE_NAME unless given)
+        self._service = service if service is not None else (os.environ.get("OTEL_SERVICE_NAME") or None)
+        self._count_input = count_input
+        self._local = threading.local()
+        self.unreachable = 0
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = cls(self._host, self._port, timeout=self._timeout)
+            self._local.conn = conn
+        return conn
+
+    def _post(self, path: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        body = json.dumps(payload).encode()
+        for attempt in (1, 2):  # a kept-alive connection the server closed: retry once on a fresh one
+            conn = self._connection()
+            try:
+                conn.request("POST", self._base + path, body=body, headers=self._headers)
+                response = conn.getresponse()
+                data = response.read()
+                return response.status, json.loads(data) if data else {}
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                conn.close()
+                self._local.conn = None
+                if attempt == 2:
+                    raise
+            except Exception:
+                conn.close()
+                self._local.conn = None
+                raise
+        raise AssertionError("unreachable")
+
+    def check_payload(self, call: dict[str, Any]) -> dict[str, Any]:
+        """The server's answer: ``{"allowed": true, "reservation_id": ...}`` or raises.
+
+        Raises ``BudgetExceededError`` on 429 (or when unreachable and failing closed); returns
+        ``{"allowed": true, "reservation_id": None, "unreachable": true}`` when failing open.
+        """
+        payload = {k: v for k, v in call.items() if v is not None}
+        try:
+            status, body = self._post("/v1/budgets/check", payload)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            return self._unreachable(type(exc).__name__)
+        if status == 429:
+            raise _error_from(body)
+        if status != 200:
+            return self._unreachable(f"HTTP {status}")
+        return body
+
+    def _unreachable(self, why: str) -> dict[str, Any]:
+        self.unreachable += 1
+        if self.unreachable == 1 or self.unreachable % 1000 == 0:
+            logger.warning("budget server unreachable (%s); failing %s", why, "open" if self.fail_open else "closed")
+        if not self.fail_open:
+            raise BudgetExceededError(f"budget server unreachable ({why}); failing closed", budget_id="")
+        return {"allowed": True, "reservation_id": None, "unreachable": True}
+
+    def settle(self, reservation_id: str, cost_usd: Decimal | None, tokens: int | None = None) -> bool:
+        payload = {"reservation_id": reservation_id, "cost_usd": None if cost_usd is None else str(cost_usd)}
+        if tokens is not None:
+            payload["tokens"] = str(tokens)
+        try:
+            status, body = self._post("/v1/budgets/settle", payload)
+        except (OSError, ValueError, http.client.HTTPException):
+            return False
+        return status == 200 and bool(body.get("settled"))
+
+    def __call__(self, info: RequestInfo) -> RequestRewrite | None:
+        answer = self.check_payload(request_payload(info, service=self._service, count_input=self._count_input))
+        model, max_tokens = answer.get("model"), answer.get("max_tokens")
+        if model is not None or max_tokens is not None:
+            return RequestRewrite(model=model, max_tokens=max_tokens, reason=str(answer.get("reason") or "adaptive"))
+        return None
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def request_payload(info: RequestInfo, *, service: str | None, count_input: bool = True) -> dict[str, Any]:
+    """The body of ``POST /v1/budgets/check`` for a request about to be sent (attribution from baggage)."""
+    a = info.attribution
+    return {
+        "tenant": a.get(attr.TENANT_ID),
+        "service": service,
+        "workflow": a.get(attr.WORKFLOW_ID),
+        "user": a.get(attr.USER_ID),
+        "project": a.get(attr.PROJECT_ID),
+        "provider": info.provider,
+        "model": info.model,
+        "input_tokens": info.estimate_input_tokens() if count_input else None,
+        "max_tokens": info.max_tokens,
+    }
+
+
+def _error_from(body: dict[str, Any]) -> BudgetExceededError:
+    def money(key: str) -> Decimal | None:
+        value = body.get(key)
+        return Decimal(str(value)) if value is not None and body.get("unit", "usd") == "usd" else None
+
+    scope = body.get("scope") or {}
+    return BudgetExceededError(
+        str(body.get("message") or "budget exceeded"),
+        budget_id=str(body.get("budget_id") or ""),
+        scope={str(k): str(v) for k, v in scope.items()},
+        limit_usd=money("limit"),
+        spent_usd=money("spent"),
+        resets_at=body.get("resets_at"),
+    )

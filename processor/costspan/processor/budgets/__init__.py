@@ -1,0 +1,81 @@
+"""costspan budgets: reserve before an LLM call, settle after it, alert at thresholds, degrade or block.
+
+In-process::
+
+    book = BudgetBook(data_dir="/var/lib/costspan/budgets")
+    book.put_budget({"id": "acme-daily", "scope": {"tenant": "acme"}, "period": "day", "limit": "50"})
+    CostspanInstrumentor().instrument(tracer_provider=tp, pre_send_hooks=[budget_guard(book, service="api")])
+    tp.add_span_processor(BudgetSpanProcessor(book, service="api"))
+
+Server side: ``app.include_router(budget_router(book))``; remote apps use :class:`RemoteBudgetGuard`.
+"""
+
+from costspan.processor.budgets._alerts import Alert, Delivery, SpikeDetector, WebhookNotifier
+from costspan.processor.budgets._api import budget_router
+from costspan.processor.budgets._book import BudgetBook
+from costspan.processor.budgets._env import BudgetEnv, apply_env, budgets_from_env
+from costspan.processor.budgets._estimate import CostEstimator, Estimate
+from costspan.processor.budgets._guard import (
+    BudgetSpanProcessor,
+    budget_exceeded_error,
+    budget_guard,
+    call_from_attributes,
+    call_from_request,
+)
+from costspan.processor.budgets._journal import FsyncPolicy
+from costspan.processor.budgets._metrics import BudgetCollector
+from costspan.processor.budgets._model import (
+    DEFAULT_THRESHOLDS,
+    EACH,
+    SCOPE_DIMENSIONS,
+    Block,
+    Budget,
+    BudgetSpec,
+    Call,
+    Decision,
+    InvalidBudgetError,
+    Mode,
+    Period,
+    Unit,
+    parse_budget,
+)
+from costspan.processor.budgets._periods import window
+from costspan.processor.budgets._remote import RemoteBudgetGuard
+from costspan.processor.budgets._status import BudgetStatus
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "EACH",
+    "SCOPE_DIMENSIONS",
+    "Alert",
+    "Block",
+    "Budget",
+    "BudgetBook",
+    "BudgetCollector",
+    "BudgetEnv",
+    "BudgetSpanProcessor",
+    "BudgetSpec",
+    "BudgetStatus",
+    "Call",
+    "CostEstimator",
+    "Decision",
+    "Delivery",
+    "Estimate",
+    "FsyncPolicy",
+    "InvalidBudgetError",
+    "Mode",
+    "Period",
+    "RemoteBudgetGuard",
+    "SpikeDetector",
+    "Unit",
+    "WebhookNotifier",
+    "apply_env",
+    "budget_exceeded_error",
+    "budget_guard",
+    "budget_router",
+    "budgets_from_env",
+    "call_from_attributes",
+    "call_from_request",
+    "parse_budget",
+    "window",
+]

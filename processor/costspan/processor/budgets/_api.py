@@ -1,0 +1,271 @@
+"""HTTP routes for budgets: the pre-call check, CRUD, status, audit, alerts, and the seed's routes.
+
+``budget_router(book)`` returns an ``APIRouter``; the server app mounts it (with its auth as
+``dependencies``). Domain errors become HTTP errors here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from costspan.processor.budgets._alerts import WebhookNotifier
+from costspan.processor.budgets._book import BudgetBook
+from costspan.processor.budgets._model import DEFAULT_THRESHOLDS, Budget, Call, InvalidBudgetError, Mode, money
+
+__all__ = ["budget_router"]
+
+ACTOR_HEADER = "X-Costspan-Actor"
+
+
+class CheckRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str | None = None
+    service: str | None = None
+    workflow: str | None = None
+    user: str | None = None
+    project: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    input_tokens: int | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0)
+
+
+class SettleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reservation_id: str
+    cost_usd: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
+    tokens: int | None = Field(default=None, ge=0)
+    requests: int = Field(default=1, ge=0)
+
+
+class SeedBudget(BaseModel):
+    """The seed gateway's budget body: daily and/or monthly USD limits for a workspace or project."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    daily_limit: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
+    monthly_limit: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
+    alert_thresholds: list[int] = Field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
+    mode: Mode = Mode.HARD
+    timezone: str = "UTC"
+
+
+def explain_request(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+
+
+def budget_router(
+    book: BudgetBook,
+    *,
+    show_spend: bool = True,
+    notifier: WebhookNotifier | None = None,
+    dependencies: Sequence[Any] = (),
+) -> APIRouter:
+    """Routes over ``book``; ``show_spend=False`` leaves spend figures out of 429 answers.
+
+    ``dependencies`` are FastAPI ``Depends(...)`` objects applied to every route (the server's auth).
+    """
+    router = APIRouter(dependencies=list(dependencies))
+
+    def actor(request: Request) -> str:
+        return request.headers.get(ACTOR_HEADER, "api")[:200]
+
+    def put(spec: dict[str, Any], who: str) -> Budget:
+        try:
+            return book.put_budget(spec, actor=who)
+        except InvalidBudgetError as exc:
+            raise HTTPException(422, detail=str(exc)) from None
+
+    # The hot routes are ``async``: a check holds the book's lock for microseconds, and a hop to
+    # the thread pool would cost more than the check itself. The body is parsed by pydantic's JSON
+    # parser directly (the schema is still published through ``openapi_extra``).
+    @router.post(
+        "/v1/budgets/check",
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": CheckRequest.model_json_schema()}}}},
+    )
+    async def check(request: Request) -> JSONResponse:
+        try:
+            body = CheckRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise HTTPException(422, detail=explain_request(exc)) from None
+        decision = book.check(
+            Call(
+                body.tenant,
+                body.service,
+                body.workflow,
+                body.user,
+                body.project,
+                body.provider,
+                body.model,
+                body.input_tokens,
+                body.max_tokens,
+            )
+        )
+        if decision.block is None:
+            return JSONResponse(
+                {
+                    "allowed": True,
+                    "reservation_id": decision.reservation_id,
+                    "estimate_usd": None if decision.estimate_usd is None else money(decision.estimate_usd),
+                    "model": decision.model,
+                    "max_tokens": decision.max_tokens,
+                    "reason": decision.reason,
+                }
+            )
+        block = decision.block
+        payload: dict[str, Any] = {
+            "type": "budget_exceeded",
+            "message": block.message(),
+            "budget_id": block.budget_id,
+            "scope": dict(block.scope),
+            "unit": block.unit.value,
+            "period": block.period.value,
+            "resets_at": block.resets_at.isoformat() if block.resets_at else None,
+        }
+        if show_spend:
+            payload.update(limit=str(block.limit), spent=money(block.spent), reserved=money(block.reserved))
+        retry = block.retry_after(book.now())
+        headers = {"Retry-After": str(retry)} if retry is not None else {}
+        return JSONResponse(payload, status_code=429, headers=headers)
+
+    @router.post("/v1/budgets/settle")
+    async def settle(body: SettleRequest) -> JSONResponse:
+        return JSONResponse({"settled": book.settle(body.reservation_id, body.cost_usd, body.tokens, body.requests)})
+
+    @router.post("/v1/budgets/reservations/{reservation_id}/release")
+    def release(reservation_id: str) -> dict[str, bool]:
+        return {"released": book.release(reservation_id)}
+
+    @router.get("/v1/budgets")
+    def list_budgets() -> list[dict[str, Any]]:
+        return [b.to_json() for b in book.budgets()]
+
+    @router.post("/v1/budgets", status_code=201)
+    def create(spec: dict[str, Any], request: Request) -> dict[str, Any]:
+        if spec.get("id") and book.get_budget(str(spec["id"])) is not None:
+            raise HTTPException(409, detail=f"budget {spec['id']!r} exists; PUT /v1/budgets/{{id}} to change it")
+        return put(spec, actor(request)).to_json()
+
+    @router.get("/v1/budgets/status")
+    def all_status() -> list[dict[str, Any]]:
+        return [s.to_json() for s in book.status()]
+
+    @router.get("/v1/budgets/alerts")
+    def alerts() -> dict[str, Any]:
+        out: dict[str, Any] = {"alerts": [a.to_json() for a in book.alerts]}
+        if notifier is not None:
+            out["deliveries"] = [
+                {
+                    "idempotency_key": d.idempotency_key,
+                    "type": d.kind,
+                    "budget": d.budget_id,
+                    "delivered": d.delivered,
+                    "attempts": d.attempts,
+                    "status": d.status,
+                    "error": d.error,
+                    "at": d.at.isoformat(),
+                }
+                for d in notifier.deliveries
+            ]
+            out["failures"] = notifier.failures
+            out["dropped"] = notifier.dropped
+        return out
+
+    @router.get("/v1/budgets/{budget_id}")
+    def get(budget_id: str) -> dict[str, Any]:
+        budget = book.get_budget(budget_id)
+        if budget is None:
+            raise HTTPException(404, detail=f"no budget {budget_id!r}")
+        return budget.to_json()
+
+    @router.put("/v1/budgets/{budget_id}")
+    def replace(budget_id: str, spec: dict[str, Any], request: Request) -> dict[str, Any]:
+        if spec.get("id", budget_id) != budget_id:
+            raise HTTPException(422, detail="the body's id differs from the path's")
+        return put({**spec, "id": budget_id}, actor(request)).to_json()
+
+    @router.delete("/v1/budgets/{budget_id}", status_code=204)
+    def delete(budget_id: str, request: Request) -> None:
+        if not book.delete_budget(budget_id, actor=actor(request)):
+            raise HTTPException(404, detail=f"no budget {budget_id!r}")
+
+    @router.get("/v1/budgets/{budget_id}/status")
+    def one_status(budget_id: str) -> list[dict[str, Any]]:
+        if book.get_budget(budget_id) is None:
+            raise HTTPException(404, detail=f"no budget {budget_id!r}")
+        return [s.to_json() for s in book.status(budget_id)]
+
+    @router.get("/v1/budgets/{budget_id}/audit")
+    def audit(budget_id: str) -> list[dict[str, Any]]:
+        return book.audit_log(budget_id)
+
+    # --- the seed gateway's routes: a workspace is a tenant, a project a project within it -------------
+    def seed_put(prefix: str, scope: dict[str, str], body: SeedBudget, who: str) -> dict[str, Any]:
+        if body.mode is Mode.ADAPTIVE:
+            raise HTTPException(422, detail="adaptive budgets need fallback_models: use POST /v1/budgets")
+        for period, limit in (("day", body.daily_limit), ("month", body.monthly_limit)):
+            budget_id = f"{prefix}-{'daily' if period == 'day' else 'monthly'}"
+            if limit is None:
+                book.delete_budget(budget_id, actor=who)
+                continue
+            spec = {
+                "id": budget_id,
+                "scope": scope,
+                "period": period,
+                "limit": limit,
+                "mode": body.mode,
+                "thresholds": body.alert_thresholds,
+                "timezone": body.timezone,
+            }
+            put(spec, who)
+        return seed_view(prefix)
+
+    def seed_view(prefix: str) -> dict[str, Any]:
+        daily, monthly = book.get_budget(f"{prefix}-daily"), book.get_budget(f"{prefix}-monthly")
+        any_budget = daily or monthly
+        return {
+            "daily_limit": None if daily is None else str(daily.limit),
+            "monthly_limit": None if monthly is None else str(monthly.limit),
+            "alert_thresholds": list(any_budget.thresholds if any_budget else DEFAULT_THRESHOLDS),
+            "mode": (any_budget.mode if any_budget else Mode.HARD).value,
+        }
+
+    @router.get("/api/workspaces/{workspace_id}/budget")
+    def ws_get(workspace_id: str) -> dict[str, Any]:
+        return {"workspace_id": workspace_id, **seed_view(f"ws-{workspace_id}")}
+
+    @router.post("/api/workspaces/{workspace_id}/budget")
+    def ws_post(workspace_id: str, body: SeedBudget, request: Request) -> dict[str, Any]:
+        view = seed_put(f"ws-{workspace_id}", {"tenant": workspace_id}, body, actor(request))
+        return {"workspace_id": workspace_id, **view}
+
+    @router.get("/api/workspaces/{workspace_id}/budget/status")
+    def ws_status(workspace_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"workspace_id": workspace_id}
+        worst = "healthy"
+        order = ["healthy", "warning", "critical", "blocked"]
+        for name in ("daily", "monthly"):
+            rows = book.status(f"ws-{workspace_id}-{name}")
+            out[name] = rows[0].to_json() if rows else None
+            if rows and order.index(rows[0].state) > order.index(worst):
+                worst = rows[0].state
+        out["status"] = worst
+        return out
+
+    @router.post("/api/projects/{project_id}/budget")
+    def project_post(
+        project_id: str, body: SeedBudget, request: Request, workspace_id: str = Query(...)
+    ) -> dict[str, Any]:
+        scope = {"tenant": workspace_id, "project": project_id}
+        view = seed_put(f"ws-{workspace_id}-p-{project_id}", scope, body, actor(request))
+        return {"workspace_id": workspace_id, "project_id": project_id, **view}
+
+    return router

@@ -1,0 +1,147 @@
+"""Pre-call cost estimates: input tokens at the input price + capped output at the output price."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import NamedTuple
+
+from costspan.pricing import Pricer, Usage, default_pricer
+
+__all__ = ["CostEstimator", "Estimate"]
+
+logger = logging.getLogger(__name__)
+
+#: Above this many input tokens the call is priced exactly (long-context tiers are cliffs).
+_LINEAR_UP_TO = 100_000
+_PROBE = 10_000
+_RATE_TTL = 3600.0  # prices depend on the date: refresh the cached per-token rates hourly
+_ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rate:
+    expires: float
+    base: Decimal | None  # per-request part; None = unpriced model
+    per_in: Decimal
+    per_out: Decimal
+    max_out: int | None
+
+
+class Estimate(NamedTuple):
+    usd: Decimal | None  # None: the model is not priced
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class CostEstimator:
+    """Estimates what a call may cost before it is sent, leaning high.
+
+    Output tokens are ``max_tokens`` (or ``default_output_tokens`` when the caller set none), capped
+    at the model's maximum output so that a huge ``max_tokens`` does not over-block. Per-token rates
+    are cached per model; calls above 100k input tokens are priced exactly.
+    """
+
+    def __init__(
+        self,
+        pricer: Pricer | None = None,
+        *,
+        default_output_tokens: int = 4096,
+        default_input_tokens: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if default_output_tokens < 0 or default_input_tokens < 0:
+            raise ValueError("default token counts must not be negative")
+        self._pricer = pricer
+        self._default_output = default_output_tokens
+        self._default_input = default_input_tokens
+        self._clock = clock
+        self._rates: dict[tuple[str, str | None], _Rate] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def pricer(self) -> Pricer:
+        if self._pricer is None:
+            with self._lock:
+                if self._pricer is None:
+                    self._pricer = default_pricer()
+        return self._pricer
+
+    def _rate(self, model: str, provider: str | None, now: float | None = None) -> _Rate:
+        key = (model, provider)
+        if now is None:
+            now = self._clock()
+        cached = self._rates.get(key)
+        if cached is not None and cached.expires > now:
+            return cached
+        pricer = self.pricer
+        base = pricer.price_call(model, Usage(), provider=provider, at=now).total
+        if base is None:
+            found = _Rate(now + _RATE_TTL, None, _ZERO, _ZERO, None)
+        else:
+            per_in = pricer.price_call(model, Usage(input_tokens=_PROBE), provider=provider, at=now).total or base
+            per_out = pricer.price_call(model, Usage(output_tokens=_PROBE), provider=provider, at=now).total or base
+            found = _Rate(
+                now + _RATE_TTL,
+                base,
+                (per_in - base) / _PROBE,
+                (per_out - base) / _PROBE,
+                pricer.max_output_tokens(model, provider),
+            )
+        if len(self._rates) > 4096:
+            self._rates = {}
+        self._rates[key] = found
+        return found
+
+    def estimate(
+        self,
+        model: str | None,
+        provider: str | None = None,
+        *,
+        input_tokens: int | None = None,
+        max_tokens: int | None = None,
+        now: float | None = None,
+    ) -> Estimate:
+        n_in = self._default_input if input_tokens is None else max(0, input_tokens)
+        usd, tokens = self.usd_and_tokens(model, provider, input_tokens, max_tokens, now)
+        return Estimate(usd, n_in, tokens - n_in)
+
+    def usd_and_tokens(
+        self,
+        model: str | None,
+        provider: str | None,
+        input_tokens: int | None,
+        max_tokens: int | None,
+        now: float | None,
+    ) -> tuple[Decimal | None, int]:
+        """The hot path of :meth:`estimate`: (USD or None, input + output tokens)."""
+        n_in = self._default_input if input_tokens is None else input_tokens
+        n_out = self._default_output if max_tokens is None else max_tokens
+        if n_in < 0 or n_out < 0:
+            n_in, n_out = max(0, n_in), max(0, n_out)
+        if not model:
+            return None, n_in + n_out
+        rate = self._rates.get((model, provider))
+        if rate is None or now is None or rate.expires <= now:
+            rate = self._rate(model, provider, now)
+        if rate.max_out is not None and n_out > rate.max_out:
+            n_out = rate.max_out
+        if rate.base is None:
+            return None, n_in + n_out
+        if n_in > _LINEAR_UP_TO:
+            exact = self.pricer.price_call(
+                model, Usage(input_tokens=n_in, output_tokens=n_out), provider=provider, at=now or self._clock()
+            )
+            return exact.total, n_in + n_out
+        return rate.per_in * n_in + rate.per_out * n_out + rate.base, n_in + n_out
+
+    def max_output_tokens(self, model: str, provider: str | None = None) -> int | None:
+        return self._rate(model, provider).max_out

@@ -1,0 +1,267 @@
+"""Durable budget state: an append-only JSON-lines journal, atomic snapshots, replay; an audit log.
+
+Every line is written with one ``os.write`` on an ``O_APPEND`` descriptor, so a line handed to the
+OS survives ``kill -9``; ``fsync`` decides what survives a power loss (``always``, ``interval``
+seconds, or ``never``). Lines carry the state's sequence number: a snapshot records the sequence it
+includes, and replay skips what the snapshot already holds, so a crash between the snapshot's rename
+and the journal's truncation double-counts nothing. A torn last line is cut off and logged.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from costspan.processor.budgets._state import (
+    BudgetState,
+    Counter,
+    Reservation,
+    budget_from_json,
+    decode_event,
+    encode_event,
+)
+
+__all__ = ["AuditLog", "FsyncPolicy", "Journal"]
+
+logger = logging.getLogger(__name__)
+
+FsyncPolicy = Literal["always", "interval", "never"]
+_DUMP = json.JSONEncoder(separators=(",", ":")).encode
+
+
+@functools.lru_cache(maxsize=65536)
+def _quoted(value: str | tuple[str | None, ...]) -> str:
+    """JSON of a counter key or a call's dimensions (they repeat: encoded once)."""
+    return _DUMP(list(value) if isinstance(value, tuple) else value)
+
+
+JOURNAL = "budgets.journal.jsonl"
+SNAPSHOT = "budgets.snapshot.json"
+AUDIT = "budgets.audit.jsonl"
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _inf(value: float) -> float | str:
+    return "inf" if math.isinf(value) else value
+
+
+class Journal:
+    """The budget journal and snapshot in ``directory``."""
+
+    def __init__(
+        self, directory: str | os.PathLike[str], *, fsync: FsyncPolicy = "interval", fsync_interval: float = 1.0
+    ) -> None:
+        if fsync not in ("always", "interval", "never"):
+            raise ValueError(f"fsync must be 'always', 'interval' or 'never', got {fsync!r}")
+        if fsync_interval <= 0:
+            raise ValueError("fsync_interval must be positive")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._fsync = fsync
+        self._interval = fsync_interval
+        self._last_sync = time.monotonic()
+        self._path = self.directory / JOURNAL
+        self._fd: int | None = None
+
+    # --- writing ------------------------------------------------------------------------------------
+    def _open(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return self._fd
+
+    def append(self, seq: int, event: list[Any]) -> None:
+        if event[0] == "r":  # the hot event, by hand; the same JSON as json.dumps (ids are [0-9a-f-])
+            _, rid, at, expires, match, items = event
+            amounts = ",".join(f'[{_quoted(key)},"{amount!s}"]' for key, amount in items)
+            line = f'[{seq},"r","{rid}",{at!r},{expires!r},{_quoted(match)},[{amounts}]]\n'
+        elif event[0] == "s":
+            amounts = ",".join(f'[{_quoted(key)},"{amount!s}"]' for key, amount in event[2])
+            line = f'[{seq},"s","{event[1]}",[{amounts}]]\n'
+        else:
+            line = json.dumps([seq, *encode_event(event)], separators=(",", ":")) + "\n"
+        fd = self._open()
+        os.write(fd, line.encode())
+        if self._fsync == "always":
+            os.fsync(fd)
+        elif self._fsync == "interval":
+            now = time.monotonic()
+            if now - self._last_sync >= self._interval:
+                os.fsync(fd)
+                self._last_sync = now
+
+    def sync(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    def snapshot(self, state: BudgetState) -> None:
+        """Write ``state`` atomically (temp, fsync, rename), then empty the journal it includes."""
+        data = {
+            "version": 1,
+            "seq": state.seq,
+            "written_at": datetime.now(UTC).isoformat(),
+            "budgets": [b.to_json() for b in state.budgets.values()],
+            "counters": [
+                {
+                    "key": c.key,
+                    "budget_id": c.budget.id,
+                    "values": list(c.values),
+                    "start": _inf(c.start),
+                    "end": _inf(c.end),
+                    "spent": str(c.spent),
+                    "reserved": str(c.reserved),
+                    "fired": sorted(c.fired),
+                }
+                for c in state.counters.values()
+            ],
+            "reservations": [
+                {
+                    "rid": r.rid,
+                    "at": r.at,
+                    "expires": r.expires,
+                    "match": list(r.match),
+                    "items": [[k, str(a)] for k, a in r.items],
+                }
+                for r in state.reservations.values()
+            ],
+        }
+        tmp = self.directory / (SNAPSHOT + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, separators=(",", ":"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.directory / SNAPSHOT)
+        _fsync_dir(self.directory)
+        fd = self._open()
+        os.ftruncate(fd, 0)
+        os.fsync(fd)
+
+    # --- reading ------------------------------------------------------------------------------------
+    def load(self) -> BudgetState:
+        """The newest snapshot plus the journal after it."""
+        state = BudgetState()
+        snap = self.directory / SNAPSHOT
+        if snap.exists():
+            _load_snapshot(state, json.loads(snap.read_text(encoding="utf-8")))
+        if not self._path.exists():
+            return state
+        raw = self._path.read_bytes()
+        good = 0
+        replayed = 0
+        for line in raw.splitlines(keepends=True):
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("torn line")
+                seq, *body = json.loads(line)
+                event = decode_event(body)
+            except (ValueError, TypeError, KeyError) as exc:
+                if good + len(line) < len(raw):
+                    raise ValueError(f"budget journal {self._path} is corrupt at byte {good}: {exc}") from None
+                logger.warning("budget journal: dropping a torn last line (%d bytes)", len(line))
+                break
+            good += len(line)
+            if seq <= state.seq:
+                continue
+            if seq != state.seq + 1:
+                logger.warning("budget journal: sequence jumps from %d to %d", state.seq, seq)
+            state.apply(event)
+            state.seq = seq
+            replayed += 1
+        if good < len(raw):
+            with open(self._path, "r+b") as fh:
+                fh.truncate(good)
+        logger.info("budget state loaded: seq %d, %d journal events replayed", state.seq, replayed)
+        return state
+
+
+def _load_snapshot(state: BudgetState, data: dict[str, Any]) -> None:
+    for b in data["budgets"]:
+        budget = budget_from_json(b)
+        state.budgets[budget.id] = budget
+    for c in data["counters"]:
+        owner = state.budgets.get(c["budget_id"])
+        if owner is None:
+            continue
+        state.counters[c["key"]] = Counter(
+            key=c["key"],
+            budget=owner,
+            values=tuple(c["values"]),
+            start=float(c["start"]),
+            end=float(c["end"]),
+            spent=Decimal(c["spent"]),
+            reserved=Decimal(c["reserved"]),
+            fired=set(c["fired"]),
+        )
+    for r in data["reservations"]:
+        res = Reservation(
+            r["rid"], float(r["at"]), float(r["expires"]), tuple(r["match"]), [(k, Decimal(a)) for k, a in r["items"]]
+        )
+        state.reservations[res.rid] = res
+        state.by_match.setdefault(res.match, deque()).append(res.rid)
+        state.expiry.append((res.expires, res.rid))
+    state.seq = int(data["seq"])
+
+
+class AuditLog:
+    """Who changed which budget, when, from what to what. One fsynced JSON line per change."""
+
+    def __init__(self, path: str | os.PathLike[str] | None, *, clock: Callable[[], float] = time.time) -> None:
+        self._path = Path(path) if path is not None else None
+        self._clock = clock
+        self._memory: list[dict[str, Any]] = []
+
+    def write(self, actor: str, action: str, budget_id: str, before: Any, after: Any) -> dict[str, Any]:
+        entry = {
+            "at": datetime.fromtimestamp(self._clock(), UTC).isoformat(),
+            "actor": actor,
+            "action": action,
+            "budget_id": budget_id,
+            "before": before,
+            "after": after,
+        }
+        if self._path is None:
+            self._memory.append(entry)
+            return entry
+        with open(self._path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return entry
+
+    def entries(self, budget_id: str | None = None) -> list[dict[str, Any]]:
+        if self._path is None:
+            rows = list(self._memory)
+        elif not self._path.exists():
+            rows = []
+        else:
+            rows = []
+            for line in self._path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    logger.warning("audit log: skipping an unreadable line")
+        return [r for r in rows if budget_id is None or r.get("budget_id") == budget_id]

@@ -1,0 +1,267 @@
+"""What a budget is: frozen values inside, a pydantic schema at the edge that explains bad input."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Literal, NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "EACH",
+    "SCOPE_DIMENSIONS",
+    "Block",
+    "Budget",
+    "BudgetSpec",
+    "Call",
+    "Decision",
+    "InvalidBudgetError",
+    "Mode",
+    "Period",
+    "Unit",
+    "money",
+    "parse_budget",
+]
+
+#: The dimensions a budget can be scoped by, in a fixed order (also the order of :class:`Call` fields).
+SCOPE_DIMENSIONS: tuple[str, ...] = ("tenant", "service", "workflow", "user", "project", "provider", "model")
+#: A scope value meaning "each distinct value gets its own counter" (e.g. ``{"tenant": "*"}``).
+EACH = "*"
+DEFAULT_THRESHOLDS: tuple[int, ...] = (50, 75, 90, 100)
+
+
+def money(value: Decimal) -> str:
+    """A Decimal as plain digits without exponent or trailing zeros: ``0E-7`` → ``0``, ``0.0125000`` → ``0.0125``."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+class InvalidBudgetError(ValueError):
+    """A budget definition that cannot be used; the message says which field and why."""
+
+
+class Period(StrEnum):
+    PER_REQUEST = "per_request"
+    HOUR = "hour"
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    TOTAL = "total"
+
+
+class Unit(StrEnum):
+    USD = "usd"
+    TOKENS = "tokens"
+    REQUESTS = "requests"
+
+
+class Mode(StrEnum):
+    HARD = "hard"  # block
+    SOFT = "soft"  # alert only
+    ADAPTIVE = "adaptive"  # fallback model, capped max_tokens, then block
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    id: str
+    period: Period
+    limit: Decimal
+    scope: tuple[tuple[str, str], ...] = ()  # sorted (dimension, value); empty = global
+    unit: Unit = Unit.USD
+    mode: Mode = Mode.HARD
+    fallback_models: tuple[str, ...] = ()
+    max_tokens_cap: int | None = None
+    thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS
+    timezone: str = "UTC"
+    name: str = ""
+
+    @property
+    def scope_dict(self) -> dict[str, str]:
+        return dict(self.scope)
+
+    @property
+    def each_dimensions(self) -> tuple[str, ...]:
+        return tuple(dim for dim, value in self.scope if value == EACH)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "scope": self.scope_dict,
+            "period": self.period.value,
+            "limit": str(self.limit),
+            "unit": self.unit.value,
+            "mode": self.mode.value,
+            "fallback_models": list(self.fallback_models),
+            "max_tokens_cap": self.max_tokens_cap,
+            "thresholds": list(self.thresholds),
+            "timezone": self.timezone,
+        }
+
+
+class BudgetSpec(BaseModel):
+    """A budget as it arrives over the API, from a file or from the environment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    name: str = Field(default="", max_length=200)
+    scope: dict[Literal["tenant", "service", "workflow", "user", "project", "provider", "model"], str] = Field(
+        default_factory=dict
+    )
+    period: Period
+    limit: Decimal = Field(ge=0, allow_inf_nan=False)
+    unit: Unit = Unit.USD
+    mode: Mode = Mode.HARD
+    fallback_models: list[str] = Field(default_factory=list)
+    max_tokens_cap: int | None = Field(default=None, gt=0)
+    thresholds: list[int] = Field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
+    timezone: str = "UTC"
+
+    @field_validator("scope")
+    @classmethod
+    def _scope_values(cls, value: dict[str, str]) -> dict[str, str]:
+        for dim, v in value.items():
+            if not v.strip():
+                raise ValueError(f"scope {dim} must not be empty (leave the dimension out for 'any')")
+        return value
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, value: list[int]) -> list[int]:
+        bad = [t for t in value if not 0 < t <= 1000]
+        if bad:
+            raise ValueError(f"thresholds are percentages between 1 and 1000, got {bad}")
+        return sorted(set(value))
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r} (e.g. 'UTC', 'Europe/Berlin')") from None
+        return value
+
+    @model_validator(mode="after")
+    def _adaptive(self) -> BudgetSpec:
+        if self.mode is Mode.ADAPTIVE and not self.fallback_models:
+            raise ValueError("an adaptive budget needs at least one model in fallback_models")
+        if any(not m.strip() for m in self.fallback_models):
+            raise ValueError("fallback_models must not contain empty names")
+        return self
+
+    def to_budget(self) -> Budget:
+        return Budget(
+            id=self.id or f"b-{uuid.uuid4().hex[:12]}",
+            name=self.name,
+            scope=tuple(sorted(self.scope.items())),
+            period=self.period,
+            limit=self.limit,
+            unit=self.unit,
+            mode=self.mode,
+            fallback_models=tuple(self.fallback_models),
+            max_tokens_cap=self.max_tokens_cap,
+            thresholds=tuple(self.thresholds),
+            timezone=self.timezone,
+        )
+
+
+def explain(exc: ValidationError) -> str:
+    """One line per problem: ``field: message``."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "budget"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid budget: " + "; ".join(parts)
+
+
+def parse_budget(data: Mapping[str, Any] | BudgetSpec) -> Budget:
+    """Validate a budget definition; raises :class:`InvalidBudgetError` with a readable message."""
+    if isinstance(data, BudgetSpec):
+        return data.to_budget()
+    try:
+        return BudgetSpec.model_validate(dict(data)).to_budget()
+    except ValidationError as exc:
+        raise InvalidBudgetError(explain(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One LLM call as the budgets see it: who makes it, to which model, how big it may get."""
+
+    tenant: str | None = None
+    service: str | None = None
+    workflow: str | None = None
+    user: str | None = None
+    project: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    max_tokens: int | None = None
+
+    def dims(self) -> tuple[str | None, ...]:
+        return (self.tenant, self.service, self.workflow, self.user, self.project, self.provider, self.model)
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Why a call was refused: the budget and scope that tripped, its limit, spend and reset."""
+
+    budget_id: str
+    scope: Mapping[str, str]
+    unit: Unit
+    period: Period
+    limit: Decimal
+    spent: Decimal
+    reserved: Decimal
+    requested: Decimal
+    resets_at: datetime | None
+
+    def retry_after(self, now: float) -> int | None:
+        """Whole seconds until the period resets (None: it never does)."""
+        if self.resets_at is None:
+            return None
+        return max(1, int(self.resets_at.timestamp() - now + 0.999))
+
+    def message(self) -> str:
+        scope = ", ".join(f"{k}={v}" for k, v in self.scope.items()) or "global"
+        when = self.resets_at.isoformat() if self.resets_at else "never"
+        return f"budget {self.budget_id!r} ({scope}, {self.period.value}) is exhausted; resets {when}"
+
+
+class Decision(NamedTuple):
+    """The answer to a pre-call check. ``allowed`` calls hold ``reservation_id`` until settled.
+
+    A named tuple, not a frozen dataclass: it is built on every check (the 5 µs path).
+    """
+
+    allowed: bool
+    reservation_id: str | None = None
+    estimate_usd: Decimal | None = None
+    block: Block | None = None
+    #: Set when an adaptive budget degraded the call: the model and max_tokens to send instead.
+    model: str | None = None
+    max_tokens: int | None = None
+    reason: str = ""
+
+    @property
+    def rewritten(self) -> bool:
+        return self.model is not None or self.max_tokens is not None
+
+
+def adaptive_candidates(budget: Budget, call: Call) -> list[tuple[str | None, int | None]]:
+    """What an adaptive budget tries, in order: each fallback model, the capped max_tokens, both."""
+    out: list[tuple[str | None, int | None]] = [(m, call.max_tokens) for m in budget.fallback_models]
+    cap = budget.max_tokens_cap
+    if cap is not None and (call.max_tokens is None or call.max_tokens > cap):
+        out.append((call.model, cap))
+        out += [(m, cap) for m in budget.fallback_models]
+    return out
