@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 sys.executable,
                 "-m",
                 "costspan.processor.serve_cli",
+                "--insecure-no-auth",
                 "--port",
                 str(port),
                 "--data-dir",

@@ -12,6 +12,7 @@ unmodified. Hooks run on the caller's thread, inside the caller's context, and m
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -42,6 +43,30 @@ class BudgetExceededError(Exception):
         self.limit_usd = limit_usd
         self.spent_usd = spent_usd
         self.resets_at = resets_at
+
+
+def passable(exc: BudgetExceededError) -> BudgetExceededError:
+    """``exc`` as an error the calling SDK lets through unchanged.
+
+    anthropic 2.x wraps every exception its HTTP client raises in ``APIConnectionError`` unless it is
+    an ``AnthropicError``: when anthropic is loaded, the block is raised as a subclass of both, so the
+    caller's ``except BudgetExceededError`` still catches it (openai passes non-transport errors as is).
+    """
+    anthropic = sys.modules.get("anthropic")
+    base = getattr(anthropic, "AnthropicError", None) if anthropic is not None else None
+    if not isinstance(base, type) or not issubclass(base, BaseException) or isinstance(exc, base):
+        return exc
+    combined = _COMBINED.get((type(exc), base))
+    if combined is None:
+        combined = type(type(exc).__name__, (type(exc), base), {"__module__": type(exc).__module__})
+        _COMBINED[(type(exc), base)] = combined
+    out: BudgetExceededError = combined.__new__(combined)
+    out.__dict__.update(exc.__dict__)
+    out.args = exc.args
+    return out
+
+
+_COMBINED: dict[tuple[type[BaseException], type[BaseException]], type[BudgetExceededError]] = {}
 
 
 @dataclass(frozen=True, slots=True)

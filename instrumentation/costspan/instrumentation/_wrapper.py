@@ -18,7 +18,7 @@ from opentelemetry.util.types import AttributeValue
 
 from costspan.instrumentation import attributes as attr
 from costspan.instrumentation._baggage import attribution_from_context
-from costspan.instrumentation._hooks import BudgetExceededError, RequestInfo, RequestRewrite
+from costspan.instrumentation._hooks import BudgetExceededError, RequestInfo, RequestRewrite, passable
 from costspan.instrumentation._providers import (
     RequestFacts,
     Route,
@@ -151,7 +151,10 @@ class SendWrapper:
                 result = hook(info)
             except BudgetExceededError as exc:
                 self._record_block(route=route, facts=facts, url=url, port=port, attribution=attribution, exc=exc)
-                raise
+                blocked = passable(exc)
+                if blocked is exc:
+                    raise
+                raise blocked from None
             except Exception as exc:
                 self.rt.report("pre_send_hook", exc)
                 continue

@@ -192,7 +192,10 @@ class Pricer:
             ts = 0.0
             period = timeline.periods[0]
         else:
-            ts = time.time() if at is None else at.timestamp() if isinstance(at, datetime) else float(at)
+            if type(at) is float:  # epoch seconds, as the processor passes them: the fast path
+                ts = at
+            else:
+                ts = time.time() if at is None else at.timestamp() if isinstance(at, datetime) else float(at)
             starts = timeline.starts
             if ts < starts[0]:
                 first = datetime.fromtimestamp(starts[0], UTC).date()

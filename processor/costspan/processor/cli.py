@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from costspan.pricing.cli import add_pricing_commands, run_handler
+from costspan.processor.api.keys_cli import add_keys_command
 from costspan.processor.demo import add_demo_command
 from costspan.processor.serve_cli import add_serve_command
 
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pricing_commands(sub)
     add_demo_command(sub)
     add_serve_command(sub)
+    add_keys_command(sub)
     return parser
 
 

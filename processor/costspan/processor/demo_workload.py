@@ -75,26 +75,28 @@ PROFILES: dict[str, Profile] = {
 QUESTION = "Summarise the customer's last three tickets and suggest a reply in two sentences."
 
 
-def _openai_call(client: openai.OpenAI, call: Call) -> None:
+def _openai_call(client: openai.OpenAI, call: Call) -> str:
+    """Make the call; return the model that answered (a budget may have degraded it)."""
     messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION}]
     if call.stream:
+        answered = call.model
         stream = client.chat.completions.create(
             model=call.model, messages=messages, max_tokens=call.max_tokens, stream=True
         )
-        for _ in stream:
-            pass
-    else:
-        client.chat.completions.create(model=call.model, messages=messages, max_tokens=call.max_tokens)
+        for chunk in stream:
+            answered = chunk.model or answered
+        return answered
+    return client.chat.completions.create(model=call.model, messages=messages, max_tokens=call.max_tokens).model
 
 
-def _anthropic_call(client: anthropic.Anthropic, call: Call) -> None:
+def _anthropic_call(client: anthropic.Anthropic, call: Call) -> str:
     messages: list[MessageParam] = [{"role": "user", "content": QUESTION}]
     if call.stream:
         with client.messages.stream(model=call.model, max_tokens=call.max_tokens, messages=messages) as stream:
             for _ in stream.text_stream:
                 pass
-    else:
-        client.messages.create(model=call.model, max_tokens=call.max_tokens, messages=messages)
+            return str(stream.get_final_message().model)
+    return str(client.messages.create(model=call.model, max_tokens=call.max_tokens, messages=messages).model)
 
 
 def run(profile: Profile, calls: int, base_url: str, emit: Callable[[dict[str, str]], None]) -> None:
@@ -103,18 +105,16 @@ def run(profile: Profile, calls: int, base_url: str, emit: Callable[[dict[str, s
     for i in range(calls):
         call = profile.calls[i % len(profile.calls)]
         user = profile.users[i % len(profile.users)]
-        outcome = "ok"
+        answered = ""
         with attribute(tenant=profile.tenant, workflow=profile.workflow, user=user, session=f"s-{i // 5}"):
             try:
-                if call.api == "openai":
-                    _openai_call(oai, call)
-                else:
-                    _anthropic_call(ant, call)
+                answered = _openai_call(oai, call) if call.api == "openai" else _anthropic_call(ant, call)
+                outcome = "ok" if answered == call.model else "degraded"
             except BudgetExceededError:
                 outcome = "blocked"
             except (openai.APIError, anthropic.APIError) as exc:
-                outcome = f"error: {type(exc).__name__}"
-        emit({"tenant": profile.tenant, "model": call.model, "outcome": outcome})
+                outcome = f"error: {type(exc).__name__}: {str(exc)[:200]}"
+        emit({"tenant": profile.tenant, "model": call.model, "answered": answered, "outcome": outcome})
     oai.close()
     ant.close()
 

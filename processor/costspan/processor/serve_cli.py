@@ -38,6 +38,11 @@ def add_serve_command(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--forward-endpoint", help="also send the enriched spans to this OTLP/HTTP URL")
     parser.add_argument("--snapshot-interval-seconds", type=float, help="seconds between snapshots")
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve without API keys (only on a loopback address; for local trials)",
+    )
     parser.set_defaults(handler=run_serve)
 
 
@@ -76,12 +81,16 @@ def run_serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
     import uvicorn
 
-    from costspan.processor.app import create_app
+    from costspan.processor.server import build_server_app
     from costspan.processor.store import Store
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = Store(settings.store_config())
-    app = create_app(settings, store)
+    try:
+        app = build_server_app(settings, store, insecure_no_auth=bool(getattr(args, "insecure_no_auth", False)))
+    except ValueError as exc:
+        print(f"costspan serve: {exc}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -107,3 +107,29 @@ def test_a_bad_endpoint_is_logged_not_raised(
         assert len(fake.requests) == 1
     finally:
         inst.uninstrument()
+
+
+def test_a_block_reaches_anthropic_callers_unwrapped(fake: FakeProvider, pricer: Pricer, tokens: TokenCounter) -> None:
+    # anthropic 2.x wraps any exception from its HTTP client in APIConnectionError unless it is an
+    # AnthropicError: the block must still arrive as BudgetExceededError, with its details.
+    import anthropic
+
+    def block(_info: object) -> None:
+        raise BudgetExceededError("budget b-9 is exhausted", budget_id="b-9", resets_at="2026-12-01T00:00:00+00:00")
+
+    inst = CostspanInstrumentor()
+    inst.instrument(tracer_provider=TracerProvider(), pricer=pricer, token_counter=tokens, pre_send_hooks=[block])
+    try:
+        client = anthropic.Anthropic(base_url=fake.url(), api_key="k", max_retries=0)
+        with client, pytest.raises(BudgetExceededError) as info:
+            client.messages.create(
+                model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+            )
+        assert (info.value.budget_id, info.value.resets_at, str(info.value)) == (
+            "b-9",
+            "2026-12-01T00:00:00+00:00",
+            "budget b-9 is exhausted",
+        )
+        assert fake.requests == []
+    finally:
+        inst.uninstrument()

@@ -40,6 +40,7 @@ def _start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
             sys.executable,
             "-m",
             "costspan.processor.serve_cli",
+            "--insecure-no-auth",
             "--port",
             str(port),
             "--data-dir",

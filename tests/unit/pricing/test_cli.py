@@ -149,8 +149,8 @@ def test_console_script_and_broken_pipe() -> None:
     assert shell.stdout.startswith("provider") and "Traceback" not in shell.stderr
 
 
-def test_demo_prints_the_cost_table() -> None:
-    code, out, _ = run("demo")
+def test_pricing_demo_prints_the_cost_table() -> None:
+    code, out, _ = run("demo", "--pricing-only")
     assert code == 0
     assert "acme" in out and "globex" in out and "total" in out
     assert "ollama/llama3.2" in out

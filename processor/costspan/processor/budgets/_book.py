@@ -173,6 +173,8 @@ class BudgetBook:
                 return Decision(True, self._reserve(dims, counters, amounts, now), est[0] if est else None)
             if failing.budget.mode is Mode.ADAPTIVE:
                 for model, max_tokens in adaptive_candidates(failing.budget, call):
+                    if model != call.model and not self._estimator.prices(model, call.provider):
+                        continue  # a fallback the call's provider does not serve (e.g. gpt-* on anthropic)
                     alt = replace(call, model=model, max_tokens=max_tokens)
                     alt_dims = alt.dims()
                     alt_counters, alt_amounts, alt_est, alt_failing = self._evaluate(alt, alt_dims, now)

@@ -114,6 +114,10 @@ class CostEstimator:
         usd, tokens = self.usd_and_tokens(model, provider, input_tokens, max_tokens, now)
         return Estimate(usd, n_in, tokens - n_in)
 
+    def prices(self, model: str | None, provider: str | None) -> bool:
+        """Whether ``model`` has a price under ``provider`` (a fallback must be one the provider serves)."""
+        return bool(model) and self.pricer.resolve(str(model), provider) is not None
+
     def usd_and_tokens(
         self,
         model: str | None,

@@ -1,0 +1,56 @@
+"""The usage API: keys and roles, pre-aggregated usage indexes, the seeds' queries, exports.
+
+Mount it on the processor's app with :func:`include_usage_api`; register ``costspan keys`` with
+:func:`add_keys_command`.
+"""
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "ADMIN_KEY_ENV",
+    "EXPORT_COLUMNS",
+    "Agg",
+    "ApiKey",
+    "IngestGuard",
+    "KeyStore",
+    "Principal",
+    "UsageIndex",
+    "add_keys_command",
+    "check_startup",
+    "include_usage_api",
+    "is_loopback",
+    "principal_of",
+    "read_scope",
+    "require_admin",
+    "require_ingest",
+    "run_keys",
+]
+
+# Loaded on first use: ``costspan price`` and ``costspan keys`` must not import FastAPI.
+_WHERE = {
+    "ADMIN_KEY_ENV": "costspan.processor.api.keys",
+    "EXPORT_COLUMNS": "costspan.processor.api.routes_calls",
+    "Agg": "costspan.processor.api.index",
+    "ApiKey": "costspan.processor.api.keys",
+    "IngestGuard": "costspan.processor.api.auth",
+    "KeyStore": "costspan.processor.api.keys",
+    "Principal": "costspan.processor.api.keys",
+    "UsageIndex": "costspan.processor.api.index",
+    "add_keys_command": "costspan.processor.api.keys_cli",
+    "check_startup": "costspan.processor.api.auth",
+    "include_usage_api": "costspan.processor.api.mount",
+    "is_loopback": "costspan.processor.api.auth",
+    "principal_of": "costspan.processor.api.auth",
+    "read_scope": "costspan.processor.api.auth",
+    "require_admin": "costspan.processor.api.auth",
+    "require_ingest": "costspan.processor.api.auth",
+    "run_keys": "costspan.processor.api.keys_cli",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(where), name)

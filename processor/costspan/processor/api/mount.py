@@ -1,0 +1,96 @@
+"""Mount the usage API on the processor's app: :func:`include_usage_api`."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from costspan.pricing import Pricer
+from costspan.processor.api import routes_analytics, routes_calls, routes_usage, routes_v2, routes_workspaces
+from costspan.processor.api.auth import IngestGuard, check_startup
+from costspan.processor.api.index import UsageIndex
+from costspan.processor.api.keys import KeyStore
+from costspan.processor.api.resources import ResourceLog
+from costspan.processor.api.routes_usage import BudgetView
+from costspan.processor.settings import Settings
+from costspan.processor.store import Store
+
+__all__ = ["include_usage_api"]
+
+logger = logging.getLogger(__name__)
+
+
+def include_usage_api(
+    app: FastAPI,
+    store: Store,
+    settings: Settings,
+    *,
+    keys: KeyStore | None = None,
+    insecure_no_auth: bool = False,
+    pricer: Pricer | None = None,
+    budget_view: BudgetView | None = None,
+) -> UsageIndex:
+    """Add the usage API's routes, ``/docs`` and the ``/v1/traces`` key check to ``app``.
+
+    ``keys`` defaults to the data dir's key file plus ``COSTSPAN_ADMIN_KEY``. Raises ``ValueError``
+    when there is no key and ``insecure_no_auth`` is not set, or when it is set for a non-loopback
+    ``settings.host``. Returns the usage index (it follows the ledger by itself; a store hook may
+    also feed it with ``index.add_many(records)`` — then do not let it read the ledger too).
+    """
+    if keys is None:
+        keys = KeyStore.from_env(settings.data_dir)
+    check_startup(keys, host=settings.host, insecure_no_auth=insecure_no_auth)
+    if pricer is None:
+        from costspan.pricing import default_pricer
+
+        pricer = default_pricer()
+    index = UsageIndex(store.ledger.directory)
+    app.state.usage_index = index
+    app.state.api_keys = None if insecure_no_auth else keys
+    app.state.api_pricer = pricer
+    app.state.budget_view = budget_view
+    app.state.resource_log = ResourceLog(settings.data_dir / "resources")
+    app.add_middleware(IngestGuard, keys=app.state.api_keys)
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
+        async with inner(a) as state:
+            await run_in_threadpool(index.catch_up)  # replay the ledger into the index before serving
+            # the index's millions of long-lived objects need no cyclic GC passes (keeps query p99 flat)
+            gc.collect()
+            gc.freeze()
+            index.follow()
+            try:
+                yield state
+            finally:
+                index.stop()
+
+    app.router.lifespan_context = lifespan
+    for module in (routes_usage, routes_calls, routes_v2, routes_workspaces, routes_analytics):
+        app.include_router(module.router)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        """Errors as ``{"detail": ..., "success": false}`` so both seeds' clients read them."""
+        return JSONResponse(
+            {"success": False, "detail": exc.detail, "error": exc.detail}, exc.status_code, headers=exc.headers
+        )
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="costspan usage API")
+
+    return index

@@ -1,0 +1,162 @@
+"""Analytics: top users, provider comparison, token efficiency, sessions (currency selectable)."""
+
+from __future__ import annotations
+
+import heapq
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from costspan.processor.api.auth import read_scope
+from costspan.processor.api.common import (
+    CurrencyParam,
+    DaysParam,
+    Money,
+    Window,
+    agg_json,
+    calls_in,
+    dim_in,
+    index_of,
+    money_of,
+    ratio,
+)
+from costspan.processor.api.index import Agg
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/analytics", tags=["analytics"])
+
+_ZERO = Decimal(0)
+TenantParam = Annotated[str | None, Query(min_length=1, max_length=200, description="tenant (admin keys)")]
+LimitParam = Annotated[int, Query(ge=1, le=1000)]
+
+
+def _per_1k(a: Agg, money: Money) -> str | None:
+    return money.fmt(a.cost * 1000 / a.tokens) if a.tokens else None
+
+
+@router.get("/top-users")
+async def top_users(
+    request: Request,
+    days: DaysParam = 30,
+    limit: LimitParam = 10,
+    tenant: TenantParam = None,
+    currency: CurrencyParam = "USD",
+) -> dict[str, Any]:
+    scope = read_scope(request, tenant)
+    money = money_of(request, currency)
+    users = dim_in(index_of(request), scope, Window.last_days(days), "user")
+    rows = sorted(users.items(), key=lambda kv: kv[1].cost, reverse=True)[:limit]
+    return {"days": days, "currency": money.currency, "users": [{"user_id": u, **agg_json(a, money)} for u, a in rows]}
+
+
+@router.get("/providers")
+async def providers(
+    request: Request, days: DaysParam = 30, tenant: TenantParam = None, currency: CurrencyParam = "USD"
+) -> dict[str, Any]:
+    """Providers side by side: cost, requests, cost per request and per 1k tokens, latency, error rate."""
+    scope = read_scope(request, tenant)
+    money = money_of(request, currency)
+    _, by_call = calls_in(index_of(request), scope, Window.last_days(days), histogram=True)
+    per: dict[str, Agg] = {}
+    for (p, _, _), a in by_call.items():
+        per.setdefault(p, Agg()).merge(a)
+    return {
+        "days": days,
+        "currency": money.currency,
+        "providers": [
+            {
+                "provider": p,
+                **agg_json(a, money),
+                "avg_cost_per_request": money.fmt(a.cost / (a.requests - a.unpriced))
+                if a.requests > a.unpriced
+                else None,
+                "cost_per_1k_tokens": _per_1k(a, money),
+                "p95_latency_ms": a.quantile_ms(0.95),
+                "error_rate_percent": ratio(a.errors, a.requests),
+            }
+            for p, a in sorted(per.items(), key=lambda kv: kv[1].cost, reverse=True)
+        ],
+    }
+
+
+@router.get("/token-efficiency")
+async def token_efficiency(
+    request: Request, days: DaysParam = 30, tenant: TenantParam = None, currency: CurrencyParam = "USD"
+) -> dict[str, Any]:
+    """Per model: cost per 1k tokens, output/input ratio, share of input read from cache."""
+    scope = read_scope(request, tenant)
+    money = money_of(request, currency)
+    _, by_call = calls_in(index_of(request), scope, Window.last_days(days))
+    per: dict[tuple[str, str], Agg] = {}
+    for (p, m, _), a in by_call.items():
+        per.setdefault((p, m), Agg()).merge(a)
+    total = Agg()
+    for a in per.values():
+        total.merge(a)
+    return {
+        "days": days,
+        "currency": money.currency,
+        "overall": {
+            "cost_per_1k_tokens": _per_1k(total, money),
+            "output_input_ratio": round(total.output_tokens / total.input_tokens, 4) if total.input_tokens else None,
+        },
+        "models": [
+            {
+                "provider": p,
+                "model": m,
+                "request_count": a.requests,
+                "input_tokens": a.input_tokens,
+                "output_tokens": a.output_tokens,
+                "cost_per_1k_tokens": _per_1k(a, money),
+                "output_input_ratio": round(a.output_tokens / a.input_tokens, 4) if a.input_tokens else None,
+                "cache_read_percent": ratio(a.cache_read_tokens, a.input_tokens),
+                "avg_tokens_per_request": round(a.tokens / a.requests, 1) if a.requests else None,
+            }
+            for (p, m), a in sorted(per.items())
+        ],
+    }
+
+
+@router.get("/sessions")
+async def sessions(
+    request: Request,
+    days: DaysParam = 7,
+    limit: LimitParam = 10,
+    tenant: TenantParam = None,
+    currency: CurrencyParam = "USD",
+) -> dict[str, Any]:
+    """Sessions (conversations): how many, their average cost and calls, the most expensive ones."""
+    scope = read_scope(request, tenant)
+    money = money_of(request, currency)
+    index = index_of(request)
+    window = Window.last_days(days)
+    # cost per session first (cheap: one Decimal add per session and day), full sums for the top ones only
+    costs: dict[str, Decimal] = {}
+    calls = 0
+    with index.lock:
+        for t in [scope] if scope is not None else index.tenant_ids():
+            for _, td in index.day_range(t, window.first, window.last):
+                for name, agg in td.by_session.items():
+                    costs[name] = costs.get(name, _ZERO) + agg.cost
+                    calls += agg.requests
+    top = heapq.nlargest(limit, costs.items(), key=lambda kv: kv[1])
+    wanted = {name for name, _ in top}
+    sums: dict[str, Agg] = {name: Agg() for name in wanted}
+    with index.lock:
+        for t in [scope] if scope is not None else index.tenant_ids():
+            for _, td in index.day_range(t, window.first, window.last):
+                for name in wanted:
+                    found = td.by_session.get(name)
+                    if found is not None:
+                        sums[name].merge(found, histogram=False)
+    total_cost = sum(costs.values(), _ZERO)
+    return {
+        "days": days,
+        "currency": money.currency,
+        "session_count": len(costs),
+        "avg_cost_per_session": money.fmt(total_cost / len(costs)) if costs else None,
+        "avg_calls_per_session": round(calls / len(costs), 2) if costs else None,
+        "top_sessions": [{"session_id": name, **agg_json(sums[name], money)} for name, _ in top],
+    }
