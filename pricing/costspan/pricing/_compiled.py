@@ -45,6 +45,18 @@ class Period:
     rule: str
     #: (start second, end second, period): daily UTC windows with their own prices.
     windows: tuple[tuple[int, int, Period], ...] = ()
+    #: With windows: the period in force at each minute of the (UTC) day, for a one-step lookup.
+    by_minute: tuple[Period, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        if self.windows:
+            object.__setattr__(self, "by_minute", tuple(self._at_second(m * 60) for m in range(1440)))
+
+    def _at_second(self, second: int) -> Period:
+        for start, end, period in self.windows:
+            if start <= second < end if start < end else (second >= start or second < end):
+                return period
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +65,13 @@ class Timeline:
     periods: tuple[Period, ...]
     #: One price for all time, no daily windows: the call's time need not be looked at.
     fixed: bool = field(init=False)
+    #: One period (perhaps with daily windows): no search by date.
+    single: bool = field(init=False)
 
     def __post_init__(self) -> None:
         fixed = len(self.periods) == 1 and self.starts[0] == -math.inf and not self.periods[0].windows
         object.__setattr__(self, "fixed", fixed)
+        object.__setattr__(self, "single", len(self.periods) == 1)
 
 
 @dataclass(frozen=True, slots=True)

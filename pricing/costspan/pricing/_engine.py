@@ -201,13 +201,9 @@ class Pricer:
                 first = datetime.fromtimestamp(starts[0], UTC).date()
                 reason = f"no {tier} price for {priced.provider}/{priced.model} before {first}"
                 return self._unpriced(model, provider, currency, reason, priced)
-            period = timeline.periods[bisect_right(starts, ts) - 1 if len(starts) > 1 else 0]
-            if period.windows:  # daily peak hours (inlined: this is the hot path)
-                second = ts % 86400
-                for start, end, window in period.windows:
-                    if start <= second < end if start < end else (second >= start or second < end):
-                        period = window
-                        break
+            period = timeline.periods[0 if timeline.single else bisect_right(starts, ts) - 1]
+            if period.by_minute:  # daily peak hours: windows are whole minutes, so one lookup
+                period = period.by_minute[int(ts % 86400) // 60]
         rates: Rates = period.base
         rule = period.rule
         if period.tiers:

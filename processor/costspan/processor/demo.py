@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -90,16 +91,29 @@ def _handle(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"\nDashboard: {server.url}/dashboard#key={server.admin_key}\n")
         out.write(f"API key (admin): {server.admin_key}\nMetrics: {server.url}/metrics\n")
         if not args.exit_after_workload:
-            out.write("Serving until Ctrl-C.\n")
-            out.flush()
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                out.write("\nstopping\n")
+            _serve_until_interrupted(out)
+            out.write("\nstopping\n")
     finally:
         server.__exit__(None, None, None)
     return 0
+
+
+def _serve_until_interrupted(out: TextIO) -> None:
+    """Say so, then block until Ctrl-C or SIGTERM (the server runs on its own threads)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    out.write("Serving until Ctrl-C.\n")
+    out.flush()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @dataclass

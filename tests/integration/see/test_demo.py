@@ -70,3 +70,30 @@ def test_demo_refuses_a_taken_port(tmp_path: Path) -> None:
         )
     assert proc.returncode == 1
     assert "try --port 0" in proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_serves_until_interrupted_then_stops_cleanly(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [str(BIN / "costspan"), "demo", "--data-dir", str(tmp_path / "d"), "--port", "0", "--calls", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 300
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "Serving until Ctrl-C" in line or not line:
+            break
+    assert "Serving until Ctrl-C" in lines[-1], "".join(lines)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert "stopping" in out
