@@ -299,15 +299,28 @@ def _call_context(call: Call) -> context.Context:
     return ctx
 
 
+class _Tapped:
+    """What the sync and async byte-stream wrappers share; only their iteration differs (await)."""
+
+    def __init__(self, inner: Any, tap: BodyTap, rt: Runtime) -> None:
+        self._inner = inner
+        self._tap = tap
+        self._rt = rt
+
+    def _broken(self, exc: Exception, chunk: bytes) -> bytes:
+        """The tap failed on a chunk: count it once, stop tapping, pass the bytes on untouched."""
+        self._rt.report("stream", exc)
+        self._tap.broken = True
+        return chunk
+
+    def _stopped(self, exc: BaseException | None) -> None:
+        self._tap.finish(exc)
+
+
 def _stream_types(lib: Any) -> tuple[Any, Any]:
     """Byte-stream wrappers that subclass the library's own stream types (httpx checks isinstance)."""
 
-    class TapStream(lib.SyncByteStream):  # type: ignore[misc]
-        def __init__(self, inner: Any, tap: BodyTap, rt: Runtime) -> None:
-            self._inner = inner
-            self._tap = tap
-            self._rt = rt
-
+    class TapStream(_Tapped, lib.SyncByteStream):  # type: ignore[misc]
         def __iter__(self) -> Iterator[bytes]:
             tap = self._tap
             try:
@@ -315,16 +328,14 @@ def _stream_types(lib: Any) -> tuple[Any, Any]:
                     try:
                         out = tap.feed(chunk)
                     except Exception as exc:
-                        self._rt.report("stream", exc)
-                        tap.broken = True
-                        out = chunk
+                        out = self._broken(exc, chunk)
                     if out:
                         yield out
             except GeneratorExit:
-                tap.finish(None)
+                self._stopped(None)
                 raise
             except BaseException as exc:
-                tap.finish(exc)
+                self._stopped(exc)
                 raise
             tail = tap.end_of_body()
             if tail:
@@ -334,14 +345,9 @@ def _stream_types(lib: Any) -> tuple[Any, Any]:
             try:
                 self._inner.close()
             finally:
-                self._tap.finish(None)
+                self._stopped(None)
 
-    class AsyncTapStream(lib.AsyncByteStream):  # type: ignore[misc]
-        def __init__(self, inner: Any, tap: BodyTap, rt: Runtime) -> None:
-            self._inner = inner
-            self._tap = tap
-            self._rt = rt
-
+    class AsyncTapStream(_Tapped, lib.AsyncByteStream):  # type: ignore[misc]
         async def __aiter__(self) -> AsyncIterator[bytes]:
             tap = self._tap
             try:
@@ -349,16 +355,14 @@ def _stream_types(lib: Any) -> tuple[Any, Any]:
                     try:
                         out = tap.feed(chunk)
                     except Exception as exc:
-                        self._rt.report("stream", exc)
-                        tap.broken = True
-                        out = chunk
+                        out = self._broken(exc, chunk)
                     if out:
                         yield out
             except GeneratorExit:
-                tap.finish(None)
+                self._stopped(None)
                 raise
             except BaseException as exc:
-                tap.finish(exc)
+                self._stopped(exc)
                 raise
             tail = tap.end_of_body()
             if tail:
@@ -368,6 +372,6 @@ def _stream_types(lib: Any) -> tuple[Any, Any]:
             try:
                 await self._inner.aclose()
             finally:
-                self._tap.finish(None)
+                self._stopped(None)
 
     return TapStream, AsyncTapStream

@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,7 +21,7 @@ from costspan.processor.budgets._model import money
 from costspan.processor.budgets._periods import as_datetime
 from costspan.processor.budgets._state import Counter
 
-__all__ = ["Alert", "Delivery", "SpikeDetector", "WebhookNotifier", "spikes", "threshold_alert"]
+__all__ = ["Alert", "AlertBoard", "Delivery", "SpikeDetector", "WebhookNotifier", "spikes", "threshold_alert"]
 
 logger = logging.getLogger(__name__)
 
@@ -288,3 +288,28 @@ def spikes(detector: SpikeDetector | None, dims: tuple[str | None, ...], usd: De
             if alert is not None:
                 found.append(alert)
     return found
+
+
+class AlertBoard:
+    """What happens to a raised alert: kept (the last 1,000), counted, and handed to every sink.
+
+    Sinks run on the caller's thread, outside the budget lock; a sink's error is logged, not raised.
+    """
+
+    def __init__(self, sinks: Iterable[Callable[[Alert], None]] = ()) -> None:
+        self.sinks: list[Callable[[Alert], None]] = list(sinks)
+        self.recent: deque[Alert] = deque(maxlen=1000)
+        #: (type, budget id, threshold) → alerts raised
+        self.counts: dict[tuple[str, str, str], int] = {}
+
+    def emit(self, alerts: list[Alert]) -> None:
+        for alert in alerts:
+            self.recent.append(alert)
+            key = (alert.kind, alert.budget_id, "" if alert.threshold is None else str(alert.threshold))
+            self.counts[key] = self.counts.get(key, 0) + 1
+            logger.info("budget alert %s for %s (threshold %s)", alert.kind, alert.budget_id, alert.threshold)
+            for sink in list(self.sinks):
+                try:
+                    sink(alert)
+                except Exception:
+                    logger.exception("budget alert sink failed")

@@ -13,14 +13,13 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from costspan.processor.budgets._alerts import Alert, SpikeDetector, spikes, threshold_alert
+from costspan.processor.budgets._alerts import Alert, AlertBoard, SpikeDetector, spikes, threshold_alert
 from costspan.processor.budgets._estimate import CostEstimator
 from costspan.processor.budgets._journal import AUDIT, AuditLog, FsyncPolicy, Journal
 from costspan.processor.budgets._model import (
@@ -41,8 +40,8 @@ from costspan.processor.budgets._state import (
     Counter,
     Target,
     actual_amounts,
+    crossed_thresholds,
     match_targets,
-    threshold_amounts,
 )
 from costspan.processor.budgets._status import BudgetStatus, statuses
 
@@ -95,11 +94,11 @@ class BudgetBook:
         self._targets: dict[tuple[str | None, ...], list[Target]] = {}
         self._rid_prefix = uuid.uuid4().hex[:10]
         self._rids = itertools.count(1)
-        self.alert_sinks: list[Callable[[Alert], None]] = list(alert_sinks)
+        self.board = AlertBoard(alert_sinks)
+        # the board's own list, deque and dict under the names the API, metrics and notifier read
+        self.alert_sinks, self.alerts, self.alert_counts = self.board.sinks, self.board.recent, self.board.counts
         self.spike_detector = spike_detector
-        self.alerts: deque[Alert] = deque(maxlen=1000)
-        #: (type, budget id, threshold) → alerts raised; budget id → calls blocked / degraded
-        self.alert_counts: dict[tuple[str, str, str], int] = {}
+        #: budget id → calls blocked / degraded
         self.blocked_by: dict[str, int] = {}
         self.rewritten_by: dict[str, int] = {}
         self.blocked_total = 0
@@ -172,16 +171,14 @@ class BudgetBook:
             if failing is None:
                 return Decision(True, self._reserve(dims, counters, amounts, now), est[0] if est else None)
             if failing.budget.mode is Mode.ADAPTIVE:
-                for model, max_tokens in adaptive_candidates(failing.budget, call):
-                    if model != call.model and not self._estimator.prices(model, call.provider):
-                        continue  # a fallback the call's provider does not serve (e.g. gpt-* on anthropic)
+                served = lambda m: self._estimator.prices(m, call.provider)  # noqa: E731
+                for model, max_tokens in adaptive_candidates(failing.budget, call, served):
                     alt = replace(call, model=model, max_tokens=max_tokens)
                     alt_dims = alt.dims()
                     alt_counters, alt_amounts, alt_est, alt_failing = self._evaluate(alt, alt_dims, now)
                     if alt_failing is None:
                         self.rewritten_total += 1
-                        bid = failing.budget.id
-                        self.rewritten_by[bid] = self.rewritten_by.get(bid, 0) + 1
+                        self.rewritten_by[failing.budget.id] = self.rewritten_by.get(failing.budget.id, 0) + 1
                         rid = self._reserve(alt_dims, alt_counters, alt_amounts, now)
                         return Decision(
                             True,
@@ -273,7 +270,7 @@ class BudgetBook:
             alerts = self._settle_locked(reservation_id, cost_usd, tokens, requests, now)
         if alerts is None:
             return False
-        self._emit(alerts)
+        self.board.emit(alerts)
         return True
 
     def _settle_locked(
@@ -313,7 +310,7 @@ class BudgetBook:
             settled = alerts is not None
             if alerts is None:
                 alerts = self._record_locked(call, cost_usd, tokens, requests, None, now)
-        self._emit(alerts)
+        self.board.emit(alerts)
         return settled
 
     def record(
@@ -330,7 +327,7 @@ class BudgetBook:
         now = self._clock()
         with self._lock:
             alerts = self._record_locked(call, cost_usd, tokens, requests, at, now)
-        self._emit(alerts)
+        self.board.emit(alerts)
 
     def _record_locked(
         self, call: Call, cost_usd: Decimal | None, tokens: int | None, requests: int, at: float | None, now: float
@@ -347,35 +344,13 @@ class BudgetBook:
         self, keys: list[str], now: float, match: tuple[str | None, ...], cost_usd: Decimal | None
     ) -> list[Alert]:
         alerts: list[Alert] = []
-        for key in keys:
-            counter = self._state.counters.get(key)
-            if counter is None or counter.budget.period is Period.PER_REQUEST:
-                continue
-            spent = counter.spent
-            if spent <= 0:
-                continue
-            for threshold, at_amount in threshold_amounts(counter.budget):
-                if spent < at_amount:
-                    break  # thresholds ascend
-                if threshold not in counter.fired:
-                    self._commit(["f", key, counter.start, threshold])
-                    alerts.append(threshold_alert(counter, threshold, now))
+        for counter, threshold in crossed_thresholds(self._state.counters, keys):
+            self._commit(["f", counter.key, counter.start, threshold])
+            alerts.append(threshold_alert(counter, threshold, now))
         alerts += spikes(self.spike_detector, match, cost_usd, now)
         if self._journal is not None and self._state.seq - self._snapshot_seq >= self._snapshot_every:
             self._snapshot_locked()
         return alerts
-
-    def _emit(self, alerts: list[Alert]) -> None:
-        for alert in alerts:
-            self.alerts.append(alert)
-            key = (alert.kind, alert.budget_id, "" if alert.threshold is None else str(alert.threshold))
-            self.alert_counts[key] = self.alert_counts.get(key, 0) + 1
-            logger.info("budget alert %s for %s (threshold %s)", alert.kind, alert.budget_id, alert.threshold)
-            for sink in list(self.alert_sinks):
-                try:
-                    sink(alert)
-                except Exception:
-                    logger.exception("budget alert sink failed")
 
     def _sweep(self, now: float) -> None:
         expiry = self._state.expiry

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -257,11 +257,18 @@ class Decision(NamedTuple):
         return self.model is not None or self.max_tokens is not None
 
 
-def adaptive_candidates(budget: Budget, call: Call) -> list[tuple[str | None, int | None]]:
-    """What an adaptive budget tries, in order: each fallback model, the capped max_tokens, both."""
-    out: list[tuple[str | None, int | None]] = [(m, call.max_tokens) for m in budget.fallback_models]
+def adaptive_candidates(
+    budget: Budget, call: Call, served: Callable[[str], bool] = lambda model: True
+) -> list[tuple[str | None, int | None]]:
+    """What an adaptive budget tries, in order: each fallback model, the capped max_tokens, both.
+
+    Only fallbacks ``served(model)`` accepts are tried: a model the call's provider does not serve
+    (``gpt-4o-mini`` for an Anthropic call) would fail or be mispriced.
+    """
+    fallbacks = [m for m in budget.fallback_models if m == call.model or served(m)]
+    out: list[tuple[str | None, int | None]] = [(m, call.max_tokens) for m in fallbacks]
     cap = budget.max_tokens_cap
     if cap is not None and (call.max_tokens is None or call.max_tokens > cap):
         out.append((call.model, cap))
-        out += [(m, cap) for m in budget.fallback_models]
+        out += [(m, cap) for m in fallbacks]
     return out

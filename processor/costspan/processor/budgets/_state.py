@@ -33,6 +33,7 @@ __all__ = [
     "Target",
     "actual_amounts",
     "budget_from_json",
+    "crossed_thresholds",
     "decode_event",
     "encode_amounts",
     "match_targets",
@@ -311,3 +312,18 @@ def actual_amounts(
 def threshold_amounts(budget: Budget) -> tuple[tuple[int, Decimal], ...]:
     """(threshold %, the spend that reaches it), ascending."""
     return tuple((t, budget.limit * t / 100) for t in sorted(budget.thresholds))
+
+
+def crossed_thresholds(counters: Mapping[str, Counter], keys: Iterable[str]) -> list[tuple[Counter, int]]:
+    """Thresholds the spend of these counters has reached and that have not fired yet this period."""
+    out: list[tuple[Counter, int]] = []
+    for key in keys:
+        counter = counters.get(key)
+        if counter is None or counter.budget.period is Period.PER_REQUEST or counter.spent <= 0:
+            continue
+        for threshold, at_amount in threshold_amounts(counter.budget):
+            if counter.spent < at_amount:
+                break  # thresholds ascend
+            if threshold not in counter.fired:
+                out.append((counter, threshold))
+    return out
