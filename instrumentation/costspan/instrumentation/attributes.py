@@ -32,6 +32,7 @@ RECORD_SOURCE: Final = "costspan.record.source"
 ENRICHED: Final = "costspan.enriched"
 BUDGET_ACTION: Final = "costspan.budget.action"
 BUDGET_ID: Final = "costspan.budget.id"
+BUDGET_RESERVATION_ID: Final = "costspan.budget.reservation_id"
 BUDGET_ORIGINAL_MODEL: Final = "costspan.budget.original_model"
 BUDGET_ORIGINAL_MAX_TOKENS: Final = "costspan.budget.original_max_tokens"
 

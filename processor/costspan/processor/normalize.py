@@ -73,6 +73,8 @@ WANTED_KEYS: Final = frozenset(
         attr.WORKFLOW_ID,
         attr.USER_ID,
         attr.SESSION_ID,
+        attr.PROJECT_ID,
+        attr.BUDGET_RESERVATION_ID,
         attr.TOKENS_ESTIMATED,
         attr.RECORD_SOURCE,
         attr.ENRICHED,
@@ -158,7 +160,7 @@ class Normalizer:
         self._default_tenant = default_tenant
         self._default_service = default_service
         self._last_resource: Mapping[str, AttrValue] | None = None
-        self._resource_dims = ("", "", "", "", "")
+        self._resource_dims = ("", "", "", "", "", "")
 
     @staticmethod
     def is_call(attrs: Mapping[str, object]) -> bool:
@@ -232,8 +234,11 @@ class Normalizer:
                 _str(resource, attr.WORKFLOW_ID),
                 _str(resource, attr.USER_ID),
                 _str(resource, attr.SESSION_ID),
+                _str(resource, attr.PROJECT_ID),
             )
-        service, resource_tenant, resource_workflow, resource_user, resource_session = self._resource_dims
+        service, resource_tenant, resource_workflow, resource_user, resource_session, resource_project = (
+            self._resource_dims
+        )
         provider = _str(attrs, attr.GEN_AI_PROVIDER_NAME, attr.GEN_AI_SYSTEM).lower() or "unknown"
         model = _str(attrs, attr.GEN_AI_RESPONSE_MODEL, attr.GEN_AI_REQUEST_MODEL) or "unknown"
         operation = _str(attrs, attr.GEN_AI_OPERATION_NAME, _LLM_REQUEST_TYPE) or "chat"
@@ -313,4 +318,6 @@ class Normalizer:
             version,
             error_type,
             _ttfc(attrs.get(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK)),
+            _str(attrs, attr.PROJECT_ID) or resource_project,
+            _str(attrs, attr.BUDGET_RESERVATION_ID),
         )

@@ -66,6 +66,10 @@ class CallRecord(NamedTuple):
     error_type: str
     #: Seconds from the request to the first streamed chunk (streams only).
     ttfc_s: float | None = None
+    #: The project the call belongs to (``costspan.project.id``); its own dimension beside the tenant.
+    project: str = ""
+    #: The budget reservation the guard took for this call (``costspan.budget.reservation_id``), if any.
+    reservation_id: str = ""
 
     @property
     def key(self) -> str:
@@ -104,7 +108,7 @@ def record_to_json(record: CallRecord) -> str:
         f"{'true' if r.tokens_estimated else 'false'},{e(r.cost_status)},{e(r.unpriced_reason)},"
         f"{_money(r.cost_total)},{_money(r.cost_input)},{_money(r.cost_output)},{_money(r.cost_cache_read)},"
         f"{_money(r.cost_cache_write)},{_money(r.cost_other)},{e(r.pricing_version)},{e(r.error_type)},"
-        f"{'null' if r.ttfc_s is None else repr(float(r.ttfc_s))}]"
+        f"{'null' if r.ttfc_s is None else repr(float(r.ttfc_s))},{e(r.project)},{e(r.reservation_id)}]"
     )
 
 
@@ -114,7 +118,7 @@ _escape: Callable[[str], str] = json.encoder.encode_basestring
 def record_from_json(text: str | bytes) -> CallRecord:
     """Inverse of :func:`record_to_json`; raises ``ValueError`` (or ``TypeError``) on a malformed record."""
     data: list[Any] = json.loads(text)
-    # Records written before ``ttfc_s`` existed have one field fewer; both are read.
+    # Records written before ``ttfc_s`` (one field fewer) or ``project``/``reservation_id`` (two fewer) are read too.
     if not isinstance(data, list) or not data or data[0] != RECORD_VERSION or len(data) - 1 not in _LENGTHS:
         raise ValueError("unsupported or malformed ledger record")
     f = data[1:]
@@ -147,7 +151,9 @@ def record_from_json(text: str | bytes) -> CallRecord:
         str(f[24]),
         str(f[25]),
         None if len(f) < 27 or f[26] is None else float(f[26]),
+        str(f[27]) if len(f) > 27 else "",
+        str(f[28]) if len(f) > 28 else "",
     )
 
 
-_LENGTHS: Final = (len(CallRecord._fields), len(CallRecord._fields) - 1)
+_LENGTHS: Final = (len(CallRecord._fields), len(CallRecord._fields) - 2, len(CallRecord._fields) - 3)

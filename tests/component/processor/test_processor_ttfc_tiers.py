@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 from typing import Any
 
@@ -43,14 +44,26 @@ def test_time_to_first_chunk_round_trips_and_old_records_still_read() -> None:
     assert record is not None and record.ttfc_s == 0.25
     assert record_from_json(record_to_json(record)) == record
     old = record_to_json(record._replace(ttfc_s=None))
-    assert old.endswith(",null]")
-    legacy = old.removesuffix(",null]") + "]"  # a record written before the field existed
+    assert old.endswith(',null,"",""]')
+    before_project = old.removesuffix(',"",""]') + "]"  # written before project and reservation id existed
+    assert record_from_json(before_project) == record._replace(ttfc_s=None)
+    legacy = old.removesuffix(',null,"",""]') + "]"  # a record written before ttfc existed
     assert record_from_json(legacy).ttfc_s is None
     totals = Totals()
     totals.add(record, record.duration_s)
     assert totals.ttfc_sum == 0.25 and sum(totals.ttfc_counts) == 1
     assert Totals.from_json(totals.to_json()) == totals
     assert Totals.from_json(totals.to_json()[:19]).ttfc_counts == [0] * len(totals.ttfc_counts)
+
+
+def test_project_and_reservation_id_come_from_span_or_resource() -> None:
+    attrs = {**BASE, "costspan.budget.reservation_id": "r-1"}
+    view = dataclasses.replace(_view(attrs), resource={"service.name": "svc", "costspan.project.id": "proj-r"})
+    record = Normalizer(default_pricer()).normalize(view)
+    assert record is not None and (record.project, record.reservation_id) == ("proj-r", "r-1")
+    record = Normalizer(default_pricer()).normalize(_view({**BASE, "costspan.project.id": "proj-s"}))
+    assert record is not None and (record.project, record.reservation_id) == ("proj-s", "")
+    assert record_from_json(record_to_json(record)) == record
 
 
 def test_nonsense_time_to_first_chunk_is_dropped() -> None:
