@@ -3,7 +3,8 @@
 A pre-send hook is any callable taking a :class:`RequestInfo`. It may
 
 - return ``None``: the call goes ahead unchanged;
-- return a :class:`RequestRewrite`: the JSON body is sent with the new ``model`` and/or ``max_tokens``;
+- return a :class:`RequestRewrite`: the JSON body is sent with the new ``model`` and/or ``max_tokens``,
+  and its ``reservation_id`` (if any) is written on the call's span;
 - raise :class:`BudgetExceededError` (or a subclass): the call is blocked and the caller gets that exception.
 
 Any other exception from a hook is an internal error: it is logged once, counted, and the call proceeds
@@ -99,6 +100,23 @@ class RequestRewrite:
     max_tokens: int | None = None
     #: Why (e.g. the budget id that degraded the call); written to ``costspan.budget.action``.
     reason: str = ""
+    #: The reservation a budget guard took for this call, written to ``costspan.budget.reservation_id``
+    #: so that the call's priced record settles exactly that reservation. May come without any change.
+    reservation_id: str = ""
+
+    @property
+    def changes(self) -> bool:
+        """Whether the request body is to be rewritten (model or max_tokens)."""
+        return self.model is not None or self.max_tokens is not None
+
+    def merged(self, later: RequestRewrite) -> RequestRewrite:
+        """This rewrite with a later hook's on top (the later hook's non-empty fields win)."""
+        return RequestRewrite(
+            model=later.model if later.model is not None else self.model,
+            max_tokens=later.max_tokens if later.max_tokens is not None else self.max_tokens,
+            reason=later.reason or self.reason,
+            reservation_id=later.reservation_id or self.reservation_id,
+        )
 
 
 PreSendHook = Callable[[RequestInfo], RequestRewrite | None]

@@ -83,7 +83,9 @@ class SendWrapper:
         rewrite = self._run_hooks(route=route, facts=facts, url=url, port=port, attribution=attribution)
         try:
             new_body = facts.body
-            if rewrite is not None and facts.body is not None:
+            if rewrite is not None and rewrite.reservation_id:
+                extra[attr.BUDGET_RESERVATION_ID] = rewrite.reservation_id
+            if rewrite is not None and facts.body is not None and rewrite.changes:
                 if rewrite.model is not None and rewrite.model != facts.model:
                     extra[attr.BUDGET_ORIGINAL_MODEL] = facts.model or ""
                     facts.model = rewrite.model
@@ -159,7 +161,7 @@ class SendWrapper:
                 self.rt.report("pre_send_hook", exc)
                 continue
             if isinstance(result, RequestRewrite):
-                rewrite = result
+                rewrite = result if rewrite is None else rewrite.merged(result)
         return rewrite
 
     def _estimate_input(self, facts: RequestFacts) -> int:
