@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from costspan.instrumentation._stream import BodyTap, _sse_data
+from costspan.instrumentation._sse import sse_data
+from costspan.instrumentation._stream import BodyTap
 from costspan.instrumentation._usage import (
     Counts,
     ResponseFacts,
@@ -185,6 +186,6 @@ def output_text(tap: BodyTap | None) -> str:
         _collect(tap.json_body(), _OUTPUT_KEYS, frozenset(), out)
     else:
         sse = tap.mode == "sse"
-        for raw in tap.events:
-            _collect(_loads(_sse_data(raw) if sse else raw), _OUTPUT_KEYS, frozenset(), out)
+        for raw in tap.kept_events():
+            _collect(_loads(sse_data(raw) if sse else raw), _OUTPUT_KEYS, frozenset(), out)
     return "".join(out)

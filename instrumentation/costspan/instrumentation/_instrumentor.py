@@ -13,6 +13,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from wrapt import wrap_function_wrapper
 
 from costspan.instrumentation import attributes as attr
+from costspan.instrumentation._content import CAPTURE_CONTENT_ENV, capture_mode
 from costspan.instrumentation._hooks import PreSendHook
 from costspan.instrumentation._runtime import Runtime, Settings
 from costspan.instrumentation._wrapper import SendWrapper
@@ -69,7 +70,10 @@ class CostspanInstrumentor(BaseInstrumentor):  # type: ignore[misc]
       ``costspan serve`` before each call (``COSTSPAN_API_KEY``, ``COSTSPAN_BUDGET_TIMEOUT``,
       ``COSTSPAN_BUDGET_FAIL_OPEN``);
     - ``pricer``: a ``costspan.pricing.Pricer`` (default: the packaged catalog);
-    - ``token_counter``: a ``TokenCounter`` to share (default: one loading ``o200k_base`` in the background).
+    - ``token_counter``: a ``TokenCounter`` to share (default: one loading ``o200k_base`` in the background);
+    - ``capture_message_content`` (bool or ``NO_CONTENT`` | ``SPAN_ONLY`` | ``EVENT_ONLY`` |
+      ``SPAN_AND_EVENT``; default: env ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``, off);
+    - ``logger_provider``: for the ``gen_ai.client.inference.operation.details`` event (default: global).
     """
 
     _runtime: Runtime | None = None
@@ -94,10 +98,12 @@ class CostspanInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         inject = kwargs.get("inject_stream_usage")
+        capture = kwargs.get("capture_message_content")
         settings = Settings(
             inject_stream_usage=_env_flag(INJECT_STREAM_USAGE_ENV, True) if inject is None else bool(inject),
             base_urls=dict(kwargs.get("base_urls") or {}),
             azure_deployments=dict(kwargs.get("azure_deployments") or {}),
+            capture_content=capture_mode(os.environ.get(CAPTURE_CONTENT_ENV) if capture is None else capture),
         )
         rt = Runtime(
             settings,
@@ -106,6 +112,7 @@ class CostspanInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             __version__,
             kwargs.get("pricer"),
             kwargs.get("token_counter"),
+            kwargs.get("logger_provider"),
         )
         rt.hooks.extend(kwargs.get("pre_send_hooks") or ())
         remote = _remote_guard_from_env() if kwargs.get("remote_budget_guard", True) else None

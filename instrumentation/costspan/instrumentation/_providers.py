@@ -158,7 +158,7 @@ def _int(value: object) -> int | None:
     return value
 
 
-def parse_request(route: Route, content: bytes, query: str) -> RequestFacts:
+def parse_request(route: Route, content: bytes) -> RequestFacts:
     """Read the JSON body of a request to ``route``; a body that is not JSON gives empty facts."""
     body: dict[str, Any] | None = None
     if content[:1] == b"{" or content.lstrip()[:1] == b"{":

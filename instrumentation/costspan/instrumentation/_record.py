@@ -6,14 +6,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry.util.types import AttributeValue
 
 from costspan.instrumentation import attributes as attr
 from costspan.instrumentation._facts import input_text, output_text, tap_facts
 from costspan.instrumentation._providers import RequestFacts, Route
-from costspan.instrumentation._runtime import Runtime, metric_attributes
+from costspan.instrumentation._runtime import Runtime
 from costspan.instrumentation._stream import BodyTap
+from costspan.instrumentation._tokens import lean_high, scaled
 from costspan.instrumentation._usage import Counts, ResponseFacts
 from costspan.pricing import SERVICE_TIERS, Usage
 
@@ -28,6 +29,7 @@ _USAGE_KEYS = (
     attr.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS,
     attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
 )
+_RESPONSE_METRIC_KEYS = (attr.GEN_AI_RESPONSE_MODEL, attr.ERROR_TYPE)
 _CALL_OPERATIONS = frozenset({"chat", "text_completion", "embeddings", "generate_content"})
 
 
@@ -57,12 +59,13 @@ class Call:
 
     __slots__ = (
         "attribution",
-        "attrs",
         "done",
         "peer",
         "request",
         "route",
         "rt",
+        "server_address",
+        "server_port",
         "span",
         "start_ns",
         "start_perf",
@@ -87,6 +90,15 @@ class Call:
         self.attribution = attribution
         self.peer = peer
         self.done = False
+        self.server_address = server_address
+        self.server_port = server_port
+        self.start_ns = time.time_ns()
+        self.start_perf = time.perf_counter()
+        if peer is not None:
+            self.span: Span | None = None
+            if extra:
+                peer.set_attributes(dict(extra))
+            return
         a: dict[str, AttributeValue] = {
             attr.GEN_AI_OPERATION_NAME: route.operation,
             attr.GEN_AI_PROVIDER_NAME: route.provider,
@@ -105,23 +117,13 @@ class Call:
         a[attr.SERVER_ADDRESS] = server_address
         if server_port is not None:
             a[attr.SERVER_PORT] = server_port
-        self.attrs = a
-        self.start_ns = time.time_ns()
-        self.start_perf = time.perf_counter()
-        if peer is None:
-            own = dict(a)
-            own[attr.RECORD_SOURCE] = source
-            own.update(attribution)
-            if extra:
-                own.update(extra)
-            name = f"{route.operation} {request.model}" if request.model else route.operation
-            self.span: Span | None = rt.tracer.start_span(
-                name, kind=SpanKind.CLIENT, attributes=own, start_time=self.start_ns
-            )
-        else:
-            self.span = None
-            if extra:
-                peer.set_attributes(dict(extra))
+        a[attr.RECORD_SOURCE] = source
+        if attribution:
+            a.update(attribution)
+        if extra:
+            a.update(extra)
+        name = f"{route.operation} {request.model}" if request.model else route.operation
+        self.span = rt.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=a, start_time=self.start_ns)
 
     def finish(self, status_code: int | None, tap: BodyTap | None, error: BaseException | None) -> None:
         if self.done:
@@ -182,6 +184,8 @@ class Call:
             self._enrich_peer(out)
             return
         span = self.span
+        if self.rt.settings.capture_content != "NO_CONTENT":
+            self._record_content(tap, out)
         span.set_attributes(out)
         if error_type is not None:
             span.set_status(Status(StatusCode.ERROR, error_type))
@@ -191,9 +195,10 @@ class Call:
     def _estimate(self, reported: Counts | None, tap: BodyTap | None) -> tuple[Counts, str]:
         text, messages = input_text(self.request.body)
         tokens = self.rt.tokens
-        est_in, estimator = tokens.count(text)
+        factor = lean_high(self.route.family, self.request.model)
+        est_in, estimator = scaled(*tokens.count(text), factor)
         est_in += _MESSAGE_OVERHEAD * messages
-        est_out = 0 if self.route.operation == "embeddings" else tokens.count(output_text(tap))[0]
+        est_out = 0 if self.route.operation == "embeddings" else scaled(*tokens.count(output_text(tap)), factor)[0]
         if tap is not None and tap.dropped_events and tap.events:  # beyond the kept bound: extrapolate
             est_out = est_out * (len(tap.events) + tap.dropped_events) // len(tap.events)
         if reported is None:
@@ -242,15 +247,51 @@ class Call:
         total = float(b.total)
         out[attr.COST_USD] = total
         out[attr.GEN_AI_USAGE_COST] = total
-        out[attr.COST_INPUT_USD] = float(b.input)
-        out[attr.COST_OUTPUT_USD] = float(b.output)
-        out[attr.COST_CACHE_READ_USD] = float(b.cache_read)
-        out[attr.COST_CACHE_WRITE_USD] = float(b.cache_write)
+        # float(Decimal) goes through a string: skip it for the (common) zero parts
+        out[attr.COST_INPUT_USD] = float(b.input) if b.input else 0.0
+        out[attr.COST_OUTPUT_USD] = float(b.output) if b.output else 0.0
+        out[attr.COST_CACHE_READ_USD] = float(b.cache_read) if b.cache_read else 0.0
+        out[attr.COST_CACHE_WRITE_USD] = float(b.cache_write) if b.cache_write else 0.0
         if b.other:
             out[attr.COST_OTHER_USD] = float(b.other)
         out[attr.COST_STATUS] = attr.STATUS_ESTIMATED if estimated else attr.STATUS_PRICED
         out[attr.PRICING_RULE] = b.rule
         out[attr.PRICING_MODEL] = b.model
+
+    def _record_content(self, tap: BodyTap | None, out: dict[str, AttributeValue]) -> None:
+        """Opt-in content: on the span (JSON strings) and/or in the operation-details event."""
+        try:
+            from costspan.instrumentation._content import dumps, messages_of
+
+            rt = self.rt
+            system, inputs, outputs = messages_of(
+                self.route, self.request.body, tap if tap is not None and not tap.broken else None
+            )
+            found = {
+                attr.GEN_AI_SYSTEM_INSTRUCTIONS: system,
+                attr.GEN_AI_INPUT_MESSAGES: inputs,
+                attr.GEN_AI_OUTPUT_MESSAGES: outputs,
+            }
+            if rt.settings.content_on_span:
+                out.update({k: dumps(v) for k, v in found.items() if v is not None})
+            if rt.event_logger is not None and self.span is not None:
+                event: dict[str, Any] = {
+                    attr.GEN_AI_OPERATION_NAME: self.route.operation,
+                    attr.GEN_AI_PROVIDER_NAME: self.route.provider,
+                }
+                if self.request.model:
+                    event[attr.GEN_AI_REQUEST_MODEL] = self.request.model
+                for key in (attr.GEN_AI_RESPONSE_MODEL, attr.GEN_AI_RESPONSE_ID, attr.GEN_AI_RESPONSE_FINISH_REASONS):
+                    if key in out:
+                        event[key] = out[key]
+                event.update({k: v for k, v in found.items() if v is not None})
+                rt.event_logger.emit(
+                    event_name=attr.GEN_AI_OPERATION_DETAILS_EVENT,
+                    attributes=event,
+                    context=set_span_in_context(self.span),
+                )
+        except Exception as exc:
+            self.rt.report("content", exc)
 
     def _enrich_peer(self, out: dict[str, AttributeValue]) -> None:
         peer = self.peer
@@ -272,7 +313,20 @@ class Call:
         self, out: Mapping[str, AttributeValue], usage: Counts | None, duration: float, ttfc: float | None
     ) -> None:
         rt = self.rt
-        m = metric_attributes({**self.attrs, **out})
+        # The GenAI metric attributes (low cardinality): operation, provider, models, server, error.
+        m: dict[str, AttributeValue] = {
+            attr.GEN_AI_OPERATION_NAME: self.route.operation,
+            attr.GEN_AI_PROVIDER_NAME: self.route.provider,
+            attr.SERVER_ADDRESS: self.server_address,
+        }
+        if self.request.model:
+            m[attr.GEN_AI_REQUEST_MODEL] = self.request.model
+        if self.server_port is not None:
+            m[attr.SERVER_PORT] = self.server_port
+        for key in _RESPONSE_METRIC_KEYS:
+            value = out.get(key)
+            if value is not None:
+                m[key] = value
         rt.duration.record(duration, m)
         if ttfc is not None:
             rt.time_to_first_chunk.record(ttfc, m)

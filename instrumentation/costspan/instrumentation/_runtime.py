@@ -6,9 +6,8 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from opentelemetry import metrics, trace
+from opentelemetry import _logs, metrics, trace
 
 from costspan.instrumentation import attributes as attr
 from costspan.instrumentation._hooks import PreSendHook
@@ -38,6 +37,16 @@ class Settings:
     azure_deployments: Mapping[str, str] = field(default_factory=dict)
     #: tiktoken encoding used for estimates.
     encoding: str = "o200k_base"
+    #: Message content: NO_CONTENT (default), SPAN_ONLY, EVENT_ONLY or SPAN_AND_EVENT (see ``_content``).
+    capture_content: str = "NO_CONTENT"
+
+    @property
+    def content_on_span(self) -> bool:
+        return self.capture_content in ("SPAN_ONLY", "SPAN_AND_EVENT")
+
+    @property
+    def content_in_event(self) -> bool:
+        return self.capture_content in ("EVENT_ONLY", "SPAN_AND_EVENT")
 
 
 class Runtime:
@@ -51,8 +60,15 @@ class Runtime:
         version: str,
         pricer: Pricer | None = None,
         tokens: TokenCounter | None = None,
+        logger_provider: _logs.LoggerProvider | None = None,
     ) -> None:
         self.settings = settings
+        #: Emits the gen_ai.client.inference.operation.details event (only when content goes to events).
+        self.event_logger: _logs.Logger | None = None
+        if settings.content_in_event:
+            self.event_logger = _logs.get_logger(
+                "costspan.instrumentation", version, logger_provider=logger_provider, schema_url=SCHEMA_URL
+            )
         self.tracer = trace.get_tracer(
             "costspan.instrumentation", version, tracer_provider=tracer_provider, schema_url=SCHEMA_URL
         )
@@ -130,19 +146,3 @@ class Runtime:
             self._internal_errors.add(1, {attr.INTERNAL_ERROR_COMPONENT: component})
         except Exception:  # pragma: no cover - the last line of defence
             pass
-
-
-def metric_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """The low-cardinality subset of a span's attributes that GenAI metrics carry."""
-    return {k: attrs[k] for k in _METRIC_KEYS if k in attrs}
-
-
-_METRIC_KEYS = (
-    attr.GEN_AI_OPERATION_NAME,
-    attr.GEN_AI_PROVIDER_NAME,
-    attr.GEN_AI_REQUEST_MODEL,
-    attr.GEN_AI_RESPONSE_MODEL,
-    attr.SERVER_ADDRESS,
-    attr.SERVER_PORT,
-    attr.ERROR_TYPE,
-)

@@ -4,7 +4,9 @@
 first event, the last usage event, finish events and a bounded copy of the events for token
 estimation — and, when costspan injected ``stream_options.include_usage``, removes the extra
 usage-only chunk so the application receives the chunks it would receive uninstrumented.
-Per chunk it does a few byte searches; JSON is parsed once, when the stream ends.
+Per chunk it does a few byte searches; JSON is parsed once, when the stream ends. The common OpenAI
+chunk — one whole content event, no usage object, no finish reason — takes a quick path: three byte
+searches over the chunk (one of them a memchr), then it is kept as it is.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from costspan.instrumentation._providers import Route
+from costspan.instrumentation._sse import decoder_for, is_usage_only_event, is_value_start, ordinary_events, sse_data
 
 __all__ = ["BodyTap"]
 
@@ -26,38 +28,8 @@ _KEEP_BYTES = 1024 * 1024  # events kept for a token estimate, per call (the res
 _JSON_MAX = 32 * 1024 * 1024  # a non-streamed body larger than this is not parsed
 _MAX_FINISH_EVENTS = 64
 _OPENAI_SPECIAL_PREFIXES = (b"data: [", b'data: {"error"', b"event: error", b"event: response.")
-
-
-_Decoder = Callable[[bytes], bytes]
-
-
-def _decoder_for(encoding: str) -> _Decoder | None:
-    """A decompressor for a Content-Encoding, ``None`` for identity; raises ValueError if unknown."""
-    enc = encoding.strip().lower()
-    if enc in ("", "identity"):
-        return None
-    if enc in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress
-    if enc == "deflate":
-        return zlib.decompressobj().decompress
-    if enc == "br":
-        import brotli
-
-        decompress: _Decoder = brotli.Decompressor().process
-        return decompress
-    raise ValueError(f"unsupported content-encoding {enc!r}")
-
-
-def _is_value_start(data: bytes, key: bytes, start_chars: bytes) -> bool:
-    """Whether ``key`` occurs in ``data`` followed (after ``:`` and spaces) by one of ``start_chars``."""
-    i = data.find(key)
-    while i >= 0:
-        j = i + len(key)
-        rest = data[j : j + 8].lstrip(b": ")
-        if rest[:1] and rest[:1] in start_chars:
-            return True
-        i = data.find(key, j)
-    return False
+_N, _LF, _E = b"n\ne"  # the first byte of ``null``, a newline, the first byte of ``error``
+_HANDLERS = {"openai": "_on_openai", "anthropic": "_on_anthropic", "gemini": "_on_gemini", "ollama": "_on_ollama"}
 
 
 class BodyTap:
@@ -72,6 +44,8 @@ class BodyTap:
         "_kept",
         "_on_done",
         "_parse",
+        "_quick",
+        "_quick_route",
         "_usage_seen",
         "broken",
         "complete",
@@ -105,7 +79,7 @@ class BodyTap:
             self.mode = "ndjson"
         else:
             self.mode = "json"
-        self._decode = _decoder_for(content_encoding)  # ValueError → caller does not tap
+        self._decode = decoder_for(content_encoding)  # ValueError → caller does not tap
         self.filter_usage = filter_usage and self.mode == "sse"
         self._on_done = on_done
         self._buf = b""
@@ -125,33 +99,69 @@ class BodyTap:
         self.done = False
         self.broken = False  # an internal error: stop watching, pass bytes through
         self._usage_seen = False
-        self._parse: Callable[[bytes], None] = {
-            "openai": self._on_openai,
-            "anthropic": self._on_anthropic,
-            "gemini": self._on_gemini,
-            "ollama": self._on_ollama,
-        }[route.family]
+        #: OpenAI chat/completions SSE, undecoded: ordinary content chunks may take the quick path ...
+        self._quick_route = (
+            route.family == "openai" and route.kind in ("chat", "completions") and self.mode == "sse"
+        ) and self._decode is None
+        #: ... once the first event is seen and no partial event is held back (see :meth:`_settle`).
+        self._quick = False
+        self._parse: Callable[[bytes], None] = getattr(self, _HANDLERS[route.family])
 
     # --- the byte stream ----------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> bytes:
         """Watch one raw chunk; return the bytes to hand on (the chunk itself unless filtering)."""
+        if self._quick:
+            # One whole single-line OpenAI event (its only newlines the closing blank line), not an
+            # error (no first key starting with "e"), not [DONE], whose usage and finish_reason are
+            # null or absent: the same checks _on_openai makes per event, made on the chunk as it came.
+            n = len(chunk)
+            nl = chunk.find(b"\n")
+            if nl == n - 2 and chunk[n - 1] == _LF and chunk.startswith(b'data: {"') and chunk[8] != _E:
+                i = chunk.rfind(b'"usage":')
+                if i < 0 or chunk[i + 8] == _N:
+                    i = chunk.rfind(b'"finish_reason":')
+                    if i < 0 or chunk[i + 16] == _N:
+                        if self._kept < _KEEP_BYTES:
+                            self._kept += n
+                            self.events.append(chunk)
+                        else:
+                            self.dropped_events += 1
+                        return chunk
+            elif 0 < nl < n - 2 and chunk.endswith(b"\n\n") and ordinary_events(chunk):
+                # several whole ordinary events in one chunk (a network that coalesced them): kept
+                # together, split again only if an estimate or the captured content needs them
+                if self._kept < _KEEP_BYTES:
+                    self._kept += n
+                    self.events.append(chunk)
+                else:
+                    self.dropped_events += 1
+                return chunk
         if self.first_chunk_at is None:
             self.first_chunk_at = time.perf_counter()
         if self.filter_usage:
-            return self._feed_filtering(chunk)
-        if self.done or self.broken:
+            out = self._feed_filtering(chunk)
+        elif self.done or self.broken:
             return chunk
-        try:
-            data = self._decode(chunk) if self._decode is not None else chunk
-            if self.mode == "json":
-                self._json_size += len(data)
-                if self._json_size <= _JSON_MAX:
-                    self._json.append(data)
-            else:
-                self._split(data)
-        except Exception as exc:  # never break the stream: stop watching, pass through
-            self._break(exc)
-        return chunk
+        else:
+            out = chunk
+            try:
+                data = self._decode(chunk) if self._decode is not None else chunk
+                if self.mode == "json":
+                    self._json_size += len(data)
+                    if self._json_size <= _JSON_MAX:
+                        self._json.append(data)
+                else:
+                    self._split(data)
+            except Exception as exc:  # never break the stream: stop watching, pass through
+                self._break(exc)
+        self._settle()
+        return out
+
+    def _settle(self) -> None:
+        """Whether the next chunk may take the quick path in :meth:`feed`."""
+        self._quick = (
+            self._quick_route and self.first is not None and not (self._buf or self._fbuf or self.done or self.broken)
+        )
 
     def end_of_body(self) -> bytes:
         """The body ended normally: flush, finish, and return any bytes still held back."""
@@ -174,10 +184,16 @@ class BodyTap:
         if self.done:
             return
         self.done = True
+        self._quick = False
         self._on_done(self, error)
 
-    def _break(self, exc: Exception) -> None:
+    def stop_watching(self) -> None:
+        """Stop watching after an internal error: the rest of the body passes through untouched."""
         self.broken = True
+        self._quick = False
+
+    def _break(self, exc: Exception) -> None:
+        self.stop_watching()
         logger.debug("costspan stopped watching a response body: %s", type(exc).__name__)
 
     def _feed_filtering(self, chunk: bytes) -> bytes:
@@ -207,7 +223,7 @@ class BodyTap:
                     parse(part)
             if not self._usage_seen:  # chunks carry "usage":null until the usage chunk
                 return ready
-            return b"\n\n".join(ev for ev in ready.split(b"\n\n") if not _is_usage_only_event(ev))
+            return b"\n\n".join(ev for ev in ready.split(b"\n\n") if not is_usage_only_event(ev))
         except Exception as exc:
             self._break(exc)
             self._fbuf = b""
@@ -235,6 +251,14 @@ class BodyTap:
         else:
             self.dropped_events += 1
 
+    def kept_events(self) -> Iterator[bytes]:
+        """The kept events one by one (the quick path keeps a chunk of several events as it came)."""
+        for raw in self.events:
+            if raw.count(b"\n\n") > 1:
+                yield from (ev for ev in raw.split(b"\n\n") if ev)
+            else:
+                yield raw
+
     # --- per-family event handlers (cheap byte checks only) --------------------------------------
     def _terminal(self) -> None:
         self.complete = True
@@ -244,8 +268,8 @@ class BodyTap:
         if self.first is not None:
             # The common content chunk: no usage object, no finish reason, no error, not the end.
             # Per chunk this is the whole cost: two substring searches and a prefix check.
-            i = ev.find(b'"usage":')
-            j = ev.find(b'"finish_reason":')
+            i = ev.rfind(b'"usage":')
+            j = ev.rfind(b'"finish_reason":')
             if (
                 (i < 0 or ev[i + 8 : i + 9] == b"n")
                 and (j < 0 or ev[j + 16 : j + 17] == b"n")
@@ -257,20 +281,20 @@ class BodyTap:
                 else:
                     self.dropped_events += 1
                 return
-        data = _sse_data(ev)
+        data = sse_data(ev)
         if data[:1] != b"{":
             if data.startswith(b"[DONE]"):
                 self._terminal()
             return
         if self.first is None:
             self.first = data
-        if _is_value_start(data, b'"usage"', b"{"):
+        if is_value_start(data, b'"usage"', b"{"):
             self.usage_event = data
             self._usage_seen = True
             if self.route.kind == "responses":
                 self._terminal()
                 return
-        if _is_value_start(data, b'"finish_reason"', b'"') and len(self.finish_events) < _MAX_FINISH_EVENTS:
+        if is_value_start(data, b'"finish_reason"', b'"') and len(self.finish_events) < _MAX_FINISH_EVENTS:
             self.finish_events.append(data)
         if data.startswith(b'{"error"') or ev.startswith(b"event: error"):
             self.error_event = data
@@ -283,19 +307,19 @@ class BodyTap:
             name = ev[7:nl].strip() if nl > 0 else ev[7:].strip()
         else:
             name = b""
-        if name == b"content_block_delta":
+        if name in (b"content_block_delta", b"content_block_start"):  # start: a tool call's name
             self._keep(ev)
         elif name == b"message_start":
-            self.start_event = _sse_data(ev)
+            self.start_event = sse_data(ev)
         elif name == b"message_delta":
-            self.usage_event = _sse_data(ev)
+            self.usage_event = sse_data(ev)
         elif name == b"message_stop":
             self._terminal()
         elif name == b"error":
-            self.error_event = _sse_data(ev)
+            self.error_event = sse_data(ev)
 
     def _on_gemini(self, ev: bytes) -> None:
-        data = _sse_data(ev) if self.mode == "sse" else ev
+        data = sse_data(ev) if self.mode == "sse" else ev
         if data[:1] != b"{":
             return
         if self.first is None:
@@ -312,7 +336,7 @@ class BodyTap:
             return
         if self.first is None:
             self.first = data
-        if _is_value_start(data, b'"done"', b"t"):
+        if is_value_start(data, b'"done"', b"t"):
             self.usage_event = data
             self._terminal()
             return
@@ -328,23 +352,3 @@ class BodyTap:
             return json.loads(raw)
         except ValueError:
             return None
-
-
-def _sse_data(ev: bytes) -> bytes:
-    """The data of one SSE event (the common single ``data:`` line case is the fast path)."""
-    if ev.startswith(b"data:") and b"\n" not in ev:
-        return ev[5:].strip()
-    lines = [ln[5:].strip() for ln in ev.split(b"\n") if ln.startswith(b"data:")]
-    return b"\n".join(lines)
-
-
-def _is_usage_only_event(ev: bytes) -> bool:
-    """An OpenAI chunk with usage and no choices (the one include_usage adds)."""
-    data = _sse_data(ev)
-    if b'"usage"' not in data or data[:1] != b"{":
-        return False
-    try:
-        obj = json.loads(data)
-    except ValueError:
-        return False
-    return isinstance(obj, dict) and obj.get("choices") == [] and isinstance(obj.get("usage"), dict)

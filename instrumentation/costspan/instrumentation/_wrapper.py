@@ -9,7 +9,7 @@ are re-raised unchanged; :class:`BudgetExceededError` from a pre-send hook reach
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opentelemetry import context, trace
@@ -18,6 +18,7 @@ from opentelemetry.util.types import AttributeValue
 
 from costspan.instrumentation import attributes as attr
 from costspan.instrumentation._baggage import attribution_from_context
+from costspan.instrumentation._byte_streams import stream_types
 from costspan.instrumentation._hooks import BudgetExceededError, RequestInfo, RequestRewrite, passable
 from costspan.instrumentation._providers import (
     RequestFacts,
@@ -54,7 +55,7 @@ class SendWrapper:
         self.rt = rt
         self.lib = lib
         self.source = source
-        self._sync_stream, self._async_stream = _stream_types(lib)
+        self._sync_stream, self._async_stream = stream_types(lib)
 
     # --- shared logic --------------------------------------------------------------------------------
     def _begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Prepared | None:
@@ -71,7 +72,7 @@ class SendWrapper:
                 content: bytes = request.content
             except Exception:  # a streaming request body: nothing to read without consuming it
                 content = b""
-            facts = parse_request(route, content, url.query.decode() if isinstance(url.query, bytes) else "")
+            facts = parse_request(route, content)
             port = url.port or (443 if url.scheme == "https" else 80)
             attribution = attribution_from_context()
         except Exception as exc:
@@ -102,9 +103,15 @@ class SendWrapper:
                 and route.family == "openai"
                 and new_body is not None
             )
+            spliced = None
             if inject and new_body is not None:
-                new_body = with_usage_requested(new_body)
-            if new_body is not facts.body and new_body is not None:
+                if new_body is facts.body and "stream_options" not in new_body:
+                    spliced = _usage_requested_bytes(content)  # the caller's bytes, one key added
+                if spliced is None:
+                    new_body = with_usage_requested(new_body)
+            if spliced is not None:
+                request = self._rebuild(request, spliced)
+            elif new_body is not facts.body and new_body is not None:
                 request = self._rebuild(request, dumps(new_body))
             call = Call(
                 self.rt,
@@ -145,7 +152,7 @@ class SendWrapper:
             server_port=port,
             url_path=url.path,
             attribution=attribution,
-            _estimate=lambda: self._estimate_input(facts),
+            _estimate=lambda: self._estimate_input(route, facts),
         )
         rewrite: RequestRewrite | None = None
         for hook in list(hooks):
@@ -164,11 +171,12 @@ class SendWrapper:
                 rewrite = result if rewrite is None else rewrite.merged(result)
         return rewrite
 
-    def _estimate_input(self, facts: RequestFacts) -> int:
+    def _estimate_input(self, route: Route, facts: RequestFacts) -> int:
         from costspan.instrumentation._facts import input_text
+        from costspan.instrumentation._tokens import lean_high, scaled
 
         text, messages = input_text(facts.body)
-        return self.rt.tokens.count(text)[0] + 4 * messages
+        return scaled(*self.rt.tokens.count(text), lean_high(route.family, facts.model))[0] + 4 * messages
 
     def _record_block(
         self,
@@ -217,13 +225,13 @@ class SendWrapper:
 
         try:
             headers = response.headers
+            content_type, encoding = _content_headers(headers.raw)
             if response.is_stream_consumed:  # a transport that returned a response already read
-                tap = BodyTap(call.route, headers.get("content-type", ""), "", False, on_done)
+                tap = BodyTap(call.route, content_type, "", False, on_done)
                 tap.feed(response.content)
                 tap.end_of_body()
                 return
-            encoding = headers.get("content-encoding", "")
-            tap = BodyTap(call.route, headers.get("content-type", ""), encoding, prep.inject, on_done)
+            tap = BodyTap(call.route, content_type, encoding, prep.inject, on_done)
             if tap.filter_usage and encoding:
                 del headers["content-encoding"]  # the tap hands on decoded bytes
                 headers.pop("content-length", None)
@@ -234,6 +242,25 @@ class SendWrapper:
         except Exception as exc:
             self.rt.report("response", exc)
             call.finish(status, None, None)
+
+    def _whole(self, prep: _Prepared, response: Any, error: BaseException | None) -> None:
+        """A non-streamed answer, read (decoded) by the library itself: watch it in one go."""
+        call = prep.call
+        status = response.status_code
+
+        def on_done(tap: BodyTap, err: BaseException | None) -> None:
+            call.finish(status, tap, err)
+
+        try:
+            tap = BodyTap(call.route, _content_headers(response.headers.raw)[0], "", False, on_done)
+            if error is not None:  # the body broke off: what was read of it is lost with the exception
+                tap.finish(error)
+                return
+            tap.feed(response.content)
+            tap.end_of_body()
+        except Exception as exc:
+            self.rt.report("response", exc)
+            call.finish(status, None, error)
 
     # --- the wrappers -------------------------------------------------------------------------------
     def sync_send(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
@@ -250,13 +277,22 @@ class SendWrapper:
             raise
         finally:
             context.detach(token)
-        self._tap(prep, response, is_async=False)
-        if not prep.want_stream:
-            try:
-                response.read()
-            except BaseException:
-                response.close()
-                raise
+        if prep.want_stream or call.request.stream:
+            self._tap(prep, response, is_async=False)
+            if not prep.want_stream:
+                try:
+                    response.read()
+                except BaseException:
+                    response.close()
+                    raise
+            return response
+        try:
+            response.read()
+        except BaseException as exc:
+            self._whole(prep, response, exc)
+            response.close()
+            raise
+        self._whole(prep, response, None)
         return response
 
     async def async_send(self, wrapped: Callable[..., Awaitable[Any]], instance: Any, args: Any, kwargs: Any) -> Any:
@@ -273,14 +309,47 @@ class SendWrapper:
             raise
         finally:
             context.detach(token)
-        self._tap(prep, response, is_async=True)
-        if not prep.want_stream:
-            try:
-                await response.aread()
-            except BaseException:
-                await response.aclose()
-                raise
+        if prep.want_stream or call.request.stream:
+            self._tap(prep, response, is_async=True)
+            if not prep.want_stream:
+                try:
+                    await response.aread()
+                except BaseException:
+                    await response.aclose()
+                    raise
+            return response
+        try:
+            await response.aread()
+        except BaseException as exc:
+            self._whole(prep, response, exc)
+            await response.aclose()
+            raise
+        self._whole(prep, response, None)
         return response
+
+
+_USAGE_REQUESTED = b'"stream_options":{"include_usage":true},'
+
+
+def _usage_requested_bytes(content: bytes) -> bytes | None:
+    """The request body with ``stream_options.include_usage`` added as its first key, without parsing
+    and re-serializing a (possibly large) body; None when the body is not a non-empty JSON object."""
+    start = content.find(b"{")
+    if start < 0 or content[:start].strip() or content[start + 1 :].lstrip()[:1] in (b"}", b""):
+        return None
+    return content[: start + 1] + _USAGE_REQUESTED + content[start + 1 :]
+
+
+def _content_headers(raw: list[tuple[bytes, bytes]]) -> tuple[str, str]:
+    """(Content-Type, Content-Encoding) from raw header pairs, in one pass (repeats joined by commas)."""
+    content_type: list[str] = []
+    encoding: list[str] = []
+    for key, value in raw:
+        if len(key) == 12 and key.lower() == b"content-type":
+            content_type.append(value.decode("latin-1"))
+        elif len(key) == 16 and key.lower() == b"content-encoding":
+            encoding.append(value.decode("latin-1"))
+    return ", ".join(content_type), ", ".join(encoding)
 
 
 def _with_request(
@@ -299,81 +368,3 @@ def _call_context(call: Call) -> context.Context:
     if call.span is not None:
         ctx = trace.set_span_in_context(call.span, ctx)
     return ctx
-
-
-class _Tapped:
-    """What the sync and async byte-stream wrappers share; only their iteration differs (await)."""
-
-    def __init__(self, inner: Any, tap: BodyTap, rt: Runtime) -> None:
-        self._inner = inner
-        self._tap = tap
-        self._rt = rt
-
-    def _broken(self, exc: Exception, chunk: bytes) -> bytes:
-        """The tap failed on a chunk: count it once, stop tapping, pass the bytes on untouched."""
-        self._rt.report("stream", exc)
-        self._tap.broken = True
-        return chunk
-
-    def _stopped(self, exc: BaseException | None) -> None:
-        self._tap.finish(exc)
-
-
-def _stream_types(lib: Any) -> tuple[Any, Any]:
-    """Byte-stream wrappers that subclass the library's own stream types (httpx checks isinstance)."""
-
-    class TapStream(_Tapped, lib.SyncByteStream):  # type: ignore[misc]
-        def __iter__(self) -> Iterator[bytes]:
-            tap = self._tap
-            try:
-                for chunk in self._inner:
-                    try:
-                        out = tap.feed(chunk)
-                    except Exception as exc:
-                        out = self._broken(exc, chunk)
-                    if out:
-                        yield out
-            except GeneratorExit:
-                self._stopped(None)
-                raise
-            except BaseException as exc:
-                self._stopped(exc)
-                raise
-            tail = tap.end_of_body()
-            if tail:
-                yield tail
-
-        def close(self) -> None:
-            try:
-                self._inner.close()
-            finally:
-                self._stopped(None)
-
-    class AsyncTapStream(_Tapped, lib.AsyncByteStream):  # type: ignore[misc]
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            tap = self._tap
-            try:
-                async for chunk in self._inner:
-                    try:
-                        out = tap.feed(chunk)
-                    except Exception as exc:
-                        out = self._broken(exc, chunk)
-                    if out:
-                        yield out
-            except GeneratorExit:
-                self._stopped(None)
-                raise
-            except BaseException as exc:
-                self._stopped(exc)
-                raise
-            tail = tap.end_of_body()
-            if tail:
-                yield tail
-
-        async def aclose(self) -> None:
-            try:
-                await self._inner.aclose()
-            finally:
-                self._stopped(None)
-
-    return TapStream, AsyncTapStream

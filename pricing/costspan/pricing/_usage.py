@@ -36,6 +36,36 @@ class Usage:
     web_searches: int = 0
 
     def __post_init__(self) -> None:
+        # Built for every priced call: one pass over the values in the common case, the named
+        # checks only when something is off (``fields()`` alone would cost several microseconds).
+        values = (
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read_tokens,
+            self.cache_write_tokens,
+            self.cache_write_1h_tokens,
+            self.reasoning_tokens,
+            self.input_audio_tokens,
+            self.output_audio_tokens,
+            self.input_image_tokens,
+            self.images,
+            self.requests,
+            self.web_searches,
+        )
+        for value in values:
+            if type(value) is not int or not 0 <= value <= MAX_COUNT:
+                self._check_counts()
+                break
+        if (
+            self.cache_read_tokens + self.cache_write_tokens > self.input_tokens
+            or self.cache_write_1h_tokens > self.cache_write_tokens
+            or self.reasoning_tokens > self.output_tokens
+            or self.input_audio_tokens + self.input_image_tokens > self.input_tokens
+            or self.output_audio_tokens > self.output_tokens
+        ):
+            self._check_sums()
+
+    def _check_counts(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if type(value) is not int:
@@ -44,6 +74,8 @@ class Usage:
                 raise InvalidUsageError(f"{f.name} must not be negative, got {value}")
             if value > MAX_COUNT:
                 raise InvalidUsageError(f"{f.name}={value} is beyond {MAX_COUNT:,} for one call")
+
+    def _check_sums(self) -> None:
         if self.cache_read_tokens + self.cache_write_tokens > self.input_tokens:
             raise InvalidUsageError(
                 "cache_read_tokens + cache_write_tokens "

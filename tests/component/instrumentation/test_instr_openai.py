@@ -127,6 +127,17 @@ def test_stream_usage_injected_and_hidden(otel: Otel, fake: FakeProvider, pricer
     }
 
 
+def test_injection_adds_one_key_to_the_callers_bytes(otel: Otel, fake: FakeProvider) -> None:
+    """The usage request is spliced into the body as sent, not parsed and re-serialized."""
+    with client(fake) as c:
+        list(c.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+    injected = fake.requests[-1].body
+    _chunks_uninstrumented(fake, otel)
+    original = fake.requests[-1].body
+    assert original[:1] == b"{"
+    assert injected == b'{"stream_options":{"include_usage":true},' + original[1:]
+
+
 def test_stream_caller_asked_for_usage_keeps_the_chunk(otel: Otel, fake: FakeProvider) -> None:
     fake.usage = USAGE
     with client(fake) as c:

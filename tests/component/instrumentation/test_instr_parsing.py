@@ -11,10 +11,20 @@ from typing import Any
 import pytest
 import tiktoken
 
-from costspan.instrumentation._facts import tap_facts
+from costspan.instrumentation._facts import output_text, tap_facts
 from costspan.instrumentation._providers import Router
 from costspan.instrumentation._stream import BodyTap
-from costspan.instrumentation._tokens import COARSE_ESTIMATOR, TokenCounter, cache_dir, coarse_count, load_encoding
+from costspan.instrumentation._tokens import (
+    CLAUDE_FACTOR,
+    COARSE_ESTIMATOR,
+    GEMINI_FACTOR,
+    TokenCounter,
+    cache_dir,
+    coarse_count,
+    lean_high,
+    load_encoding,
+    scaled,
+)
 from costspan.instrumentation._usage import Counts, anthropic_counts, gemini_counts, openai_counts
 
 
@@ -77,6 +87,36 @@ def test_usage_on_a_chunk_with_choices_is_kept_and_read() -> None:
     tap, out = run_tap(body + b"data: [DONE]\n\n", 2, filter_usage=True)
     assert b'"usage"' in out
     assert tap_facts(tap).usage == Counts(5, 1)
+
+
+def _content(text: str) -> bytes:
+    return chunk({"id": "c1", "choices": [{"delta": {"content": text}, "finish_reason": None}], "usage": None})
+
+
+@pytest.mark.parametrize("filter_usage", [False, True])
+def test_one_event_per_chunk_takes_the_quick_path_and_misses_nothing(filter_usage: bool) -> None:
+    """Chunks as a network delivers them: ordinary content events, alone or several in a chunk, are kept
+    as they came; the finish, usage, error and [DONE] events among them (whole, split, or sharing a chunk
+    with content) are all read."""
+    route = Router().route("api.openai.com", None, "/v1/chat/completions")
+    assert route is not None
+    ended: list[BaseException | None] = []
+    tap = BodyTap(route, "text/event-stream", "", filter_usage, lambda t, e: ended.append(e))
+    finish = chunk({"id": "c1", "choices": [{"delta": {}, "finish_reason": "length"}], "usage": None})
+    usage = chunk({"id": "c1", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3}})
+    error = chunk({"error": {"type": "overloaded_error", "message": "busy"}})
+    pieces = [_content("a"), _content("b"), finish[:11], finish[11:], _content("c") + _content("d")]
+    pieces += [_content("e") + usage, error]
+    pieces.append(b"data: [DONE]\n\n")
+    out = b"".join(tap.feed(p) for p in pieces) + tap.end_of_body()
+    expected = b"".join(pieces)
+    assert out == (expected.replace(usage, b"") if filter_usage else expected)
+    assert ended == [None] and tap.complete
+    # every event but [DONE] is kept (c and d as the one chunk they came in); the text an estimate reads:
+    assert len(list(tap.kept_events())) == 8 and output_text(tap) == "abcde"
+    facts = tap_facts(tap)
+    assert (facts.finish_reasons, facts.usage) == (["length"], Counts(7, 3))
+    assert tap.error_event is not None and b"overloaded_error" in tap.error_event
 
 
 def test_openai_counts_are_inclusive() -> None:
@@ -203,3 +243,27 @@ def test_counter_failure_stays_coarse(tmp_path: Path) -> None:
     assert counter.count("hello")[1] == "tiktoken:o200k_base"
     with pytest.raises(ValueError, match="unknown encoding"):
         TokenCounter("p50k_base")
+
+
+@pytest.mark.parametrize(
+    ("family", "model", "factor"),
+    [
+        ("anthropic", "claude-sonnet-4-5", CLAUDE_FACTOR),
+        ("anthropic", None, CLAUDE_FACTOR),
+        ("openai", "anthropic/claude-3.5-haiku", CLAUDE_FACTOR),  # Claude behind an OpenAI-style gateway
+        ("gemini", "gemini-2.5-flash", GEMINI_FACTOR),
+        ("openai", "google/gemini-2.5-pro", GEMINI_FACTOR),
+        ("openai", "gpt-4o", 1.0),
+        ("ollama", "llama3.2", 1.0),
+    ],
+)
+def test_claude_and_gemini_estimates_lean_high(family: str, model: str | None, factor: float) -> None:
+    assert lean_high(family, model) == factor
+
+
+def test_scaled_rounds_up_and_names_the_factor() -> None:
+    assert (CLAUDE_FACTOR, GEMINI_FACTOR) == (1.35, 1.15)
+    assert scaled(100, "tiktoken:o200k_base", CLAUDE_FACTOR) == (135, "tiktoken:o200k_base*1.35")
+    assert scaled(3, "tiktoken:o200k_base", CLAUDE_FACTOR) == (5, "tiktoken:o200k_base*1.35")  # 4.05 -> 5
+    assert scaled(20, "bytes/4", GEMINI_FACTOR) == (23, "bytes/4*1.15")
+    assert scaled(7, "tiktoken:o200k_base", 1.0) == (7, "tiktoken:o200k_base")

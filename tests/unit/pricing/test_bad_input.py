@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from costspan.pricing import CatalogError, InvalidUsageError, Usage, load_catalog, parse_catalog_text
+from costspan.pricing import MAX_COUNT, CatalogError, InvalidUsageError, Usage, load_catalog, parse_catalog_text
 
 
 @pytest.mark.parametrize(
@@ -29,6 +30,13 @@ from costspan.pricing import CatalogError, InvalidUsageError, Usage, load_catalo
 def test_bad_usage(counts: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidUsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Usage(**counts)
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(Usage)])
+def test_every_count_is_checked(name: str) -> None:
+    for bad in (-1, 2.0, MAX_COUNT + 1):
+        with pytest.raises(InvalidUsageError, match=name):
+            Usage(**{name: bad})
 
 
 def test_exclusive_counts_are_converted_once() -> None:
