@@ -2,8 +2,10 @@
 
 Run: ``.venv/bin/python -m tests.benchmarks.bench_budgets`` (``--quick`` for a smoke run). Prints the
 median and p99 of one ``check`` (estimate, match, reserve) in memory and with the journal on, and of
-one ``POST /v1/budgets/check`` from :class:`RemoteBudgetGuard` to uvicorn on 127.0.0.1, against the
-goals (in-process median <= 5 us, remote p99 <= 1 ms). Settling happens between samples, untimed.
+one ``POST /v1/budgets/check`` from :class:`RemoteBudgetGuard` (with an ingest key) to ``costspan
+serve`` on 127.0.0.1 in its own process, against the goals (in-process median <= 5 us, remote p99
+<= 1 ms). Beside it: the floor (``GET /healthz`` on that server) and the same check answered by the
+FastAPI route alone (no :class:`BudgetCheckEndpoint`). Settling happens between samples, untimed.
 """
 
 from __future__ import annotations
@@ -11,21 +13,26 @@ from __future__ import annotations
 import argparse
 import gc
 import http.client
+import json
 import logging
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Response
+from fastapi import FastAPI
 
+from costspan.instrumentation._remote_guard import _read_response
+from costspan.processor.api.keys import KeyStore
 from costspan.processor.budgets import BudgetBook, Call, FsyncPolicy, RemoteBudgetGuard, budget_router
-from costspan.processor.testing import ServerThread
 
 IN_PROCESS_GOAL_NS = 5_000
 REMOTE_GOAL_NS = 1_000_000
@@ -48,10 +55,16 @@ class Figure:
         return (self.p99_ns if self.goal_is_p99 else self.median_ns) <= self.goal_ns
 
 
+BUDGETS: tuple[dict[str, Any], ...] = (
+    {"id": "global", "period": "month", "limit": "1000000000"},
+    {"id": "per-tenant", "scope": {"tenant": "*"}, "period": "day", "limit": "1000000000"},
+)
+
+
 def _book(data_dir: str | None = None, fsync: FsyncPolicy = "interval") -> BudgetBook:
     book = BudgetBook(data_dir=data_dir, fsync=fsync, snapshot_every=10**9)
-    book.put_budget({"id": "global", "period": "month", "limit": "1000000000"})
-    book.put_budget({"id": "per-tenant", "scope": {"tenant": "*"}, "period": "day", "limit": "1000000000"})
+    for spec in BUDGETS:
+        book.put_budget(spec)
     return book
 
 
@@ -80,20 +93,16 @@ def in_process(n: int, data_dir: str | None = None, fsync: FsyncPolicy = "interv
         book.close()
 
 
-def _app() -> FastAPI:
+def _plain_app() -> FastAPI:
+    """The budget router alone on FastAPI (no fast path): what the check cost before it."""
     app = FastAPI()
     app.include_router(budget_router(_book()))
-
-    @app.post("/bench/noop")
-    async def noop() -> Response:  # the server stack's floor: same app, no budget work
-        return Response(b'{"allowed":true}', media_type="application/json")
-
     return app
 
 
 def serve(port: int) -> None:
-    """The server side of the remote benchmark, in its own process (as ``costspan serve`` would be)."""
-    uvicorn.run(_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    """The server side of the FastAPI-only comparison, in its own process."""
+    uvicorn.run(_plain_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 def _free_port() -> int:
@@ -103,43 +112,75 @@ def _free_port() -> int:
         return port
 
 
-def remote(n: int, separate_process: bool = True, floor: bool = False) -> tuple[float, float]:
-    if not separate_process:
-        with ServerThread(_app()) as server:
-            return _remote_samples(server.url, n, floor)
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.benchmarks.bench_budgets", "--serve", str(port)])
+@contextmanager
+def _server(argv: list[str], port: int) -> Iterator[str]:
+    proc = subprocess.Popen([sys.executable, *argv])
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the benchmark server did not start") from None
+                    raise RuntimeError(f"the benchmark server did not start: {argv}") from None
                 time.sleep(0.05)
-        return _remote_samples(f"http://127.0.0.1:{port}", n, floor)
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
-        proc.wait(10)
+        proc.wait(30)
 
 
-def _remote_samples(url: str, n: int, floor: bool = False) -> tuple[float, float]:
-    if floor:
-        host, port = url.removeprefix("http://").split(":")
-        conn = http.client.HTTPConnection(host, int(port))
+@contextmanager
+def costspan_serve() -> Iterator[tuple[str, str]]:
+    """``costspan serve`` in its own process on a fresh data dir: (url, ingest key); budgets as in-process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        keys = KeyStore(Path(tmp))
+        admin, ingest = keys.create("admin")[1], keys.create("ingest")[1]
+        port = _free_port()
+        argv = ["-m", "costspan.processor.serve_cli", "--port", str(port), "--data-dir", tmp, "--log-level", "warning"]
+        with _server(argv, port) as url:
+            for spec in BUDGETS:
+                conn = http.client.HTTPConnection("127.0.0.1", port)
+                conn.request(
+                    "POST",
+                    "/v1/budgets",
+                    json.dumps(spec),
+                    {"Authorization": f"Bearer {admin}", "Content-Type": "application/json"},
+                )
+                answer = conn.getresponse()
+                if answer.status != 201:
+                    raise RuntimeError(f"could not create the benchmark budgets: {answer.status} {answer.read()!r}")
+                conn.close()
+            yield url, ingest
 
-        def noop() -> str | None:
-            conn.request("POST", "/bench/noop", body=b"{}", headers={"Content-Type": "application/json"})
-            conn.getresponse().read()
+
+def remote(n: int, *, plain: bool = False, floor: bool = False) -> tuple[float, float]:
+    if plain:
+        port = _free_port()
+        with _server(["-m", "tests.benchmarks.bench_budgets", "--serve", str(port)], port) as url:
+            return _remote_samples(url, None, n)
+    with costspan_serve() as (url, key):
+        return _floor_samples(url, n) if floor else _remote_samples(url, key, n)
+
+
+def _floor_samples(url: str, n: int) -> tuple[float, float]:
+    """``GET /healthz`` with the guard's own HTTP/1.1 client code: the server stack's floor."""
+    host, port = url.removeprefix("http://").split(":")
+    request = f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    with socket.create_connection((host, int(port))) as sock, sock.makefile("rb") as reader:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def healthz() -> str | None:
+            sock.sendall(request)
+            _read_response(reader)
             return None
 
-        try:
-            return _sample(noop, lambda rid: None, n)
-        finally:
-            conn.close()
-    guard = RemoteBudgetGuard(url, timeout=2.0)
+        return _sample(healthz, lambda rid: None, n)
+
+
+def _remote_samples(url: str, key: str | None, n: int) -> tuple[float, float]:
+    guard = RemoteBudgetGuard(url, key, timeout=2.0)
     try:
         return _sample(lambda: guard.check(CALL)["reservation_id"], lambda rid: guard.settle(rid, COST, 1100), n)
     finally:
@@ -157,9 +198,9 @@ def run(n_local: int = 50_000, n_remote: int = 3_000) -> list[Figure]:
         figures.append(
             Figure("in-process check+reserve (journal, fsync=interval 1s)", *in_process(n_local, tmp, "interval"), None)
         )
-    figures.append(Figure("remote check, loopback, server in its own process", *remote(n_remote), REMOTE_GOAL_NS, True))
-    figures.append(Figure("  floor: an empty route on that server", *remote(n_remote, floor=True), None))
-    figures.append(Figure("remote check, loopback, server thread in this process", *remote(n_remote, False), None))
+    figures.append(Figure("remote check, loopback, `costspan serve` process", *remote(n_remote), REMOTE_GOAL_NS, True))
+    figures.append(Figure("  floor: GET /healthz on that server", *remote(n_remote, floor=True), None))
+    figures.append(Figure("  the FastAPI route alone, own process", *remote(n_remote, plain=True), None))
     return figures
 
 

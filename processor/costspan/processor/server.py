@@ -21,7 +21,14 @@ from costspan.processor.api.auth import principal_of, require_admin, require_ing
 from costspan.processor.api.keys import KeyStore
 from costspan.processor.api.mount import include_usage_api
 from costspan.processor.app import create_app
-from costspan.processor.budgets import BudgetBook, BudgetCollector, apply_env, budget_router, budgets_from_env
+from costspan.processor.budgets import (
+    BudgetBook,
+    BudgetCheckEndpoint,
+    BudgetCollector,
+    apply_env,
+    budget_router,
+    budgets_from_env,
+)
 from costspan.processor.budgets._model import Call
 from costspan.processor.dashboard import dashboard_router
 from costspan.processor.records import CallRecord
@@ -34,18 +41,23 @@ logger = logging.getLogger(__name__)
 
 
 def settle_records(book: BudgetBook, records: list[CallRecord]) -> None:
-    """Settle (or record) each newly stored call against the budgets. Runs on the store's writer."""
+    """Settle (or record) each newly stored call against the budgets. Runs on the store's writer.
+
+    A record carrying the guard's reservation id settles exactly that reservation (whatever model
+    the provider answered with); one without settles the oldest of the same scope and model.
+    """
     for r in records:
         call = Call(
             tenant=r.tenant or None,
             service=r.service or None,
             workflow=r.workflow or None,
             user=r.user or None,
+            project=r.project or None,
             provider=r.provider or None,
             model=r.model or None,
         )
         tokens = r.tokens.input + r.tokens.output
-        book.settle_call(call, r.cost_total, tokens)
+        book.settle_call(call, r.cost_total, tokens, reservation_id=r.reservation_id or None)
 
 
 def _budget_view(book: BudgetBook) -> Any:
@@ -95,6 +107,9 @@ def build_server_app(
     store.add_commit_listener(lambda records: settle_records(book, records))
     app.state.budget_book = book
     app.include_router(budget_router(book, notifier=notifier, dependencies=[Depends(_check_access)]))
+    # the pre-call check answered before FastAPI routes it (same JSON; the auth _check_access gives that
+    # path); the route above documents it
+    app.add_middleware(BudgetCheckEndpoint, book=book, authorize=require_ingest)
     include_usage_api(
         app,
         store,

@@ -7,11 +7,21 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Request
 
 from costspan.instrumentation import BudgetExceededError, RequestInfo, RequestRewrite
-from costspan.processor.budgets import BudgetBook, Call, RemoteBudgetGuard, WebhookNotifier, budget_router
+from costspan.pricing import Pricer
+from costspan.processor.budgets import (
+    BudgetBook,
+    BudgetCheckEndpoint,
+    Call,
+    CostEstimator,
+    RemoteBudgetGuard,
+    WebhookNotifier,
+    budget_router,
+)
 from costspan.processor.testing import ServerThread
+from tests.component.budgets.conftest import FakeClock
 
 ACME = {"tenant": "acme", "provider": "openai", "model": "gpt-4o", "input_tokens": 1000, "max_tokens": 1000}
 
@@ -55,6 +65,42 @@ def test_check_answers_200_with_a_reservation_then_429_with_retry_after(http: ht
     assert settled.json() == {"settled": True}
     assert http.post("/v1/budgets/check", json=ACME).status_code == 200
     assert http.post("/v1/budgets/check", json={**ACME, "colour": "red"}).status_code == 422
+
+
+def test_the_fast_endpoint_answers_the_check_as_the_route_does(
+    book: BudgetBook, clock: FakeClock, pricer: Pricer
+) -> None:
+    def authorize(request: Request) -> None:
+        if request.headers.get("authorization") != "Bearer k":
+            raise HTTPException(401, "missing API key", {"WWW-Authenticate": "Bearer"})
+
+    twin = BudgetBook(clock=clock, estimator=CostEstimator(pricer, clock=clock))
+    fast, plain = FastAPI(), FastAPI()
+    fast.include_router(budget_router(book))
+    fast.add_middleware(BudgetCheckEndpoint, book=book, authorize=authorize)
+    plain.include_router(budget_router(twin))
+    for b in (book, twin):
+        b.put_budget({"id": "acme", "scope": {"tenant": "acme"}, "period": "day", "limit": "0.02"})
+    bodies: list[bytes] = [httpx.Request("POST", "/", json=ACME).content] * 2 + [b'{"colour": "red"}', b"not json"]
+    with ServerThread(fast) as f, ServerThread(plain) as p, httpx.Client(timeout=10) as client:
+        for body in bodies:
+            headers = {"Authorization": "Bearer k", "Content-Type": "application/json"}
+            mine = client.post(f.url + "/v1/budgets/check", content=body, headers=headers)
+            theirs = client.post(p.url + "/v1/budgets/check", content=body, headers=headers)
+            assert (mine.status_code, mine.headers.get("retry-after")) == (
+                theirs.status_code,
+                theirs.headers.get("retry-after"),
+            )
+            assert mine.json() | {"reservation_id": None} == theirs.json() | {"reservation_id": None}
+        assert [r.status_code for r in (mine, theirs)] == [422, 422]
+        refused = client.post(f.url + "/v1/budgets/check", json=ACME)
+        assert (refused.status_code, refused.json(), refused.headers["www-authenticate"]) == (
+            401,
+            {"detail": "missing API key"},
+            "Bearer",
+        )
+        assert client.get(f.url + "/v1/budgets").status_code == 200  # other routes pass through
+    assert "/v1/budgets/check" in fast.openapi()["paths"]  # still documented
 
 
 def test_spend_can_be_hidden_from_the_caller(book: BudgetBook) -> None:
@@ -163,8 +209,13 @@ def test_remote_guard_reserves_rewrites_and_blocks(server: ServerThread, book: B
 
 
 def check_through(guard: RemoteBudgetGuard, book: BudgetBook) -> None:
-    assert guard(info()) is None  # 0.0125 fits
-    assert guard(info()) == RequestRewrite(model="gpt-4o-mini", max_tokens=None, reason="budget a: adaptive")
+    fits = guard(info())  # 0.0125 fits: no change, only the reservation to write on the span
+    assert fits is not None and not fits.changes and fits.reservation_id in book._state.reservations
+    degraded = guard(info())
+    assert degraded is not None and degraded.reservation_id in book._state.reservations
+    assert degraded == RequestRewrite(
+        model="gpt-4o-mini", max_tokens=None, reason="budget a: adaptive", reservation_id=degraded.reservation_id
+    )
     book.put_budget({"id": "h", "period": "day", "limit": "0.001"})
     with pytest.raises(BudgetExceededError) as exc:
         guard(info())
@@ -181,7 +232,7 @@ def check_through(guard: RemoteBudgetGuard, book: BudgetBook) -> None:
 def test_remote_guard_fails_open_or_closed_when_the_server_is_away(fail_open: bool) -> None:
     guard = RemoteBudgetGuard("http://127.0.0.1:9", timeout=0.2, fail_open=fail_open)
     if fail_open:
-        assert guard(info()) is None
+        assert guard(info()) is None  # no reservation to name
     else:
         with pytest.raises(BudgetExceededError, match="unreachable"):
             guard(info())

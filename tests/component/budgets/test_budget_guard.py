@@ -71,8 +71,10 @@ def test_guard_rewrites_for_an_adaptive_budget(book: BudgetBook) -> None:
     book.put_budget(
         {"id": "a", "period": "day", "limit": "0.01", "mode": "adaptive", "fallback_models": ["gpt-4o-mini"]}
     )
-    assert budget_guard(book)(info()) == RequestRewrite(
-        model="gpt-4o-mini", max_tokens=None, reason="budget a: adaptive"
+    rewrite = budget_guard(book)(info())
+    assert rewrite is not None and rewrite.reservation_id
+    assert rewrite == RequestRewrite(
+        model="gpt-4o-mini", max_tokens=None, reason="budget a: adaptive", reservation_id=rewrite.reservation_id
     )
 
 

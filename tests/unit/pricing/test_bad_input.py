@@ -36,7 +36,8 @@ def test_bad_usage(counts: dict[str, Any], message: str) -> None:
 def test_every_count_is_checked(name: str) -> None:
     for bad in (-1, 2.0, MAX_COUNT + 1):
         with pytest.raises(InvalidUsageError, match=name):
-            Usage(**{name: bad})
+            counts: dict[str, Any] = {name: bad}
+            Usage(**counts)
 
 
 def test_exclusive_counts_are_converted_once() -> None:

@@ -7,12 +7,14 @@ In-process::
     CostspanInstrumentor().instrument(tracer_provider=tp, pre_send_hooks=[budget_guard(book, service="api")])
     tp.add_span_processor(BudgetSpanProcessor(book, service="api"))
 
-Server side: ``app.include_router(budget_router(book))``; remote apps use :class:`RemoteBudgetGuard`.
+Server side: ``app.include_router(budget_router(book))``, and ``app.add_middleware(BudgetCheckEndpoint,
+book=book)`` to answer the check before FastAPI routes it; remote apps use :class:`RemoteBudgetGuard`.
 """
 
 from costspan.processor.budgets._alerts import Alert, Delivery, SpikeDetector, WebhookNotifier
 from costspan.processor.budgets._api import budget_router
 from costspan.processor.budgets._book import BudgetBook
+from costspan.processor.budgets._endpoint import BudgetCheckEndpoint
 from costspan.processor.budgets._env import BudgetEnv, apply_env, budgets_from_env
 from costspan.processor.budgets._estimate import CostEstimator, Estimate
 from costspan.processor.budgets._guard import (
@@ -51,6 +53,7 @@ __all__ = [
     "Block",
     "Budget",
     "BudgetBook",
+    "BudgetCheckEndpoint",
     "BudgetCollector",
     "BudgetEnv",
     "BudgetSpanProcessor",

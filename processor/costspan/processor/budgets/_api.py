@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -21,6 +22,7 @@ from costspan.processor.budgets._model import DEFAULT_THRESHOLDS, Budget, Call, 
 __all__ = ["budget_router"]
 
 ACTOR_HEADER = "X-Costspan-Actor"
+CHECK_PATH = "/v1/budgets/check"
 
 
 class CheckRequest(BaseModel):
@@ -58,8 +60,64 @@ class SeedBudget(BaseModel):
     timezone: str = "UTC"
 
 
+_json_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def _json(value: Any) -> bytes:
+    return _json_encode(value).encode()
+
+
 def explain_request(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+
+
+def check_answer(book: BudgetBook, body: bytes, *, show_spend: bool = True) -> tuple[int, bytes, list[tuple[str, str]]]:
+    """``POST /v1/budgets/check`` whole: (status, JSON body, extra headers) for a request body.
+
+    200 with the reservation, 429 (``budget_exceeded``, ``Retry-After``) or 422 with ``detail``,
+    the bytes FastAPI's ``JSONResponse`` would write.
+    """
+    try:
+        req = CheckRequest.model_validate_json(body)
+    except ValidationError as exc:
+        return 422, _json({"detail": explain_request(exc)}), []
+    decision = book.check(
+        Call(
+            req.tenant,
+            req.service,
+            req.workflow,
+            req.user,
+            req.project,
+            req.provider,
+            req.model,
+            req.input_tokens,
+            req.max_tokens,
+        )
+    )
+    if decision.block is None:
+        answer = {
+            "allowed": True,
+            "reservation_id": decision.reservation_id,
+            "estimate_usd": None if decision.estimate_usd is None else money(decision.estimate_usd),
+            "model": decision.model,
+            "max_tokens": decision.max_tokens,
+            "reason": decision.reason,
+        }
+        return 200, _json(answer), []
+    block = decision.block
+    payload: dict[str, Any] = {
+        "type": "budget_exceeded",
+        "message": block.message(),
+        "budget_id": block.budget_id,
+        "scope": dict(block.scope),
+        "unit": block.unit.value,
+        "period": block.period.value,
+        "resets_at": block.resets_at.isoformat() if block.resets_at else None,
+    }
+    if show_spend:
+        payload.update(limit=str(block.limit), spent=money(block.spent), reserved=money(block.reserved))
+    retry = block.retry_after(book.now())
+    return 429, _json(payload), [("retry-after", str(retry))] if retry is not None else []
 
 
 def budget_router(
@@ -86,55 +144,16 @@ def budget_router(
 
     # The hot routes are ``async``: a check holds the book's lock for microseconds, and a hop to
     # the thread pool would cost more than the check itself. The body is parsed by pydantic's JSON
-    # parser directly (the schema is still published through ``openapi_extra``).
+    # parser directly (the schema is still published through ``openapi_extra``). A server that
+    # mounts :class:`BudgetCheckEndpoint` answers this route before FastAPI routes it, the same way.
     @router.post(
-        "/v1/budgets/check",
+        CHECK_PATH,
         openapi_extra={"requestBody": {"content": {"application/json": {"schema": CheckRequest.model_json_schema()}}}},
+        responses={429: {"description": "a budget has no room: `type` is `budget_exceeded`; `Retry-After` header"}},
     )
-    async def check(request: Request) -> JSONResponse:
-        try:
-            body = CheckRequest.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise HTTPException(422, detail=explain_request(exc)) from None
-        decision = book.check(
-            Call(
-                body.tenant,
-                body.service,
-                body.workflow,
-                body.user,
-                body.project,
-                body.provider,
-                body.model,
-                body.input_tokens,
-                body.max_tokens,
-            )
-        )
-        if decision.block is None:
-            return JSONResponse(
-                {
-                    "allowed": True,
-                    "reservation_id": decision.reservation_id,
-                    "estimate_usd": None if decision.estimate_usd is None else money(decision.estimate_usd),
-                    "model": decision.model,
-                    "max_tokens": decision.max_tokens,
-                    "reason": decision.reason,
-                }
-            )
-        block = decision.block
-        payload: dict[str, Any] = {
-            "type": "budget_exceeded",
-            "message": block.message(),
-            "budget_id": block.budget_id,
-            "scope": dict(block.scope),
-            "unit": block.unit.value,
-            "period": block.period.value,
-            "resets_at": block.resets_at.isoformat() if block.resets_at else None,
-        }
-        if show_spend:
-            payload.update(limit=str(block.limit), spent=money(block.spent), reserved=money(block.reserved))
-        retry = block.retry_after(book.now())
-        headers = {"Retry-After": str(retry)} if retry is not None else {}
-        return JSONResponse(payload, status_code=429, headers=headers)
+    async def check(request: Request) -> Response:
+        status, body, headers = check_answer(book, await request.body(), show_spend=show_spend)
+        return Response(body, status_code=status, headers=dict(headers), media_type="application/json")
 
     @router.post("/v1/budgets/settle")
     async def settle(body: SettleRequest) -> JSONResponse:

@@ -11,25 +11,36 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from costspan.pricing import Pricer, Usage, default_pricer
+from costspan.processor.budgets._model import Unit
+from costspan.processor.budgets._units import to_units
 
-__all__ = ["CostEstimator", "Estimate"]
+__all__ = ["LINEAR_UP_TO", "CostEstimator", "Estimate", "Rate"]
 
 logger = logging.getLogger(__name__)
 
 #: Above this many input tokens the call is priced exactly (long-context tiers are cliffs).
-_LINEAR_UP_TO = 100_000
+LINEAR_UP_TO = _LINEAR_UP_TO = 100_000
 _PROBE = 10_000
 _RATE_TTL = 3600.0  # prices depend on the date: refresh the cached per-token rates hourly
 _ZERO = Decimal(0)
+_NO_CAP = 1 << 62
 
 
 @dataclass(frozen=True, slots=True)
-class _Rate:
+class Rate:
+    """A model's per-token prices at a time, cached for an hour (``expires``)."""
+
     expires: float
     base: Decimal | None  # per-request part; None = unpriced model
     per_in: Decimal
     per_out: Decimal
     max_out: int | None
+    # the same rates in pico-dollars, rounded up (exact for prices with up to 6 decimals per million)
+    base_p: int = 0
+    in_p: int = 0
+    out_p: int = 0
+    #: ``max_out``, or a number no request reaches: ``min(max_tokens, out_cap)`` is the output estimate
+    out_cap: int = _NO_CAP
 
 
 class Estimate(NamedTuple):
@@ -64,7 +75,7 @@ class CostEstimator:
         self._default_output = default_output_tokens
         self._default_input = default_input_tokens
         self._clock = clock
-        self._rates: dict[tuple[str, str | None], _Rate] = {}
+        self._rates: dict[tuple[str, str | None], Rate] = {}
         self._lock = threading.Lock()
 
     @property
@@ -75,7 +86,11 @@ class CostEstimator:
                     self._pricer = default_pricer()
         return self._pricer
 
-    def _rate(self, model: str, provider: str | None, now: float | None = None) -> _Rate:
+    def rate(self, model: str, provider: str | None, now: float | None = None) -> Rate:
+        """The model's cached per-token rates (``base`` None: unpriced); a budget check reads them inline."""
+        return self._rate(model, provider, now)
+
+    def _rate(self, model: str, provider: str | None, now: float | None = None) -> Rate:
         key = (model, provider)
         if now is None:
             now = self._clock()
@@ -85,16 +100,22 @@ class CostEstimator:
         pricer = self.pricer
         base = pricer.price_call(model, Usage(), provider=provider, at=now).total
         if base is None:
-            found = _Rate(now + _RATE_TTL, None, _ZERO, _ZERO, None)
+            found = Rate(now + _RATE_TTL, None, _ZERO, _ZERO, None)
         else:
             per_in = pricer.price_call(model, Usage(input_tokens=_PROBE), provider=provider, at=now).total or base
             per_out = pricer.price_call(model, Usage(output_tokens=_PROBE), provider=provider, at=now).total or base
-            found = _Rate(
+            rate_in, rate_out = (per_in - base) / _PROBE, (per_out - base) / _PROBE
+            max_out = pricer.max_output_tokens(model, provider)
+            found = Rate(
                 now + _RATE_TTL,
                 base,
-                (per_in - base) / _PROBE,
-                (per_out - base) / _PROBE,
-                pricer.max_output_tokens(model, provider),
+                rate_in,
+                rate_out,
+                max_out,
+                to_units(base, Unit.USD),
+                to_units(rate_in, Unit.USD),
+                to_units(rate_out, Unit.USD),
+                _NO_CAP if max_out is None else max_out,
             )
         if len(self._rates) > 4096:
             self._rates = {}
@@ -146,6 +167,33 @@ class CostEstimator:
             )
             return exact.total, n_in + n_out
         return rate.per_in * n_in + rate.per_out * n_out + rate.base, n_in + n_out
+
+    def pico_and_tokens(
+        self,
+        model: str | None,
+        provider: str | None,
+        input_tokens: int | None,
+        max_tokens: int | None,
+        now: float,
+    ) -> tuple[int | None, int]:
+        """:meth:`usd_and_tokens` in whole pico-dollars (rounded up), in integer arithmetic: the check's path."""
+        n_in = self._default_input if input_tokens is None else input_tokens
+        n_out = self._default_output if max_tokens is None else max_tokens
+        if n_in < 0 or n_out < 0:
+            n_in, n_out = max(0, n_in), max(0, n_out)
+        if not model:
+            return None, n_in + n_out
+        rate = self._rates.get((model, provider))
+        if rate is None or rate.expires <= now:
+            rate = self._rate(model, provider, now)
+        if rate.max_out is not None and n_out > rate.max_out:
+            n_out = rate.max_out
+        if rate.base is None:
+            return None, n_in + n_out
+        if n_in > _LINEAR_UP_TO:
+            exact = self.usd_and_tokens(model, provider, n_in, n_out, now)[0]
+            return None if exact is None else to_units(exact, Unit.USD), n_in + n_out
+        return rate.in_p * n_in + rate.out_p * n_out + rate.base_p, n_in + n_out
 
     def max_output_tokens(self, model: str, provider: str | None = None) -> int | None:
         return self._rate(model, provider).max_out

@@ -53,9 +53,10 @@ def budget_guard(
     """A pre-send hook for :class:`~costspan.instrumentation.CostspanInstrumentor` (in-process mode).
 
     Reserves the call's estimate against every matching budget; raises ``BudgetExceededError`` when
-    a hard (or exhausted adaptive) budget has no room, or returns a ``RequestRewrite`` (fallback
-    model, capped max_tokens) from an adaptive one. The reservation is settled by
-    :class:`BudgetSpanProcessor` when the priced span ends (or expires after the book's TTL).
+    a hard (or exhausted adaptive) budget has no room, or returns a ``RequestRewrite`` carrying the
+    reservation id (written on the call's span as ``costspan.budget.reservation_id``) and, from an
+    adaptive budget, a fallback model or capped max_tokens. :class:`BudgetSpanProcessor` settles
+    exactly that reservation when the priced span ends (or it expires after the book's TTL).
     ``service`` is this app's ``service.name`` (the hook cannot see the resource).
     """
 
@@ -64,7 +65,14 @@ def budget_guard(
         if decision.block is not None:
             raise budget_exceeded_error(decision.block, show_spend=show_spend)
         if decision.rewritten:
-            return RequestRewrite(model=decision.model, max_tokens=decision.max_tokens, reason=decision.reason)
+            return RequestRewrite(
+                model=decision.model,
+                max_tokens=decision.max_tokens,
+                reason=decision.reason,
+                reservation_id=decision.reservation_id or "",
+            )
+        if decision.reservation_id is not None:
+            return RequestRewrite(reservation_id=decision.reservation_id)
         return None
 
     return guard
@@ -119,9 +127,10 @@ def cost_of(attributes: Mapping[str, object]) -> tuple[Decimal | None, int | Non
 class BudgetSpanProcessor(SpanProcessor):
     """Settles the guard's reservations from the priced spans the instrumentation emits (in-process).
 
-    Add it to the app's ``TracerProvider`` next to the guard, with the same ``service``. Each LLM span
-    settles the oldest open reservation of the same scope and model (or is recorded as unreserved
-    spend). Never throws.
+    Add it to the app's ``TracerProvider`` next to the guard, with the same ``service``. An LLM span
+    settles the reservation named by its ``costspan.budget.reservation_id``; a span without one
+    settles the oldest open reservation of the same scope and model; either way a span with nothing
+    to settle is recorded as unreserved spend. Never throws.
     """
 
     def __init__(self, book: BudgetBook, *, service: str | None = None) -> None:
@@ -141,7 +150,8 @@ class BudgetSpanProcessor(SpanProcessor):
             if call is None:
                 return
             cost, tokens = cost_of(attributes)
-            self._book.settle_call(call, cost, tokens)
+            rid = attributes.get(attr.BUDGET_RESERVATION_ID)
+            self._book.settle_call(call, cost, tokens, reservation_id=rid if isinstance(rid, str) else None)
         except Exception:
             self.errors += 1
             logger.exception("budget settlement from a span failed")

@@ -30,6 +30,7 @@ from costspan.processor.budgets._state import (
     decode_event,
     encode_event,
 )
+from costspan.processor.budgets._units import to_units
 
 __all__ = ["AuditLog", "FsyncPolicy", "Journal"]
 
@@ -144,7 +145,7 @@ class Journal:
                     "at": r.at,
                     "expires": r.expires,
                     "match": list(r.match),
-                    "items": [[k, str(a)] for k, a in r.items],
+                    "items": [[k, str(a)] for k, a in state.held_amounts(r)],
                 }
                 for r in state.reservations.values()
             ],
@@ -213,16 +214,15 @@ def _load_snapshot(state: BudgetState, data: dict[str, Any]) -> None:
             start=float(c["start"]),
             end=float(c["end"]),
             spent=Decimal(c["spent"]),
-            reserved=Decimal(c["reserved"]),
+            held=to_units(Decimal(c["reserved"]), owner.unit),
             fired=set(c["fired"]),
         )
+    counters = state.counters
     for r in data["reservations"]:
-        res = Reservation(
-            r["rid"], float(r["at"]), float(r["expires"]), tuple(r["match"]), [(k, Decimal(a)) for k, a in r["items"]]
-        )
+        items = [(k, to_units(Decimal(a), counters[k].budget.unit)) for k, a in r["items"] if k in counters]
+        res = Reservation(r["rid"], float(r["at"]), float(r["expires"]), tuple(r["match"]), items)
         state.reservations[res.rid] = res
         state.by_match.setdefault(res.match, deque()).append(res.rid)
-        state.expiry.append((res.expires, res.rid))
     state.seq = int(data["seq"])
 
 

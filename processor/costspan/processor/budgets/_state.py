@@ -1,6 +1,8 @@
 """The budget state machine: every change is one event, applied the same way live and on replay.
 
-Events are JSON-ready lists (amounts as ``Decimal``; the journal writes them as strings):
+Events are JSON-ready lists (amounts as ``Decimal``; the journal writes them as strings). Live, a
+reservation holds whole units (:mod:`._units`: pico-dollars, tokens, requests) on its counters; a
+replayed ``"r"`` turns its amounts into those units the same way.
 
 - ``["b", budget_json]`` put a budget; ``["d", budget_id]`` delete it (and its counters)
 - ``["o", key, budget_id, values, start, end]`` open or roll a counter to a new period (spent and
@@ -22,9 +24,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from costspan.processor.budgets._model import EACH, SCOPE_DIMENSIONS, Block, Budget, Mode, Period, Unit
+from costspan.processor.budgets._units import from_units, room_units, to_units
 
 __all__ = [
     "BudgetState",
@@ -41,6 +44,7 @@ __all__ = [
 ]
 
 ZERO = Decimal(0)
+_new_reservation = tuple.__new__  # a named tuple without its Python ``__new__`` (the check's hot path)
 
 
 @dataclass(slots=True)
@@ -53,8 +57,22 @@ class Counter:
     start: float
     end: float
     spent: Decimal = ZERO
-    reserved: Decimal = ZERO
+    #: What open reservations hold, in whole units of the budget's unit (pico-dollars for USD).
+    held: int = 0
     fired: set[int] = field(default_factory=set)
+    #: ``limit - spent`` in whole units, floored: a hold of ``n`` more fits exactly when ``n <= room - held``.
+    room: int = 0
+
+    def __post_init__(self) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute :attr:`room` after ``spent`` or the budget's limit changed."""
+        self.room = room_units(self.budget.limit, self.spent, self.budget.unit)
+
+    @property
+    def reserved(self) -> Decimal:
+        return from_units(self.held, self.budget.unit)
 
     def block(self, requested: Decimal) -> Block:
         """Why this counter refuses a call asking for ``requested`` more."""
@@ -78,13 +96,14 @@ class Counter:
         return scope
 
 
-@dataclass(slots=True)
-class Reservation:
+class Reservation(NamedTuple):
+    """An estimate held on counters until the call settles it (a named tuple: one is made per check)."""
+
     rid: str
     at: float
     expires: float
     match: tuple[str | None, ...]  # the call's dimensions, to settle a record that carries no reservation id
-    items: list[tuple[str, Decimal]]
+    items: list[tuple[str, int]]  # (counter key, units held on it)
 
 
 def budget_from_json(data: dict[str, Any]) -> Budget:
@@ -164,7 +183,6 @@ class BudgetState:
         self.counters: dict[str, Counter] = {}
         self.reservations: dict[str, Reservation] = {}
         self.by_match: dict[tuple[str | None, ...], deque[str]] = {}
-        self.expiry: deque[tuple[float, str]] = deque()
         self.seq = 0
 
     def apply(self, event: list[Any]) -> None:
@@ -174,10 +192,7 @@ class BudgetState:
         elif op == "s":
             self._settle(event[1], event[2])
         elif op == "c":
-            for key, amount in event[1]:
-                counter = self.counters.get(key)
-                if counter is not None:
-                    counter.spent += amount
+            self._charge(event[1])
         elif op == "x":
             self._release(event[1])
         elif op == "o":
@@ -193,6 +208,7 @@ class BudgetState:
             for counter in self.counters.values():
                 if counter.budget.id == budget.id:
                     counter.budget = budget
+                    counter.refresh()
             if old is not None and (
                 old.scope != budget.scope or old.period != budget.period or old.unit != budget.unit
             ):
@@ -208,8 +224,9 @@ class BudgetState:
         gone = {k for k, c in self.counters.items() if c.budget.id == budget_id}
         for key in gone:
             del self.counters[key]
-        for res in self.reservations.values():
-            res.items = [(k, a) for k, a in res.items if k not in gone]
+        for rid, res in list(self.reservations.items()):
+            if any(k in gone for k, _ in res.items):
+                self.reservations[rid] = res._replace(items=[(k, a) for k, a in res.items if k not in gone])
 
     def _open(self, key: str, budget_id: str, values: tuple[str, ...], start: float, end: float) -> None:
         counter = self.counters.get(key)
@@ -222,29 +239,55 @@ class BudgetState:
         counter.start, counter.end = start, end
         counter.spent = ZERO
         counter.fired = set()
+        counter.refresh()
 
     def reserve(
         self, rid: str, at: float, expires: float, match: tuple[str | None, ...], items: list[tuple[str, Decimal]]
     ) -> None:
+        """Apply a replayed ``["r", ...]``: its amounts become whole units on each counter still there."""
+        held: list[tuple[str, int]] = []
         for key, amount in items:
             counter = self.counters.get(key)
             if counter is not None:
-                counter.reserved += amount
-        self.reservations[rid] = Reservation(rid, at, expires, match, items)
+                units = to_units(amount, counter.budget.unit)
+                counter.held += units
+                held.append((key, units))
+        self.hold(rid, at, expires, match, held)
+
+    def hold(
+        self, rid: str, at: float, expires: float, match: tuple[str | None, ...], items: list[tuple[str, int]]
+    ) -> None:
+        """Register a reservation whose ``items`` are already added to their counters' ``held``.
+
+        With that addition this is ``["r", ...]`` applied; the live check then counts the event in ``seq``.
+        """
+        self.reservations[rid] = _new_reservation(Reservation, (rid, at, expires, match, items))
         queue = self.by_match.get(match)
         if queue is None:
             queue = self.by_match[match] = deque()
         queue.append(rid)
-        self.expiry.append((expires, rid))
+
+    def due(self, now: float) -> tuple[list[str], float | None]:
+        """Open reservations past their expiry, oldest first, and the next expiry after them (None: none open).
+
+        Reservations are kept in the order they were made, so expiries ascend (a clock that steps back
+        only makes a reservation wait for the one before it).
+        """
+        out: list[str] = []
+        for rid, res in self.reservations.items():
+            if res.expires > now:
+                return out, res.expires
+            out.append(rid)
+        return out, None
 
     def _release(self, rid: str) -> Reservation | None:
         res = self.reservations.pop(rid, None)
         if res is None:
             return None
-        for key, amount in res.items:
+        for key, units in res.items:
             counter = self.counters.get(key)
             if counter is not None:
-                counter.reserved -= amount
+                counter.held -= units
         queue = self.by_match.get(res.match)
         if queue:
             if queue[0] == rid:
@@ -258,10 +301,19 @@ class BudgetState:
 
     def _settle(self, rid: str, actual: list[tuple[str, Decimal]]) -> None:
         self._release(rid)
-        for key, amount in actual:
+        self._charge(actual)
+
+    def _charge(self, amounts: list[tuple[str, Decimal]]) -> None:
+        for key, amount in amounts:
             counter = self.counters.get(key)
             if counter is not None:
                 counter.spent += amount
+                counter.refresh()
+
+    def held_amounts(self, res: Reservation) -> list[tuple[str, Decimal]]:
+        """A reservation's holds as amounts in each counter's unit (for the journal and snapshots)."""
+        counters = self.counters
+        return [(k, from_units(u, counters[k].budget.unit)) for k, u in res.items if k in counters]
 
 
 Target = tuple[Budget, str, tuple[str, ...]]  # budget, counter key, values of its ``*`` dimensions
@@ -287,22 +339,25 @@ def match_targets(budgets: Iterable[Budget], dims: tuple[str | None, ...]) -> li
 
 def actual_amounts(
     counters: Mapping[str, Counter],
-    items: list[tuple[str, Decimal]],
+    items: list[tuple[str, int]],
     cost_usd: Decimal | None,
     tokens: int | None,
     requests: int,
 ) -> list[tuple[str, Decimal]]:
-    """What a finished call charges each counter, in its unit; unknown cost or tokens keep the hold."""
+    """What a finished call charges each counter, in its unit; unknown cost or tokens keep the hold.
+
+    ``items`` are (counter key, units held) as in a :class:`Reservation` (0 for unreserved spend).
+    """
     out: list[tuple[str, Decimal]] = []
-    for key, reserved in items:
+    for key, held in items:
         counter = counters.get(key)
         if counter is None:
             continue
         unit = counter.budget.unit
         if unit is Unit.USD:
-            out.append((key, reserved if cost_usd is None else cost_usd))
+            out.append((key, from_units(held, unit) if cost_usd is None else cost_usd))
         elif unit is Unit.TOKENS:
-            out.append((key, reserved if tokens is None else Decimal(tokens)))
+            out.append((key, Decimal(held) if tokens is None else Decimal(tokens)))
         else:
             out.append((key, Decimal(requests)))
     return out
