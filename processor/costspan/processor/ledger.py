@@ -13,9 +13,8 @@ import os
 import re
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 __all__ = ["FsyncPolicy", "Ledger", "LedgerLine", "Position", "encode_line"]
 
@@ -23,18 +22,19 @@ logger = logging.getLogger(__name__)
 
 FsyncPolicy = Literal["always", "never"]
 _SEGMENT_RE: Final = re.compile(r"^segment-(\d{8})\.log$")
+_READ_CHUNK: Final = 1 << 20
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Position:
-    """A place in the ledger: segment number and byte offset within it."""
+class Position(NamedTuple):
+    """A place in the ledger: segment number and byte offset within it (ordered as a tuple)."""
 
     segment: int
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerLine:
+class LedgerLine(NamedTuple):
+    """One valid line (named tuples: a replay or the usage index makes one per stored call)."""
+
     key: str
     start_ns: int
     payload: bytes  # the record's JSON
@@ -91,22 +91,27 @@ class Ledger:
 
     def read(self, start: Position | None = None) -> Iterator[LedgerLine]:
         """Every valid line from ``start`` on (a corrupt line is counted and skipped)."""
+        new = tuple.__new__
         for segment in self.segments():
             if start is not None and segment < start.segment:
                 continue
             offset = start.offset if start is not None and segment == start.segment else 0
             with self._path(segment).open("rb") as fh:
                 fh.seek(offset)
-                for raw in fh:
-                    end = offset + len(raw)
-                    if raw.endswith(b"\n"):
-                        decoded = _decode_line(raw[:-1])
+                tail = b""  # an incomplete line: completed by the next chunk, or left (still being written)
+                while chunk := fh.read(_READ_CHUNK):
+                    lines = (tail + chunk if tail else chunk).split(b"\n")
+                    tail = lines.pop()
+                    for raw in lines:
+                        end = offset + len(raw) + 1
+                        decoded = _decode_line(raw)
                         if decoded is not None:
-                            yield LedgerLine(decoded[0], decoded[1], decoded[2], Position(segment, end))
+                            # tuple.__new__: the named tuples' own __new__ is one more Python frame per line
+                            yield new(LedgerLine, (*decoded, new(Position, (segment, end))))
                         else:
                             self.corrupt_lines += 1
                             logger.warning("ledger segment %d: corrupt line at offset %d skipped", segment, offset)
-                    offset = end
+                        offset = end
 
     # --- writing ------------------------------------------------------------------------------------
     def open(self) -> None:

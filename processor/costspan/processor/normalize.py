@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from costspan.instrumentation import attributes as attr
 from costspan.pricing import PriceBreakdown, Usage
@@ -47,6 +46,7 @@ _CACHE_WRITE_KEYS: Final = (
 _USAGE_KEYS: Final = frozenset(
     (*_INPUT_KEYS, *_OUTPUT_KEYS, *_CACHE_READ_KEYS, *_CACHE_WRITE_KEYS, attr.LLM_USAGE_TOTAL_TOKENS)
 )
+_REASONING_KEYS: Final = (attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,)
 _LLM_REQUEST_TYPE: Final = "llm.request.type"
 #: OpenAI's service_tier values → costspan's pricing tiers ("auto" and "default" are standard).
 _SERVICE_TIERS: Final = {"flex": "flex", "priority": "priority", "batch": "batch", "scale": "standard"}
@@ -83,11 +83,33 @@ WANTED_KEYS: Final = frozenset(
         *_SESSION_FALLBACKS,
     }
 )
+#: Keys most spans do not carry; a span with none of them takes every default in one check.
+_OPTIONAL_KEYS: Final = frozenset(
+    {
+        attr.TOKENS_ESTIMATED,
+        attr.ERROR_TYPE,
+        attr.RECORD_SOURCE,
+        attr.ENRICHED,
+        attr.GEN_AI_RESPONSE_SERVICE_TIER,
+        attr.GEN_AI_REQUEST_SERVICE_TIER,
+        attr.WORKFLOW_ID,
+        attr.USER_ID,
+        *_USER_FALLBACKS,
+        attr.SESSION_ID,
+        *_SESSION_FALLBACKS,
+        attr.PROJECT_ID,
+        attr.BUDGET_RESERVATION_ID,
+        attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+    }
+)
 
 
-@dataclass(frozen=True, slots=True)
-class SpanView:
-    """The parts of a span the normalizer needs, whatever it was decoded from."""
+class SpanView(NamedTuple):
+    """The parts of a span the normalizer needs, whatever it was decoded from.
+
+    A named tuple rather than a frozen dataclass: one is built for every span received, and a
+    frozen dataclass's ``__init__`` costs several times more.
+    """
 
     trace_id: str
     span_id: str
@@ -179,15 +201,19 @@ class Normalizer:
 
         The ``Usage`` is ``None``, with a reason, when the counts are inconsistent.
         """
-        input_tokens = _int(attrs, _INPUT_KEYS)
-        output_tokens = _int(attrs, _OUTPUT_KEYS)
+        # the first spelling, as an int, is the common case: looked up once before the general reading
+        value = attrs.get(_INPUT_KEYS[0])
+        input_tokens = value if type(value) is int else _int(attrs, _INPUT_KEYS)
+        value = attrs.get(_OUTPUT_KEYS[0])
+        output_tokens = value if type(value) is int else _int(attrs, _OUTPUT_KEYS)
         if input_tokens is None or output_tokens is None:
             total = _int(attrs, (attr.LLM_USAGE_TOTAL_TOKENS,))
             if input_tokens is None and output_tokens is not None and total is not None:
                 input_tokens = total - output_tokens
             if output_tokens is None and input_tokens is not None and total is not None:
                 output_tokens = total - input_tokens
-        cache_read = _int(attrs, _CACHE_READ_KEYS) or 0
+        value = attrs.get(_CACHE_READ_KEYS[0])
+        cache_read = (value if type(value) is int else _int(attrs, _CACHE_READ_KEYS)) or 0
         cache_write = _int(attrs, _CACHE_WRITE_KEYS)
         write_1h = 0
         if attr.ANTHROPIC_CACHE_WRITE_1H in attrs or attr.ANTHROPIC_CACHE_WRITE_5M in attrs:
@@ -205,7 +231,7 @@ class Normalizer:
             cache_read,
             cache_write,
             write_1h,
-            _int(attrs, (attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,)) or 0,
+            (_int(attrs, _REASONING_KEYS) or 0) if attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS in attrs else 0,
         )
         try:
             usage = Usage(
@@ -243,24 +269,38 @@ class Normalizer:
         model = _str(attrs, attr.GEN_AI_RESPONSE_MODEL, attr.GEN_AI_REQUEST_MODEL) or "unknown"
         operation = _str(attrs, attr.GEN_AI_OPERATION_NAME, _LLM_REQUEST_TYPE) or "chat"
         tokens, usage, invalid = self.tokens(attrs, provider)
-        estimated = _bool(attrs.get(attr.TOKENS_ESTIMATED))
         tenant = _str(attrs, attr.TENANT_ID) or resource_tenant
-        error_type = _str(attrs, attr.ERROR_TYPE) or ("error" if span.status_error else "")
-        if attr.RECORD_SOURCE in attrs:
-            source = "costspan"
-        elif _bool(attrs.get(attr.ENRICHED)):
-            source = "costspan-enriched"
-        else:
+        if _OPTIONAL_KEYS.isdisjoint(attrs):  # the common span: none of the rarer keys, so their defaults
+            estimated = False
+            error_type = "error" if span.status_error else ""
             source = span.scope_name or "unknown"
+            tier = "standard"
+            workflow, user, session = resource_workflow, resource_user, resource_session
+            project, reservation, ttfc = resource_project, "", None
+        else:
+            estimated = _bool(attrs.get(attr.TOKENS_ESTIMATED))
+            error_type = _str(attrs, attr.ERROR_TYPE) or ("error" if span.status_error else "")
+            if attr.RECORD_SOURCE in attrs:
+                source = "costspan"
+            elif _bool(attrs.get(attr.ENRICHED)):
+                source = "costspan-enriched"
+            else:
+                source = span.scope_name or "unknown"
+            tier = _SERVICE_TIERS.get(
+                _str(attrs, attr.GEN_AI_RESPONSE_SERVICE_TIER, attr.GEN_AI_REQUEST_SERVICE_TIER).lower(), "standard"
+            )
+            workflow = _str(attrs, attr.WORKFLOW_ID) or resource_workflow
+            user = _str(attrs, attr.USER_ID, *_USER_FALLBACKS) or resource_user
+            session = _str(attrs, attr.SESSION_ID, *_SESSION_FALLBACKS) or resource_session
+            project = _str(attrs, attr.PROJECT_ID) or resource_project
+            reservation = _str(attrs, attr.BUDGET_RESERVATION_ID)
+            ttfc = _ttfc(attrs.get(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK))
 
         breakdown: PriceBreakdown | None = None
         if usage is None:
             reason = invalid
         else:
             try:
-                tier = _SERVICE_TIERS.get(
-                    _str(attrs, attr.GEN_AI_RESPONSE_SERVICE_TIER, attr.GEN_AI_REQUEST_SERVICE_TIER).lower(), "standard"
-                )
                 breakdown = self._pricer.price_call(
                     model, usage, provider=provider, at=span.start_ns / 1e9, tier=tier, tenant=tenant or None
                 )
@@ -298,9 +338,9 @@ class Normalizer:
             span.end_ns,
             service,
             tenant,
-            _str(attrs, attr.WORKFLOW_ID) or resource_workflow,
-            _str(attrs, attr.USER_ID, *_USER_FALLBACKS) or resource_user,
-            _str(attrs, attr.SESSION_ID, *_SESSION_FALLBACKS) or resource_session,
+            workflow,
+            user,
+            session,
             provider,
             model,
             operation,
@@ -317,7 +357,7 @@ class Normalizer:
             costs[5],
             version,
             error_type,
-            _ttfc(attrs.get(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK)),
-            _str(attrs, attr.PROJECT_ID) or resource_project,
-            _str(attrs, attr.BUDGET_RESERVATION_ID),
+            ttfc,
+            project,
+            reservation,
         )

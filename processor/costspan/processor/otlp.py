@@ -34,6 +34,8 @@ __all__ = [
 PROTOBUF: Final = "application/x-protobuf"
 JSON: Final = "application/json"
 _STATUS_ERROR: Final = Status.STATUS_CODE_ERROR
+#: The AnyValue members read (arrays, key-value lists and bytes are not).
+_SCALAR_KINDS: Final = frozenset({"string_value", "int_value", "double_value", "bool_value"})
 _ID_FIELDS: Final = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
 
 
@@ -137,21 +139,17 @@ def _any_value(value: AnyValue) -> AttrValue | None:
     return None
 
 
-def _wanted(kvs: Any, wanted: frozenset[str] = WANTED_KEYS) -> dict[str, AttrValue]:
+def _wanted(
+    kvs: Any, wanted: frozenset[str] = WANTED_KEYS, scalars: frozenset[str] = _SCALAR_KINDS
+) -> dict[str, AttrValue]:
     out: dict[str, AttrValue] = {}
     for kv in kvs:
         key = kv.key
         if key in wanted:
             value = kv.value
             kind = value.WhichOneof("value")
-            if kind == "string_value":
-                out[key] = value.string_value
-            elif kind == "int_value":
-                out[key] = value.int_value
-            elif kind == "double_value":
-                out[key] = value.double_value
-            elif kind == "bool_value":
-                out[key] = value.bool_value
+            if kind in scalars:
+                out[key] = getattr(value, kind)
     return out
 
 
@@ -179,15 +177,15 @@ def iter_span_views(request: ExportTraceServiceRequest) -> Iterator[SpanView | s
                     yield "span with an invalid trace or span id"
                     continue
                 yield SpanView(
-                    trace_id=trace_id.hex(),
-                    span_id=span_id.hex(),
-                    parent_span_id=span.parent_span_id.hex(),
-                    start_ns=span.start_time_unix_nano,
-                    end_ns=span.end_time_unix_nano,
-                    attributes=attrs,
-                    resource=resource,
-                    scope_name=scope,
-                    status_error=span.status.code == _STATUS_ERROR,
+                    trace_id.hex(),
+                    span_id.hex(),
+                    span.parent_span_id.hex(),
+                    span.start_time_unix_nano,
+                    span.end_time_unix_nano,
+                    attrs,
+                    resource,
+                    scope,
+                    span.status.code == _STATUS_ERROR,
                 )
 
 

@@ -7,7 +7,15 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Final, NamedTuple
 
-__all__ = ["RECORD_VERSION", "CallRecord", "TokenCounts", "record_from_json", "record_to_json"]
+import orjson
+
+__all__ = [
+    "RECORD_VERSION",
+    "CallRecord",
+    "TokenCounts",
+    "record_from_json",
+    "record_to_json",
+]
 
 #: Bumped when the stored shape changes; readers accept every version up to this one.
 RECORD_VERSION = 1
@@ -89,14 +97,8 @@ def _money(value: Decimal | None) -> str:
     return "null" if value is None else '"' + str(value) + '"'
 
 
-def record_to_json(record: CallRecord) -> str:
-    """The record as one compact JSON array: the format version, then the fields in declared order.
-
-    Token counts are a nested array (input, output, cache_read, cache_write, cache_write_1h,
-    reasoning); money is a decimal string or null. Written by hand around the C string escaper
-    (``json.encoder.encode_basestring``): a generic ``json.dumps`` costs several times more and
-    this runs for every stored call.
-    """
+def _record_to_json_text(record: CallRecord) -> str:
+    """:func:`record_to_json` written by hand around the C string escaper (the fallback)."""
     e = _escape
     r = record
     t = r.tokens
@@ -115,13 +117,160 @@ def record_to_json(record: CallRecord) -> str:
 _escape: Callable[[str], str] = json.encoder.encode_basestring
 
 
+def record_to_json(record: CallRecord) -> str:
+    """The record as one compact JSON array: the format version, then the fields in declared order.
+
+    Token counts are a nested array (input, output, cache_read, cache_write, cache_write_1h,
+    reasoning); money is a decimal string or null. Built by orjson from one tuple (this runs for
+    every stored call); a record orjson refuses (an int beyond 64 bits, a string with a lone
+    surrogate) is written by hand around the C string escaper, which decides what happens to it.
+    """
+    (
+        trace_id,
+        span_id,
+        parent_span_id,
+        start_ns,
+        end_ns,
+        service,
+        tenant,
+        workflow,
+        user,
+        session,
+        provider,
+        model,
+        operation,
+        source,
+        tokens,
+        estimated,
+        status,
+        reason,
+        c0,
+        c1,
+        c2,
+        c3,
+        c4,
+        c5,
+        version,
+        error_type,
+        ttfc,
+        project,
+        reservation,
+    ) = record
+    if type(start_ns) is not int or type(end_ns) is not int or type(ttfc) not in (float, type(None)):
+        return _record_to_json_text(record)
+    try:
+        return _dumps(
+            (
+                RECORD_VERSION,
+                trace_id,
+                span_id,
+                parent_span_id,
+                start_ns,
+                end_ns,
+                service,
+                tenant,
+                workflow,
+                user,
+                session,
+                provider,
+                model,
+                operation,
+                source,
+                tuple(tokens),
+                bool(estimated),
+                status,
+                reason,
+                None if c0 is None else str(c0),
+                None if c1 is None else str(c1),
+                None if c2 is None else str(c2),
+                None if c3 is None else str(c3),
+                None if c4 is None else str(c4),
+                None if c5 is None else str(c5),
+                version,
+                error_type,
+                ttfc,
+                project,
+                reservation,
+            )
+        ).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return _record_to_json_text(record)
+
+
+_dumps: Callable[[Any], bytes] = orjson.dumps
+
+
 def record_from_json(text: str | bytes) -> CallRecord:
-    """Inverse of :func:`record_to_json`; raises ``ValueError`` (or ``TypeError``) on a malformed record."""
-    data: list[Any] = json.loads(text)
+    """Inverse of :func:`record_to_json`; raises ``ValueError`` (or ``TypeError``) on a malformed record.
+
+    Runs for every record the usage index, a commit listener or a replay reads back, so the common
+    case is parsed by orjson. orjson and the standard parser agree on everything they both take but
+    integers beyond 64 bits, which orjson makes floats: a record with 20 digits in a row (a minus
+    counted as one; no 64-bit number is longer), or one orjson refuses, is parsed by the standard parser.
+    """
+    if type(text) is bytes:
+        long_number = _TWENTY_DIGITS in text.translate(_DIGITS_AS_ZERO)
+    else:
+        long_number = _TWENTY_DIGITS_TEXT in str(text).translate(_DIGITS_AS_ZERO_TEXT)
+    if not long_number:
+        try:
+            data = _fast_loads(text)
+        except ValueError:  # orjson.JSONDecodeError (NaN, a lone surrogate, ...): the standard parser decides
+            pass
+        else:
+            return _record(data)
+    return _record(json.loads(text))
+
+
+def _record(data: Any) -> CallRecord:
     # Records written before ``ttfc_s`` (one field fewer) or ``project``/``reservation_id`` (two fewer) are read too.
-    if not isinstance(data, list) or not data or data[0] != RECORD_VERSION or len(data) - 1 not in _LENGTHS:
+    if type(data) is not list or not data or data[0] != RECORD_VERSION or len(data) - 1 not in _LENGTHS:
         raise ValueError("unsupported or malformed ledger record")
     f = data[1:]
+    tokens = f[14]
+    if type(tokens) is list and len(tokens) == 6:
+        t0, t1, t2, t3, t4, t5 = tokens
+        counts = _new_tuple(TokenCounts, (int(t0), int(t1), int(t2), int(t3), int(t4), int(t5)))
+    else:
+        counts = TokenCounts(*(int(x) for x in tokens))
+    if len(f) == _FULL:
+        (a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, _, a15, a16, a17) = f[:18]
+        (m0, m1, m2, m3, m4, m5, a24, a25, ttfc, a27, a28) = f[18:]
+        # tuple.__new__: the named tuple's own __new__ is one more Python frame per record
+        return _new_tuple(
+            CallRecord,
+            (
+                str(a0),
+                str(a1),
+                str(a2),
+                int(a3),
+                int(a4),
+                str(a5),
+                str(a6),
+                str(a7),
+                str(a8),
+                str(a9),
+                str(a10),
+                str(a11),
+                str(a12),
+                str(a13),
+                counts,
+                bool(a15),
+                str(a16),
+                str(a17),
+                _money_of(m0),
+                _money_of(m1),
+                _money_of(m2),
+                _money_of(m3),
+                _money_of(m4),
+                _money_of(m5),
+                str(a24),
+                str(a25),
+                None if ttfc is None else float(ttfc),
+                str(a27),
+                str(a28),
+            ),
+        )
     money = [None if x is None else Decimal(str(x)) for x in f[18:24]]
     return CallRecord(
         str(f[0]),
@@ -138,7 +287,7 @@ def record_from_json(text: str | bytes) -> CallRecord:
         str(f[11]),
         str(f[12]),
         str(f[13]),
-        TokenCounts(*(int(x) for x in f[14])),
+        counts,
         bool(f[15]),
         str(f[16]),
         str(f[17]),
@@ -154,6 +303,25 @@ def record_from_json(text: str | bytes) -> CallRecord:
         str(f[27]) if len(f) > 27 else "",
         str(f[28]) if len(f) > 28 else "",
     )
+
+
+_FULL: Final = len(CallRecord._fields)
+_fast_loads: Callable[[str | bytes], Any] = orjson.loads
+# every digit (and the minus) as "0", then one substring search: a C-speed look for a long number
+_DIGITS_AS_ZERO: Final = bytes.maketrans(b"-123456789", b"0000000000")
+_DIGITS_AS_ZERO_TEXT: Final = str.maketrans("-123456789", "0000000000")
+_TWENTY_DIGITS: Final = b"0" * 20
+_TWENTY_DIGITS_TEXT: Final = "0" * 20
+_new_tuple: Final = tuple.__new__
+_ZERO: Final = Decimal(0)
+
+
+def _money_of(value: object) -> Decimal | None:
+    if value is None:
+        return None
+    if value == "0":  # most calls have no cache writes and no other costs: one shared zero
+        return _ZERO
+    return Decimal(value if type(value) is str else str(value))
 
 
 _LENGTHS: Final = (len(CallRecord._fields), len(CallRecord._fields) - 2, len(CallRecord._fields) - 3)

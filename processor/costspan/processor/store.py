@@ -104,13 +104,21 @@ class Store:
         replayed = 0
         chunk: list[CallRecord] = []
         ledger_duplicates = 0
+        # the snapshot holds the rollups, not the dedupe window: the last calls before it are read
+        # back into the window so a parent/child duplicate is still caught across a restart
+        window: deque[bytes] | None = deque(maxlen=self.config.dedupe_recent)
         for line in self.ledger.read():
             if int(line.key, 16) in self._dedupe.seen:
                 ledger_duplicates += 1  # written by a commit that failed after a partial write
                 continue
             if line.end <= after:
                 self._dedupe.mark_seen(line.key)
+                if window is not None:
+                    window.append(line.payload)
                 continue
+            if window is not None:
+                self._remember_window(window)
+                window = None
             try:
                 record = record_from_json(line.payload)
             except (ValueError, KeyError, TypeError):
@@ -124,6 +132,8 @@ class Store:
                 self.rollups.add_all(chunk)
                 chunk = []
         self.rollups.add_all(chunk)
+        if window is not None:
+            self._remember_window(window)
         if self.ledger.corrupt_lines or self.ledger.torn_tail_bytes:
             self.errors["ledger"] += self.ledger.corrupt_lines + (1 if self.ledger.torn_tail_bytes else 0)
         if self.snapshots.corrupt:
@@ -141,6 +151,15 @@ class Store:
         self._thread = threading.Thread(target=self._run, name="costspan-ledger-writer", daemon=True)
         self._thread.start()
         self.started = True
+
+    def _remember_window(self, payloads: deque[bytes]) -> None:
+        """Put the calls stored before the snapshot (the newest ``dedupe_recent``) in the dedupe window."""
+        for payload in payloads:
+            try:
+                record = record_from_json(payload)
+            except (ValueError, KeyError, TypeError):
+                continue  # not replayed either: the rollups came from the snapshot
+            self._dedupe.remember(call_key(record))
 
     def close(self, timeout: float = 30.0) -> None:
         """Drain pending work, snapshot, close the ledger. Safe to call twice."""

@@ -11,15 +11,17 @@ from typing import Any
 
 import anthropic
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from costspan.pricing import Pricer, Usage
+from costspan.pricing import Pricer, Usage, default_pricer
 from costspan.processor.batch import call_key
 from costspan.processor.dedupe import Deduplicator
-from costspan.processor.normalize import Normalizer, SpanView
+from costspan.processor.normalize import _OPTIONAL_KEYS, WANTED_KEYS, Normalizer, SpanView
 from costspan.processor.records import CallRecord, TokenCounts, record_from_json, record_to_json
 from costspan.processor.span_processor import span_view
 
@@ -302,3 +304,35 @@ def test_anthropic_native_span_inside_a_costspan_wrapper_yields_one_record(fake_
     result = Deduplicator().filter([call_key(r) for r in records])
     (kept,) = (records[i] for i in result.kept)
     assert (kept.source, kept.tenant, result.duplicate_calls) == ("costspan", "acme", 1)
+
+
+_NON_OPTIONAL_KEYS = sorted(WANTED_KEYS - _OPTIONAL_KEYS)
+_VALUES = st.one_of(
+    st.sampled_from(["", "chat", "openai", "anthropic", "gpt-4o", "claude-sonnet-4-6", "true", "12", "-4"]),
+    st.integers(min_value=-5, max_value=5000),
+    st.floats(min_value=0, max_value=5000, allow_nan=False),
+    st.booleans(),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    attrs=st.dictionaries(st.sampled_from(_NON_OPTIONAL_KEYS), _VALUES, max_size=10),
+    resource=st.dictionaries(
+        st.sampled_from(["service.name", "costspan.tenant.id", "workflow.id", "user.id", "session.id"]),
+        st.sampled_from(["", "svc", "acme", "wf", "u1"]),
+        max_size=5,
+    ),
+    status_error=st.booleans(),
+)
+def test_a_span_without_the_rarer_keys_gets_exactly_the_defaults_the_general_reading_gives(
+    attrs: dict[str, Any], resource: dict[str, Any], status_error: bool
+) -> None:
+    attrs = {"gen_ai.request.model": "gpt-4o", **attrs}
+    normalizer = Normalizer(default_pricer(), default_tenant="dt")
+    fast = normalizer.normalize(_view(attrs, resource=resource, status_error=status_error))
+    # a rarer key whose value is never read (not a string) sends the span down the general reading
+    general = normalizer.normalize(
+        _view({**attrs, "costspan.budget.reservation_id": 0}, resource=dict(resource), status_error=status_error)
+    )
+    assert fast == general

@@ -294,3 +294,44 @@ def test_a_record_written_twice_to_the_ledger_is_replayed_once(config: StoreConf
     assert reopened.rollups.records == 3
     assert reopened.grand_total().cost == Decimal("0.0369")
     reopened.close()
+
+
+def test_a_call_span_stored_before_a_snapshot_still_dedupes_its_parent_after_a_restart(
+    config: StoreConfig,
+) -> None:
+    child = make_record(1, parent=f"{1:016x}", tokens=(500, 50), source="com.anthropic.sdk.python")
+    parent = make_record(0, tokens=(500, 50), source="costspan")  # span id 1: the child's parent
+    assert parent.span_id == child.parent_span_id and parent.trace_id == child.trace_id
+    store = Store(config)
+    store.start()
+    store.ingest([make_record(i) for i in range(8, 12)] + [child])
+    store.snapshot()  # the child is now before the snapshot: it is not replayed at start-up
+    store.ingest([make_record(12)])
+    store.close()
+
+    reopened = Store(config)
+    reopened.start()
+    assert reopened.counters["replayed_records"] == 0  # close() snapshotted everything
+    result = reopened.ingest([parent])
+    assert (result.stored, result.duplicate_calls) == (0, 1)
+    assert reopened.grand_total().requests == 6
+    reopened.close()
+
+
+def test_the_dedupe_window_read_back_at_start_up_is_bounded(tmp_path: Path) -> None:
+    config = StoreConfig(data_dir=tmp_path / "data", snapshot_interval_s=3600, dedupe_recent=3)
+    children = [make_record(4 * i + 1, parent=f"{4 * i + 1:016x}", tokens=(7, 7)) for i in range(5)]
+    store = Store(config)
+    store.start()
+    store.ingest(children)
+    store.close()
+
+    reopened = Store(config)
+    reopened.start()
+    parents = [make_record(4 * i, tokens=(7, 7)) for i in range(5)]
+    assert [p.span_id for p in parents] == [c.parent_span_id for c in children]
+    result = reopened.ingest(parents)
+    # only the newest three children are in the window: the two oldest children's parents are stored
+    assert (result.stored, result.duplicate_calls) == (2, 3)
+    assert {r.span_id for r in reopened.read_records()} >= {parents[0].span_id, parents[1].span_id}
+    reopened.close()

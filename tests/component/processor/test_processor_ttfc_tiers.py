@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from decimal import Decimal
 from typing import Any
 
@@ -58,7 +57,7 @@ def test_time_to_first_chunk_round_trips_and_old_records_still_read() -> None:
 
 def test_project_and_reservation_id_come_from_span_or_resource() -> None:
     attrs = {**BASE, "costspan.budget.reservation_id": "r-1"}
-    view = dataclasses.replace(_view(attrs), resource={"service.name": "svc", "costspan.project.id": "proj-r"})
+    view = _view(attrs)._replace(resource={"service.name": "svc", "costspan.project.id": "proj-r"})
     record = Normalizer(default_pricer()).normalize(view)
     assert record is not None and (record.project, record.reservation_id) == ("proj-r", "r-1")
     record = Normalizer(default_pricer()).normalize(_view({**BASE, "costspan.project.id": "proj-s"}))
