@@ -37,23 +37,25 @@ class Otel:
 def cost_attrs(
     pricer: Pricer, model: str, provider: str, usage: Usage, status: str = attr.STATUS_PRICED
 ) -> dict[str, Any]:
-    """The cost attributes costspan must write for this call (from the same pricer)."""
+    """The cost attributes costspan must write for this call (from the same pricer); a zero part is absent."""
     b = pricer.price_call(model, usage, provider=provider)
     assert b.total is not None, b.reason
     out: dict[str, Any] = {
         attr.PRICING_VERSION: b.catalog_version,
         attr.COST_USD: float(b.total),
         attr.GEN_AI_USAGE_COST: float(b.total),
-        attr.COST_INPUT_USD: float(b.input),
-        attr.COST_OUTPUT_USD: float(b.output),
-        attr.COST_CACHE_READ_USD: float(b.cache_read),
-        attr.COST_CACHE_WRITE_USD: float(b.cache_write),
         attr.COST_STATUS: status,
         attr.PRICING_RULE: b.rule,
         attr.PRICING_MODEL: b.model,
     }
-    if b.other:
-        out[attr.COST_OTHER_USD] = float(b.other)
+    parts = (
+        (attr.COST_INPUT_USD, b.input),
+        (attr.COST_OUTPUT_USD, b.output),
+        (attr.COST_CACHE_READ_USD, b.cache_read),
+        (attr.COST_CACHE_WRITE_USD, b.cache_write),
+        (attr.COST_OTHER_USD, b.other),
+    )
+    out.update((key, float(part)) for key, part in parts if part)  # a zero part is not written
     return out
 
 

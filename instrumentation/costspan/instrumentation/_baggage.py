@@ -50,9 +50,9 @@ def attribute(
         context.detach(token)
 
 
-def attribution_from_context() -> dict[str, str]:
-    """The costspan.* attribution in the current context's baggage."""
-    found = baggage.get_all()
+def attribution_from_context(ctx: context.Context | None = None) -> dict[str, str]:
+    """The costspan.* attribution in the baggage of ``ctx`` (default: the current context)."""
+    found = baggage.get_all(ctx)
     if not found:
         return {}
     out: dict[str, str] = {}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from costspan.instrumentation._providers import loads
 from costspan.instrumentation._sse import sse_data
 from costspan.instrumentation._stream import BodyTap
 from costspan.instrumentation._usage import (
@@ -60,7 +60,7 @@ def _loads(data: bytes | None) -> dict[str, Any]:
     if not data:
         return {}
     try:
-        obj = json.loads(data)
+        obj = loads(data)
     except ValueError:
         return {}
     return obj if isinstance(obj, dict) else {}

@@ -5,10 +5,31 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from json.scanner import make_scanner
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["RequestFacts", "Route", "Router", "apply_rewrite", "parse_request"]
+__all__ = ["RequestFacts", "Route", "Router", "apply_rewrite", "loads", "parse_request"]
+
+# What json.loads runs once it has a str (the C scanner); typeshed types its argument as a scanner.
+_scan = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+
+
+def loads(data: bytes) -> Any:
+    """``json.loads(data)``, the same result and errors, with a shorter way for the usual body: a UTF-8
+    JSON object with nothing around it (json.loads would first sniff the encoding, then match
+    whitespace on both sides). Anything else goes to json.loads itself."""
+    if data[:1] == b"{" and data[1:2] != b"\x00":  # UTF-8, as json.loads would detect it
+        try:
+            text = data.decode("utf-8", "surrogatepass")
+            obj, end = _scan(text, 0)
+        except (ValueError, StopIteration):
+            pass  # json.loads raises the error it would raise
+        else:
+            if end == len(text):
+                return obj
+    return json.loads(data)
+
 
 # Semconv provider names by API host.
 _HOST_PROVIDERS: Mapping[str, str] = {
@@ -163,7 +184,7 @@ def parse_request(route: Route, content: bytes) -> RequestFacts:
     body: dict[str, Any] | None = None
     if content[:1] == b"{" or content.lstrip()[:1] == b"{":
         try:
-            parsed = json.loads(content)
+            parsed = loads(content)
         except ValueError:
             parsed = None
         if isinstance(parsed, dict):

@@ -6,6 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from opentelemetry.context import Context, get_current
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry.util.types import AttributeValue
 
@@ -29,7 +30,6 @@ _USAGE_KEYS = (
     attr.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS,
     attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
 )
-_RESPONSE_METRIC_KEYS = (attr.GEN_AI_RESPONSE_MODEL, attr.ERROR_TYPE)
 _CALL_OPERATIONS = frozenset({"chat", "text_completion", "embeddings", "generate_content"})
 
 
@@ -83,6 +83,7 @@ class Call:
         attribution: Mapping[str, str],
         peer: Span | None,
         extra: Mapping[str, AttributeValue] | None = None,
+        ctx: Context | None = None,
     ) -> None:
         self.rt = rt
         self.route = route
@@ -111,7 +112,8 @@ class Call:
             a[attr.GEN_AI_REQUEST_TEMPERATURE] = request.temperature
         if request.top_p is not None:
             a[attr.GEN_AI_REQUEST_TOP_P] = request.top_p
-        a[attr.GEN_AI_REQUEST_STREAM] = request.stream
+        if request.stream:  # semconv: set if and only if the request is streaming (unset means not)
+            a[attr.GEN_AI_REQUEST_STREAM] = True
         if route.azure_deployment:
             a[attr.AZURE_DEPLOYMENT] = route.azure_deployment
         a[attr.SERVER_ADDRESS] = server_address
@@ -123,7 +125,7 @@ class Call:
         if extra:
             a.update(extra)
         name = f"{route.operation} {request.model}" if request.model else route.operation
-        self.span = rt.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=a, start_time=self.start_ns)
+        self.span = rt.tracer.start_span(name, ctx, kind=SpanKind.CLIENT, attributes=a, start_time=self.start_ns)
 
     def finish(self, status_code: int | None, tap: BodyTap | None, error: BaseException | None) -> None:
         if self.done:
@@ -247,11 +249,16 @@ class Call:
         total = float(b.total)
         out[attr.COST_USD] = total
         out[attr.GEN_AI_USAGE_COST] = total
-        # float(Decimal) goes through a string: skip it for the (common) zero parts
-        out[attr.COST_INPUT_USD] = float(b.input) if b.input else 0.0
-        out[attr.COST_OUTPUT_USD] = float(b.output) if b.output else 0.0
-        out[attr.COST_CACHE_READ_USD] = float(b.cache_read) if b.cache_read else 0.0
-        out[attr.COST_CACHE_WRITE_USD] = float(b.cache_write) if b.cache_write else 0.0
+        # A part that is zero is left out (absent means 0; the total is always there): fewer attributes
+        # for the SDK to clean and store, and float(Decimal), which goes through a string, only when needed.
+        if b.input:
+            out[attr.COST_INPUT_USD] = float(b.input)
+        if b.output:
+            out[attr.COST_OUTPUT_USD] = float(b.output)
+        if b.cache_read:
+            out[attr.COST_CACHE_READ_USD] = float(b.cache_read)
+        if b.cache_write:
+            out[attr.COST_CACHE_WRITE_USD] = float(b.cache_write)
         if b.other:
             out[attr.COST_OTHER_USD] = float(b.other)
         out[attr.COST_STATUS] = attr.STATUS_ESTIMATED if estimated else attr.STATUS_PRICED
@@ -313,26 +320,61 @@ class Call:
         self, out: Mapping[str, AttributeValue], usage: Counts | None, duration: float, ttfc: float | None
     ) -> None:
         rt = self.rt
-        # The GenAI metric attributes (low cardinality): operation, provider, models, server, error.
-        m: dict[str, AttributeValue] = {
-            attr.GEN_AI_OPERATION_NAME: self.route.operation,
-            attr.GEN_AI_PROVIDER_NAME: self.route.provider,
-            attr.SERVER_ADDRESS: self.server_address,
-        }
-        if self.request.model:
-            m[attr.GEN_AI_REQUEST_MODEL] = self.request.model
-        if self.server_port is not None:
-            m[attr.SERVER_PORT] = self.server_port
-        for key in _RESPONSE_METRIC_KEYS:
-            value = out.get(key)
-            if value is not None:
-                m[key] = value
-        rt.duration.record(duration, m)
+        # The GenAI metric attributes (low cardinality): operation, provider, models, server, error. The
+        # same few sets recur call after call, so they are built once and handed to the SDK as they are
+        # (it copies what it keeps).
+        key = (
+            self.route.operation,
+            self.route.provider,
+            self.server_address,
+            self.server_port,
+            self.request.model,
+            out.get(attr.GEN_AI_RESPONSE_MODEL),
+            out.get(attr.ERROR_TYPE),
+        )
+        cache = rt.metric_attributes
+        sets = cache.get(key)
+        if sets is None:
+            sets = _metric_attribute_sets(*key)
+            if len(cache) >= _METRIC_SETS_MAX:
+                cache.clear()
+            cache[key] = sets
+        ctx = get_current()  # once for all records (each would look it up otherwise)
+        rt.duration.record(duration, sets[0], ctx)
         if ttfc is not None:
-            rt.time_to_first_chunk.record(ttfc, m)
+            rt.time_to_first_chunk.record(ttfc, sets[0], ctx)
         if usage is not None:
-            rt.token_usage.record(usage.input, {**m, attr.GEN_AI_TOKEN_TYPE: "input"})
-            rt.token_usage.record(usage.output, {**m, attr.GEN_AI_TOKEN_TYPE: "output"})
+            rt.token_usage.record(usage.input, sets[1], ctx)
+            rt.token_usage.record(usage.output, sets[2], ctx)
+
+
+_METRIC_SETS_MAX = 1024
+
+
+def _metric_attribute_sets(
+    operation: str,
+    provider: str,
+    server_address: str,
+    server_port: int | None,
+    request_model: str | None,
+    response_model: AttributeValue | None,
+    error_type: AttributeValue | None,
+) -> tuple[dict[str, AttributeValue], dict[str, AttributeValue], dict[str, AttributeValue]]:
+    """(call attributes, input-token attributes, output-token attributes) for the GenAI client metrics."""
+    m: dict[str, AttributeValue] = {
+        attr.GEN_AI_OPERATION_NAME: operation,
+        attr.GEN_AI_PROVIDER_NAME: provider,
+        attr.SERVER_ADDRESS: server_address,
+    }
+    if request_model:
+        m[attr.GEN_AI_REQUEST_MODEL] = request_model
+    if server_port is not None:
+        m[attr.SERVER_PORT] = server_port
+    if response_model is not None:
+        m[attr.GEN_AI_RESPONSE_MODEL] = response_model
+    if error_type is not None:
+        m[attr.ERROR_TYPE] = error_type
+    return m, {**m, attr.GEN_AI_TOKEN_TYPE: "input"}, {**m, attr.GEN_AI_TOKEN_TYPE: "output"}
 
 
 def _stream_error_type(raw: bytes) -> str:

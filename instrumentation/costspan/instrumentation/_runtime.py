@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry import _logs, metrics, trace
 
@@ -106,6 +107,9 @@ class Runtime:
         self._logged: set[str] = set()
         self._errors_lock = threading.Lock()
         self.error_counts: dict[str, int] = {}
+        #: The GenAI metric attribute sets by (operation, provider, server, port, models, error), built once
+        #: (see ``Call._record_metrics``); bounded there.
+        self.metric_attributes: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
 
     def warm_up(self) -> None:
         """Load the tokenizer and the price catalog off the request path."""

@@ -11,13 +11,12 @@ searches over the chunk (one of them a memchr), then it is kept as it is.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from costspan.instrumentation._providers import Route
+from costspan.instrumentation._providers import Route, loads
 from costspan.instrumentation._sse import decoder_for, is_usage_only_event, is_value_start, ordinary_events, sse_data
 
 __all__ = ["BodyTap"]
@@ -349,6 +348,6 @@ class BodyTap:
             return None
         raw = b"".join(self._json)
         try:
-            return json.loads(raw)
+            return loads(raw)
         except ValueError:
             return None

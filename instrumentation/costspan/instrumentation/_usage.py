@@ -51,23 +51,27 @@ def _s(value: object) -> str | None:
 
 def openai_counts(usage: object) -> Counts | None:
     """Chat/completions (prompt_tokens…) and responses/embeddings (input_tokens…) usage objects."""
-    u = _d(usage)
-    if not u:
+    # Written out rather than with _i/_d per field: this runs on every OpenAI-style call.
+    if not isinstance(usage, dict) or not usage:
         return None
+    u = usage
     if "prompt_tokens" in u or "completion_tokens" in u:
-        details = _d(u.get("prompt_tokens_details"))
-        out_details = _d(u.get("completion_tokens_details"))
-        inp, out = _i(u.get("prompt_tokens")), _i(u.get("completion_tokens"))
+        inp, out = u.get("prompt_tokens"), u.get("completion_tokens")
+        details, out_details = u.get("prompt_tokens_details"), u.get("completion_tokens_details")
     elif "input_tokens" in u or "output_tokens" in u:
-        details = _d(u.get("input_tokens_details"))
-        out_details = _d(u.get("output_tokens_details"))
-        inp, out = _i(u.get("input_tokens")), _i(u.get("output_tokens"))
+        inp, out = u.get("input_tokens"), u.get("output_tokens")
+        details, out_details = u.get("input_tokens_details"), u.get("output_tokens_details")
     else:
         return None
-    cache_read = min(_i(details.get("cached_tokens")), inp)
-    cache_write = _i(details.get("cache_write_tokens")) or _i(details.get("cache_creation_tokens"))
-    cache_write = min(cache_write, inp - cache_read)
-    reasoning = min(_i(out_details.get("reasoning_tokens")), out)
+    inp = inp if type(inp) is int and inp >= 0 else _i(inp)
+    out = out if type(out) is int and out >= 0 else _i(out)
+    cache_read = cache_write = reasoning = 0
+    if isinstance(details, dict) and details:
+        cache_read = min(_i(details.get("cached_tokens")), inp)
+        cache_write = _i(details.get("cache_write_tokens")) or _i(details.get("cache_creation_tokens"))
+        cache_write = min(cache_write, inp - cache_read)
+    if isinstance(out_details, dict) and out_details:
+        reasoning = min(_i(out_details.get("reasoning_tokens")), out)
     return Counts(inp, out, cache_read, cache_write, 0, reasoning)
 
 
@@ -130,19 +134,20 @@ def facts_from_body(family: str, kind: str, obj: object) -> ResponseFacts:
     """Facts from a complete (non-streamed) JSON response body."""
     d = _d(obj)
     facts = ResponseFacts()
-    if family == "openai":
-        facts.model = _s(d.get("model"))
-        facts.response_id = _s(d.get("id"))
+    if family == "openai":  # the common case, written out (no helper call per field)
+        model, rid, tier = d.get("model"), d.get("id"), d.get("service_tier")
+        facts.model = model if isinstance(model, str) and model else None
+        facts.response_id = rid if isinstance(rid, str) and rid else None
         facts.usage = openai_counts(d.get("usage"))
-        facts.service_tier = _s(d.get("service_tier"))
+        facts.service_tier = tier if isinstance(tier, str) and tier else None
         if kind == "responses":
             status = _s(d.get("status"))
             if status:
                 facts.finish_reasons = [status]
         else:
             for choice in d.get("choices") or ():
-                reason = _s(_d(choice).get("finish_reason"))
-                if reason:
+                reason = choice.get("finish_reason") if isinstance(choice, dict) else None
+                if isinstance(reason, str) and reason:
                     facts.finish_reasons.append(reason)
     elif family == "anthropic":
         facts.model = _s(d.get("model"))

@@ -39,13 +39,14 @@ _ACTIVE_KEY = context.create_key("costspan-instrumentation-active")
 
 
 class _Prepared:
-    __slots__ = ("call", "inject", "request", "want_stream")
+    __slots__ = ("call", "ctx", "inject", "request", "want_stream")
 
-    def __init__(self, call: Call, request: Any, want_stream: bool, inject: bool) -> None:
+    def __init__(self, call: Call, request: Any, want_stream: bool, inject: bool, ctx: context.Context) -> None:
         self.call = call
         self.request = request
         self.want_stream = want_stream
         self.inject = inject
+        self.ctx = ctx  # the context the send was made in
 
 
 class SendWrapper:
@@ -60,12 +61,17 @@ class SendWrapper:
     # --- shared logic --------------------------------------------------------------------------------
     def _begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Prepared | None:
         """Decide whether this send is an LLM call; if so run the hooks and start its record."""
-        if not is_http_instrumentation_enabled() or context.get_value(_ACTIVE_KEY):
+        if not is_http_instrumentation_enabled():
+            return None
+        ctx = context.get_current()  # looked up once, handed to everything below that reads it
+        if context.get_value(_ACTIVE_KEY, ctx):
             return None
         try:
             request = args[0] if args else kwargs["request"]
             url = request.url
-            route = self.rt.router.route(url.host, url.port, url.path)
+            host = url.host
+            explicit_port = url.port
+            route = self.rt.router.route(host, explicit_port, url.path)
             if route is None:
                 return None
             try:
@@ -73,35 +79,40 @@ class SendWrapper:
             except Exception:  # a streaming request body: nothing to read without consuming it
                 content = b""
             facts = parse_request(route, content)
-            port = url.port or (443 if url.scheme == "https" else 80)
-            attribution = attribution_from_context()
+            port = explicit_port or (443 if url.scheme == "https" else 80)
+            attribution = attribution_from_context(ctx)
         except Exception as exc:
             self.rt.report("request", exc)
             return None
 
         extra: dict[str, AttributeValue] = {}
         # may raise BudgetExceededError, which goes to the caller
-        rewrite = self._run_hooks(route=route, facts=facts, url=url, port=port, attribution=attribution)
+        rewrite = (
+            self._run_hooks(route=route, facts=facts, url=url, port=port, attribution=attribution)
+            if self.rt.hooks
+            else None
+        )
         try:
             new_body = facts.body
-            if rewrite is not None and rewrite.reservation_id:
-                extra[attr.BUDGET_RESERVATION_ID] = rewrite.reservation_id
-            if rewrite is not None and facts.body is not None and rewrite.changes:
-                if rewrite.model is not None and rewrite.model != facts.model:
-                    extra[attr.BUDGET_ORIGINAL_MODEL] = facts.model or ""
-                    facts.model = rewrite.model
-                if rewrite.max_tokens is not None and rewrite.max_tokens != facts.max_tokens:
-                    if facts.max_tokens is not None:
-                        extra[attr.BUDGET_ORIGINAL_MAX_TOKENS] = facts.max_tokens
-                    facts.max_tokens = rewrite.max_tokens
-                extra[attr.BUDGET_ACTION] = rewrite.reason or "rewrite"
-                new_body = apply_rewrite(route, facts.body, rewrite.model, rewrite.max_tokens)
+            if rewrite is not None:
+                if rewrite.reservation_id:
+                    extra[attr.BUDGET_RESERVATION_ID] = rewrite.reservation_id
+                if facts.body is not None and rewrite.changes:
+                    if rewrite.model is not None and rewrite.model != facts.model:
+                        extra[attr.BUDGET_ORIGINAL_MODEL] = facts.model or ""
+                        facts.model = rewrite.model
+                    if rewrite.max_tokens is not None and rewrite.max_tokens != facts.max_tokens:
+                        if facts.max_tokens is not None:
+                            extra[attr.BUDGET_ORIGINAL_MAX_TOKENS] = facts.max_tokens
+                        facts.max_tokens = rewrite.max_tokens
+                    extra[attr.BUDGET_ACTION] = rewrite.reason or "rewrite"
+                    new_body = apply_rewrite(route, facts.body, rewrite.model, rewrite.max_tokens)
             inject = (
-                self.rt.settings.inject_stream_usage
-                and facts.stream
+                facts.stream
                 and not facts.include_usage
                 and route.family == "openai"
                 and new_body is not None
+                and self.rt.settings.inject_stream_usage
             )
             spliced = None
             if inject and new_body is not None:
@@ -118,17 +129,18 @@ class SendWrapper:
                 route,
                 request=facts,
                 source=self.source,
-                server_address=url.host,
+                server_address=host,
                 server_port=port,
                 attribution=attribution,
-                peer=peer_span_of(trace.get_current_span()),
+                peer=peer_span_of(trace.get_current_span(ctx)),
                 extra=extra,
+                ctx=ctx,
             )
         except Exception as exc:
             self.rt.report("request", exc)
             return None
         want_stream = bool(kwargs.get("stream", False))
-        return _Prepared(call, request, want_stream, bool(inject))
+        return _Prepared(call, request, want_stream, bool(inject), ctx)
 
     def _run_hooks(
         self,
@@ -269,7 +281,7 @@ class SendWrapper:
             return wrapped(*args, **kwargs)
         args, kwargs = _with_request(args, kwargs, prep.request)
         call = prep.call
-        token = context.attach(_call_context(call))
+        token = context.attach(_call_context(call, prep.ctx))
         try:
             response = wrapped(*args, **kwargs)
         except BaseException as exc:
@@ -301,7 +313,7 @@ class SendWrapper:
             return await wrapped(*args, **kwargs)
         args, kwargs = _with_request(args, kwargs, prep.request)
         call = prep.call
-        token = context.attach(_call_context(call))
+        token = context.attach(_call_context(call, prep.ctx))
         try:
             response = await wrapped(*args, **kwargs)
         except BaseException as exc:
@@ -363,8 +375,8 @@ def _with_request(
     return args, kwargs
 
 
-def _call_context(call: Call) -> context.Context:
-    ctx = context.set_value(_ACTIVE_KEY, True)
+def _call_context(call: Call, ctx: context.Context) -> context.Context:
+    ctx = context.set_value(_ACTIVE_KEY, True, ctx)
     if call.span is not None:
         ctx = trace.set_span_in_context(call.span, ctx)
     return ctx

@@ -35,7 +35,7 @@ def expected(fake: FakeProvider, pricer: Pricer, stream: bool) -> dict[str, Any]
         attr.GEN_AI_PROVIDER_NAME: "anthropic",
         attr.GEN_AI_REQUEST_MODEL: MODEL,
         attr.GEN_AI_REQUEST_MAX_TOKENS: 256,
-        attr.GEN_AI_REQUEST_STREAM: stream,
+        **({attr.GEN_AI_REQUEST_STREAM: True} if stream else {}),  # set only for a streaming request
         attr.SERVER_ADDRESS: "127.0.0.1",
         attr.SERVER_PORT: fake.port,
         attr.RECORD_SOURCE: attr.RECORD_SOURCE_HTTPX2,

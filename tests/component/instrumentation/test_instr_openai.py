@@ -26,7 +26,7 @@ def base_attrs(fake: FakeProvider, model: str, stream: bool, operation: str = "c
         attr.GEN_AI_OPERATION_NAME: operation,
         attr.GEN_AI_PROVIDER_NAME: "openai",
         attr.GEN_AI_REQUEST_MODEL: model,
-        attr.GEN_AI_REQUEST_STREAM: stream,
+        **({attr.GEN_AI_REQUEST_STREAM: True} if stream else {}),  # set only for a streaming request
         attr.SERVER_ADDRESS: "127.0.0.1",
         attr.SERVER_PORT: fake.port,
         attr.RECORD_SOURCE: attr.RECORD_SOURCE_HTTPX2,
@@ -79,6 +79,26 @@ def test_gpt4o_cost_is_pinned(otel: Otel, fake: FakeProvider) -> None:
     assert a[attr.COST_INPUT_USD] == pytest.approx(0.00225, abs=1e-12)
     assert a[attr.COST_CACHE_READ_USD] == pytest.approx(0.000125, abs=1e-12)
     assert a[attr.COST_OUTPUT_USD] == pytest.approx(0.002, abs=1e-12)
+
+
+def test_zero_cost_parts_and_stream_false_are_not_written(otel: Otel, fake: FakeProvider) -> None:
+    """An attribute that would only say 0 or false is left out: no cache tokens, no cache cost parts; a
+    request that is not streaming has no gen_ai.request.stream (semconv: set if and only if streaming)."""
+    fake.usage = FakeUsage(input=1000, output=200)
+    with client(fake) as c:
+        c.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    a = otel.span().attributes or {}
+    assert a[attr.COST_USD] == pytest.approx(0.0045, abs=1e-12)  # 1000×2.5 + 200×10 per M
+    assert a[attr.COST_INPUT_USD] == pytest.approx(0.0025, abs=1e-12)
+    assert a[attr.COST_OUTPUT_USD] == pytest.approx(0.002, abs=1e-12)
+    absent = (
+        attr.COST_CACHE_READ_USD,
+        attr.COST_CACHE_WRITE_USD,
+        attr.COST_OTHER_USD,
+        attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+        attr.GEN_AI_REQUEST_STREAM,
+    )
+    assert [key for key in absent if key in a] == []
 
 
 @pytest.mark.anyio
