@@ -61,7 +61,9 @@ def test_index_follows_the_ledger_and_sums_exactly(tmp_path: Path) -> None:
         (acme,) = index.days["acme"].values()
         a = acme.by_call["openai", "gpt-4o", "chat"]
         assert (a.requests, a.unpriced, a.cost, a.input_tokens) == (2, 1, Decimal("0.1"), 200)
-        p50, p100 = a.quantile_ms(0.5), a.quantile_ms(1.0)
+        openai = acme.by_provider["openai"]  # latency histograms are kept per provider and per day
+        assert (openai.requests, openai.cost) == (a.requests, a.cost) == (acme.total.requests, acme.total.cost)
+        p50, p100 = openai.quantile_ms(0.5), openai.quantile_ms(1.0)
         assert p50 is not None and 95 <= p50 <= 105
         assert p100 is not None and 900 <= p100 <= 950
         everyone = index.days[ALL][today].by_call["openai", "gpt-4o", "chat"]

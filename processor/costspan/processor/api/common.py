@@ -7,28 +7,41 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from operator import itemgetter
 from typing import Annotated, Any, Final
 
 from fastapi import HTTPException, Query, Request
 
 from costspan.pricing import Pricer
-from costspan.processor.api.index import ALL, DAY_S, Agg, CallKey, TenantDay, UsageIndex
+from costspan.processor.api.index import ALL, DAY_S, Agg, CallKey, UsageIndex
 
 __all__ = [
     "CurrencyParam",
     "DaysParam",
     "Money",
+    "Sessions",
     "Window",
+    "by_call_in",
+    "by_project_in",
+    "by_provider_in",
     "calls_in",
     "day_iso",
+    "dim_in",
     "index_of",
     "money_of",
+    "per_day",
     "pricer_of",
     "ratio",
+    "sessions_in",
+    "sum_aggs",
     "tenant_key",
+    "top_names",
+    "workflow_days",
+    "workflow_total",
 ]
 
 _Q: Final = Decimal("0.00000001")
+_ZERO: Final = Decimal(0)
 #: A query folds at most this many new ledger records itself (read-after-write); the follower does the rest.
 _CATCH_UP_PER_QUERY: Final = 2000
 DaysParam = Annotated[int, Query(ge=1, le=3660, description="how many UTC days back, today included")]
@@ -115,58 +128,237 @@ class Window:
         return (self.last - self.first) // DAY_S + 1
 
 
-def calls_in(
-    index: UsageIndex, tenant: str | None, window: Window, provider: str | None = None, *, histogram: bool = False
-) -> tuple[list[tuple[int, Agg]], dict[CallKey, Agg]]:
-    """Per-day totals and totals per (provider, model, operation) of one tenant (or all) in a window.
+def per_day(
+    index: UsageIndex, tenant: str | None, window: Window, provider: str | None = None, project: str | None = None
+) -> list[tuple[int, Agg]]:
+    """Per-day totals of one tenant (or all) in a window, optionally of one provider and/or project.
 
-    Latency histograms are merged into the per-key totals only when ``histogram`` is asked for.
+    O(days) (a project filter: O(days × the day's projects)). The sums are the index's own: read them,
+    never change them.
     """
-    per_day: list[tuple[int, Agg]] = []
-    by_call: dict[CallKey, Agg] = {}
+    out: list[tuple[int, Agg]] = []
     with index.lock:
+        if project is not None:
+            for t in [tenant] if tenant is not None else index.tenant_ids():
+                for day, td in index.day_range(t, window.first, window.last):
+                    total = Agg()
+                    for (proj, p), agg in td.by_project.items():
+                        if proj == project and (provider is None or p == provider):
+                            total.merge(agg, histogram=False)
+                    out.append((day, total))
+            if tenant is None:  # several tenants: one sum per day
+                merged: dict[int, Agg] = {}
+                for day, agg in out:
+                    merged.setdefault(day, Agg()).merge(agg, histogram=False)
+                out = sorted(merged.items())
+            return out
         for day, td in index.day_range(tenant_key(tenant), window.first, window.last):
-            total = Agg()
-            for key, agg in td.by_call.items():
-                if provider is not None and key[0] != provider:
-                    continue
-                total.merge(agg, histogram=False)
-                into = by_call.get(key)
-                if into is None:
-                    into = by_call[key] = Agg()
-                into.merge(agg, histogram=histogram)
-            per_day.append((day, total))
-    return per_day, by_call
-
-
-def sum_aggs(aggs: Iterable[Agg]) -> Agg:
-    out = Agg()
-    for a in aggs:
-        out.merge(a)
+            if provider is None:
+                out.append((day, td.total))
+            else:
+                out.append((day, td.by_provider.get(provider) or Agg()))
     return out
 
 
-def dim_in(index: UsageIndex, tenant: str | None, window: Window, dim: str) -> dict[str, Agg]:
-    """Totals per workflow, user or session (``dim``) of one tenant in a window (None: every tenant)."""
-    out: dict[str, Agg] = {}
-    keys = [tenant] if tenant is not None else index.tenant_ids()
+def by_call_in(index: UsageIndex, tenant: str | None, window: Window) -> dict[CallKey, Agg]:
+    """Totals per (provider, model, operation) of one tenant (or all) in a window (no histograms)."""
+    by_call: dict[CallKey, Agg] = {}
     with index.lock:
-        for t in keys:
-            for _, td in index.day_range(t, window.first, window.last):
-                for name, agg in _dim(td, dim).items():
-                    into = out.get(name)
-                    if into is None:
-                        into = out[name] = Agg()
+        for _, td in index.day_range(tenant_key(tenant), window.first, window.last):
+            for key, agg in td.by_call.items():
+                into = by_call.get(key)
+                if into is None:
+                    into = by_call[key] = Agg()
+                into.merge(agg, histogram=False)
+    return by_call
+
+
+def by_provider_in(
+    index: UsageIndex,
+    tenant: str | None,
+    window: Window,
+    provider: str | None = None,
+    *,
+    histogram: bool = False,
+    project: str | None = None,
+) -> dict[str, Agg]:
+    """Totals per provider of one tenant (or all) in a window; latency histograms when asked for
+    (not with ``project``: a project's sums keep none)."""
+    out: dict[str, Agg] = {}
+    with index.lock:
+        if project is not None:
+            for t in _tenants(index, tenant):
+                for _, td in index.day_range(t, window.first, window.last):
+                    for (proj, p), agg in td.by_project.items():
+                        if proj == project and (provider is None or p == provider):
+                            out.setdefault(p, Agg()).merge(agg, histogram=False)
+            return out
+        for _, td in index.day_range(tenant_key(tenant), window.first, window.last):
+            for p, agg in td.by_provider.items():
+                if provider is not None and p != provider:
+                    continue
+                into = out.get(p)
+                if into is None:
+                    into = out[p] = Agg()
+                into.merge(agg, histogram=histogram)
+    return out
+
+
+def by_project_in(index: UsageIndex, tenant: str, window: Window) -> dict[str, Agg]:
+    """Totals per project of one tenant in a window (calls without a project left out)."""
+    out: dict[str, Agg] = {}
+    with index.lock:
+        for _, td in index.day_range(tenant, window.first, window.last):
+            for (project, _), agg in td.by_project.items():
+                into = out.get(project)
+                if into is None:
+                    into = out[project] = Agg()
+                into.merge(agg, histogram=False)
+    return out
+
+
+def calls_in(
+    index: UsageIndex, tenant: str | None, window: Window, provider: str | None = None
+) -> tuple[list[tuple[int, Agg]], dict[CallKey, Agg]]:
+    """Per-day totals and totals per (provider, model, operation) of one tenant (or all) in a window."""
+    by_call = by_call_in(index, tenant, window)
+    if provider is not None:
+        by_call = {k: a for k, a in by_call.items() if k[0] == provider}
+    return per_day(index, tenant, window, provider), by_call
+
+
+def sum_aggs(aggs: Iterable[Agg], *, histogram: bool = False) -> Agg:
+    out = Agg()
+    for a in aggs:
+        out.merge(a, histogram=histogram)
+    return out
+
+
+def _tenants(index: UsageIndex, tenant: str | None) -> list[str]:
+    return [tenant] if tenant is not None else index.tenant_ids()
+
+
+def dim_in(index: UsageIndex, tenant: str | None, window: Window, dim: str) -> dict[str, Agg]:
+    """Totals per user or workflow (``dim``) of one tenant in a window (None: every tenant), O(names)."""
+    out: dict[str, Agg] = {}
+    with index.lock:
+        for t in _tenants(index, tenant):
+            for name, series in index.names(t, dim).items():
+                agg = series.between(window.first, window.last)
+                if not agg.requests:
+                    continue
+                into = out.get(name)
+                if into is None:
+                    out[name] = agg
+                else:
                     into.merge(agg, histogram=False)
     return out
 
 
-def _dim(td: TenantDay, dim: str) -> dict[str, Agg]:
-    if dim == "workflow":
-        return td.by_workflow
-    if dim == "user":
-        return td.by_user
-    return td.by_session
+def top_names(index: UsageIndex, tenant: str | None, window: Window, dim: str, limit: int) -> list[tuple[str, Agg]]:
+    """The ``limit`` users or workflows with the highest cost in a window, with their totals.
+
+    Ranks on (requests, cost) per name, one subtraction each; full sums for the top ones only.
+    """
+    first, last = window.first, window.last
+    costs: dict[str, Decimal] = {}
+    with index.lock:
+        tenants = _tenants(index, tenant)
+        for t in tenants:
+            for name, series in index.names(t, dim).items():
+                days = series.days
+                if not days or days[-1] < first or days[0] > last:
+                    continue  # no call in the window
+                if first <= days[0] and days[-1] <= last:  # every call in the window (the common case)
+                    cost = series.cum[-1].cost
+                else:
+                    n, cost = series.cost_between(first, last)
+                    if not n:
+                        continue
+                prev = costs.get(name)
+                costs[name] = cost if prev is None else prev + cost
+        top = sorted(costs.items(), key=itemgetter(1), reverse=True)[:limit]
+        out = []
+        for name, _ in top:
+            total = Agg()
+            for t in tenants:
+                found = index.names(t, dim).get(name)
+                if found is not None:
+                    total.merge(found.between(window.first, window.last), histogram=False)
+            out.append((name, total))
+    return out
+
+
+def workflow_days(index: UsageIndex, tenant: str | None, window: Window, workflow: str) -> dict[int, Agg]:
+    """Per-day totals of one workflow (every tenant's of that id when ``tenant`` is None)."""
+    out: dict[int, Agg] = {}
+    with index.lock:
+        for t in _tenants(index, tenant):
+            series = index.names(t, "workflow").get(workflow)
+            if series is not None:
+                for day, agg in series.per_day(window.first, window.last):
+                    out.setdefault(day, Agg()).merge(agg, histogram=False)
+    return out
+
+
+def workflow_total(index: UsageIndex, tenant: str | None, window: Window, workflow: str) -> Agg:
+    total = Agg()
+    with index.lock:
+        for t in _tenants(index, tenant):
+            series = index.names(t, "workflow").get(workflow)
+            if series is not None:
+                total.merge(series.between(window.first, window.last), histogram=False)
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class Sessions:
+    count: int
+    calls: int
+    cost: Decimal
+    top: list[tuple[str, str, Agg]]  # (tenant, session, sums in the window)
+
+
+def sessions_in(index: UsageIndex, tenant: str | None, window: Window, limit: int) -> Sessions:
+    """Sessions of one tenant (or of each tenant: a session belongs to its tenant) in a window: how
+    many, their calls and cost, and the ``limit`` most expensive ones.
+
+    O(days + multi-day sessions + days × limit): counts and sums come from the per-day session
+    totals; a session seen on several days (kept in ``multi_day``) is counted once. The most
+    expensive sessions are among each day's most expensive plus the multi-day ones (a one-day
+    session's window cost is its day's cost), so only those are summed exactly.
+    """
+    count = calls = 0
+    cost = _ZERO
+    sums: list[tuple[str, str, Agg]] = []
+    with index.lock:
+        for t in _tenants(index, tenant):
+            days = index.day_range(t, window.first, window.last)
+            for _, td in days:
+                count += len(td.by_session)
+                calls += td.sessions.requests
+                cost += td.sessions.cost
+            multi = [s for s, last in index.multi_day.get(t, {}).items() if last >= window.first]
+            for s in multi:
+                seen = sum(1 for _, td in days if s in td.by_session)
+                if seen > 1:
+                    count -= seen - 1
+            candidates: dict[str, None] = {}
+            for _, td in days:
+                for name in td.top_sessions(limit):
+                    candidates[name] = None
+            for s in multi:
+                candidates[s] = None
+            for name in candidates:
+                total = Agg()
+                for _, td in days:
+                    found = td.by_session.get(name)
+                    if found is not None:
+                        total.merge(found, histogram=False)
+                if total.requests:
+                    sums.append((t, name, total))
+    sums.sort(key=lambda e: e[2].cost, reverse=True)
+    return Sessions(count, calls, cost, sums[:limit])
 
 
 def agg_json(a: Agg, money: Money, at: float | None = None) -> dict[str, Any]:

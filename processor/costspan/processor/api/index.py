@@ -1,29 +1,36 @@
 """Pre-aggregated usage indexes the API answers from: per tenant × UTC day (and hour) × dimension.
 
-The index follows the ledger: :meth:`UsageIndex.catch_up` reads the lines appended since the last
-call (a seek and a read of the new bytes; nothing when nothing is new) and folds them in, so no
-hook in the store is needed. :meth:`UsageIndex.add_many` is the same fold for records already in
-memory (a store hook, or the benchmark). A query touches O(days × distinct keys) small sums, never
-the ledger.
+Everything a route asks is summed when a call is added, so a query touches O(days × keys) small
+sums, never the calls: per tenant (and for every tenant together, :data:`ALL`) and UTC day, the
+total and sums per provider (with latency histograms), per (provider, model, operation), per
+(project, provider) and per session; per hour, sums per provider; per tenant, every user's and
+workflow's sums over days, kept cumulative (:class:`Series`: a window is one subtraction).
+
+Feeding: :meth:`UsageIndex.on_commit` (the store's commit listener: the records just made durable,
+with the ledger position after them) or :meth:`UsageIndex.catch_up` (reads the ledger from the
+position the index includes: start-up replay, or an index without a store hook). Both go by ledger
+position, under the index's lock, so a record is never counted twice. :mod:`.index_snapshot` saves
+and loads the index with its position so a restart replays only the ledger's tail.
 """
 
 from __future__ import annotations
 
-import bisect
+import heapq
 import logging
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
+from costspan.processor.api.aggs import Agg, Series, latency_bucket
 from costspan.processor.ledger import Ledger, Position
 from costspan.processor.records import CallRecord, record_from_json
 
-__all__ = ["ALL", "DAY_S", "HOUR_S", "Agg", "UsageIndex"]
+__all__ = ["ALL", "DAY_S", "DIMS", "HOUR_S", "Agg", "CallKey", "Series", "TenantDay", "UsageIndex"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,81 +38,8 @@ DAY_S: Final = 86400
 HOUR_S: Final = 3600
 #: The key of the every-tenant sums (not a valid tenant id: tenant ids are printable).
 ALL: Final = "\x00all"
-_ZERO: Final = Decimal(0)
-#: Latency histogram bounds in milliseconds: 5 % apart from 0.1 ms to about 30 minutes.
-_LAT_BOUNDS: Final = tuple(0.1 * 1.05**i for i in range(int(math.log(1.8e7) / math.log(1.05)) + 1))
-
-
-@dataclass(slots=True)
-class Agg:
-    """Sums over a set of calls. ``cost`` sums priced and estimated calls (unpriced add nothing)."""
-
-    requests: int = 0
-    errors: int = 0
-    unpriced: int = 0
-    cache_hits: int = 0
-    cost: Decimal = _ZERO
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    latency_ms: float = 0.0
-    latency: dict[int, int] = field(default_factory=dict)
-
-    def add(self, r: CallRecord, latency_ms: float, *, histogram: bool = True) -> None:
-        t = r.tokens
-        bucket = bisect.bisect_left(_LAT_BOUNDS, latency_ms) if histogram else -1
-        self.add_values(1 if r.error_type else 0, r.cost_total, t.input, t.output, t.cache_read, latency_ms, bucket)
-
-    def add_values(
-        self, error: int, cost: Decimal | None, tin: int, tout: int, cache_read: int, latency_ms: float, bucket: int
-    ) -> None:
-        """Add one call from its pre-extracted values (``bucket`` < 0: no histogram)."""
-        self.requests += 1
-        self.errors += error
-        if cost is None:
-            self.unpriced += 1
-        else:
-            self.cost += cost
-        self.input_tokens += tin
-        self.output_tokens += tout
-        if cache_read:
-            self.cache_read_tokens += cache_read
-            self.cache_hits += 1
-        self.latency_ms += latency_ms
-        if bucket >= 0:
-            self.latency[bucket] = self.latency.get(bucket, 0) + 1
-
-    def merge(self, o: Agg, *, histogram: bool = True) -> None:
-        self.requests += o.requests
-        self.errors += o.errors
-        self.unpriced += o.unpriced
-        self.cache_hits += o.cache_hits
-        self.cost += o.cost
-        self.input_tokens += o.input_tokens
-        self.output_tokens += o.output_tokens
-        self.cache_read_tokens += o.cache_read_tokens
-        self.latency_ms += o.latency_ms
-        if histogram:
-            for b, n in o.latency.items():
-                self.latency[b] = self.latency.get(b, 0) + n
-
-    @property
-    def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-    def quantile_ms(self, q: float) -> float | None:
-        """Latency quantile in ms from the 5 %-wide histogram (the bucket's upper bound), None if empty."""
-        counted = sum(self.latency.values())
-        if not counted:
-            return None
-        rank = max(1, math.ceil(q * counted))
-        seen = 0
-        for b in sorted(self.latency):
-            seen += self.latency[b]
-            if seen >= rank:
-                return _LAT_BOUNDS[min(b, len(_LAT_BOUNDS) - 1)]
-        return _LAT_BOUNDS[-1]
-
+#: The per-name dimensions kept as cumulative series per tenant.
+DIMS: Final = ("user", "workflow")
 
 #: (provider, model, operation)
 CallKey = tuple[str, str, str]
@@ -113,14 +47,34 @@ CallKey = tuple[str, str, str]
 
 @dataclass(slots=True)
 class TenantDay:
-    """One tenant's (or every tenant's) calls of one UTC day."""
+    """One tenant's (or every tenant's) calls of one UTC day.
 
+    ``total`` and ``by_provider`` keep latency histograms; ``by_project`` (keyed (project,
+    provider)), ``by_session`` and ``sessions`` (the calls of every counted session) are kept for
+    a tenant's own days only.
+    """
+
+    total: Agg = field(default_factory=Agg)
     by_call: dict[CallKey, Agg] = field(default_factory=dict)
-    by_workflow: dict[str, Agg] = field(default_factory=dict)
-    by_user: dict[str, Agg] = field(default_factory=dict)
+    by_provider: dict[str, Agg] = field(default_factory=dict)
+    by_project: dict[tuple[str, str], Agg] = field(default_factory=dict)
     by_session: dict[str, Agg] = field(default_factory=dict)
+    sessions: Agg = field(default_factory=Agg)
     services: set[str] = field(default_factory=set)
     tenants: set[str] = field(default_factory=set)
+    #: (stamp, limit) -> the day's most expensive sessions, in the day's order (see top_sessions)
+    top_cache: dict[tuple[int, int, int], list[str]] = field(default_factory=dict)
+
+    def top_sessions(self, limit: int) -> list[str]:
+        """The ``limit`` sessions with the highest cost this day (ties: the earlier first), in the day's order."""
+        stamp = (len(self.by_session), self.sessions.requests, limit)
+        found = self.top_cache.get(stamp)
+        if found is None:
+            ranked = heapq.nlargest(limit, enumerate(self.by_session.items()), key=lambda e: e[1][1].cost)
+            found = [name for _, (name, _) in sorted(ranked, key=lambda e: e[0])]
+            self.top_cache.clear()  # a day's sessions change only while the day is young
+            self.top_cache[stamp] = found
+        return found
 
 
 def _agg(into: dict[str, Agg], key: str) -> Agg:
@@ -131,16 +85,21 @@ def _agg(into: dict[str, Agg], key: str) -> Agg:
 
 
 class UsageIndex:
-    """Thread-safe: folds happen under ``lock``; readers take it too (queries are short)."""
+    """Thread-safe: feeding happens under ``lock``; readers take it too (queries are short)."""
 
     def __init__(self, ledger_dir: Path | None = None, *, max_sessions_per_day: int = 100_000) -> None:
         self.lock = threading.RLock()
         self.days: dict[str, dict[int, TenantDay]] = {}  # tenant (or ALL) -> day start (s) -> sums
         self.hours: dict[str, dict[int, dict[str, Agg]]] = {}  # tenant (or ALL) -> hour start -> provider
+        self.series: dict[tuple[str, str], dict[str, Series]] = {}  # (tenant, dim) -> name -> sums over days
+        self.session_last: dict[str, dict[str, int]] = {}  # tenant -> session -> last day it was counted
+        self.multi_day: dict[str, dict[str, int]] = {}  # tenant -> sessions counted on 2+ days -> last day
         self.records = 0
         self.max_sessions_per_day = max_sessions_per_day
+        self.ledger_dir = ledger_dir
         self._ledger = Ledger(ledger_dir, fsync="never") if ledger_dir is not None else None
-        self._position: Position | None = None
+        self.position: Position | None = None  # the ledger position every counted record is before
+        self.live = False  # fed by on_commit (the ledger is no longer read)
         self._stop = threading.Event()
         # flat views of the nested dicts, for the fold's hot path
         self._flat_days: dict[tuple[str, int], TenantDay] = {}
@@ -157,77 +116,148 @@ class UsageIndex:
         with self.lock:
             self._add(record)
 
+    def on_commit(self, records: list[CallRecord], end: Position) -> None:
+        """The store's commit listener: ``records`` were just appended, ending at ``end``.
+
+        Runs on the store's writer (no append runs meanwhile). Until the first call the index has
+        read the ledger itself; that call reads it up to ``end`` (this batch included), then the
+        records are taken as they come.
+        """
+        with self.lock:
+            if not self.live:
+                if self._ledger is not None:
+                    self._read_ledger(None)
+                else:
+                    for r in records:
+                        self._add(r)
+                self.position = end
+                self.live = True
+                return
+            if self.position is not None and end <= self.position:
+                return  # already counted
+            for r in records:
+                self._add(r)
+            self.position = end
+
     def _add(self, r: CallRecord) -> None:
         start_s = r.start_ns // 1_000_000_000
         day = start_s - start_s % DAY_S
         hour = start_s - start_s % HOUR_S
         latency_ms = max(r.end_ns - r.start_ns, 0) / 1e6
-        bucket = bisect.bisect_left(_LAT_BOUNDS, latency_ms)
+        bucket = latency_bucket(latency_ms)
         t = r.tokens
         values = (1 if r.error_type else 0, r.cost_total, t.input, t.output, t.cache_read, latency_ms)
         key = (r.provider, r.model, r.operation)
         tenant = r.tenant
+        provider = r.provider
         flat_days = self._flat_days
         flat_hours = self._flat_hours
         for who in (tenant, ALL):
             td = flat_days.get((who, day))
             if td is None:
                 td = flat_days[who, day] = self.days.setdefault(who, {}).setdefault(day, TenantDay())
-            by_provider = flat_hours.get((who, hour))
-            if by_provider is None:
-                by_provider = flat_hours[who, hour] = self.hours.setdefault(who, {}).setdefault(hour, {})
+            td.total.add_values(*values, bucket)
             a = td.by_call.get(key)
             if a is None:
                 a = td.by_call[key] = Agg()
-            a.add_values(*values, bucket)
+            a.add_values(*values, -1)
+            _agg(td.by_provider, provider).add_values(*values, bucket)
             td.services.add(r.service)
             td.tenants.add(tenant)
-            _agg(by_provider, r.provider).add_values(*values, -1)
+            by_provider = flat_hours.get((who, hour))
+            if by_provider is None:
+                by_provider = flat_hours[who, hour] = self.hours.setdefault(who, {}).setdefault(hour, {})
+            _agg(by_provider, provider).add_values(*values, -1)
         own = flat_days[tenant, day]
-        if r.workflow:
-            _agg(own.by_workflow, r.workflow).add_values(*values, -1)
-        if r.user:
-            _agg(own.by_user, r.user).add_values(*values, -1)
+        if r.project:
+            pk = (r.project, provider)
+            a = own.by_project.get(pk)
+            if a is None:
+                a = own.by_project[pk] = Agg()
+            a.add_values(*values, -1)
+        for dim, name in (("workflow", r.workflow), ("user", r.user)):
+            if name:
+                names = self.series.get((tenant, dim))
+                if names is None:
+                    names = self.series[tenant, dim] = {}
+                s = names.get(name)
+                if s is None:
+                    s = names[name] = Series()
+                s.add(day, values)
         if r.session:
-            sessions = own.by_session
-            if r.session in sessions or len(sessions) < self.max_sessions_per_day:
-                _agg(sessions, r.session).add_values(*values, -1)
+            self._add_session(tenant, r.session, own, day, values)
         self.records += 1
 
+    def _add_session(
+        self,
+        tenant: str,
+        session: str,
+        own: TenantDay,
+        day: int,
+        values: tuple[int, Decimal | None, int, int, int, float],
+    ) -> None:
+        sessions = own.by_session
+        a = sessions.get(session)
+        if a is None:
+            if len(sessions) >= self.max_sessions_per_day:
+                return  # counted nowhere (bounded memory)
+            a = sessions[session] = Agg()
+            last = self.session_last.setdefault(tenant, {})
+            seen = last.get(session)
+            if seen is None:
+                last[session] = day
+            else:
+                last[session] = max(seen, day)
+                self.multi_day.setdefault(tenant, {})[session] = last[session]
+        a.add_values(*values, -1)
+        own.sessions.add_values(*values, -1)
+
     def catch_up(self, max_records: int | None = None) -> int:
-        """Fold the ledger lines appended since the last call (at most ``max_records``); returns how many."""
-        if self._ledger is None or not self._ledger.directory.exists():
+        """Fold the ledger lines after :attr:`position` (at most ``max_records``); returns how many.
+
+        Does nothing once the index is fed by :meth:`on_commit`.
+        """
+        if self._ledger is None or self.live or not self._ledger.directory.exists():
             return 0
-        added = 0
         with self.lock:
-            for line in self._ledger.read(self._position):
-                if max_records is not None and added >= max_records:
-                    break
-                try:
-                    record = record_from_json(line.payload)
-                except (ValueError, KeyError, TypeError):
-                    logger.warning("usage index: unreadable ledger record at %s skipped", line.end)
-                else:
-                    self._add(record)
-                    added += 1
-                self._position = line.end
+            if self.live:
+                return 0
+            return self._read_ledger(max_records)
+
+    def _read_ledger(self, max_records: int | None) -> int:
+        assert self._ledger is not None
+        added = 0
+        for line in self._ledger.read(self.position):
+            if max_records is not None and added >= max_records:
+                break
+            try:
+                record = record_from_json(line.payload)
+            except (ValueError, KeyError, TypeError):
+                logger.warning("usage index: unreadable ledger record at %s skipped", line.end)
+            else:
+                self._add(record)
+                added += 1
+            self.position = line.end
         return added
 
-    def follow(self, interval_s: float = 0.2) -> None:
-        """Catch up in a background thread every ``interval_s`` until :meth:`stop` (safe to call twice)."""
-        if self._thread is not None or self._ledger is None:
+    def follow(self, interval_s: float = 0.2, *, every_hour: Callable[[], None] | None = None) -> None:
+        """In a background thread until :meth:`stop`: catch up every ``interval_s`` while not fed by
+        :meth:`on_commit`; prune hourly; call ``every_hour`` too (e.g. a snapshot). Safe to call twice."""
+        if self._thread is not None:
             return
         self._stop.clear()
 
         def run() -> None:
-            last_prune = 0.0
+            last_hourly = time.monotonic()
             while not self._stop.wait(interval_s):
                 try:
                     while self.catch_up(max_records=2000) == 2000:  # let queries in between chunks
                         pass
-                    if time.monotonic() - last_prune > 3600:
-                        last_prune = time.monotonic()
+                    if time.monotonic() - last_hourly > 3600:
+                        last_hourly = time.monotonic()
                         self.prune(time.time())
+                        if every_hour is not None:
+                            every_hour()
                 except Exception:  # keep following; the next round retries
                     logger.exception("usage index: following the ledger failed")
 
@@ -251,7 +281,23 @@ class UsageIndex:
                     del flat[who, start]
                     del nested[who][start]
                     dropped += 1
+            first_kept = math.ceil(day_cut)
+            for names in self.series.values():
+                for name in [n for n, s in names.items() if s.days and s.days[-1] < first_kept]:
+                    del names[name]
+                for s in names.values():
+                    s.drop_before(first_kept)
+            for per in (self.session_last, self.multi_day):
+                for sessions in per.values():
+                    for name in [n for n, d in sessions.items() if d < day_cut]:
+                        del sessions[name]
         return dropped
+
+    def rebuild_views(self) -> None:
+        """Rebuild the flat views after the nested dicts were filled directly (a snapshot load)."""
+        with self.lock:
+            self._flat_days = {(who, d): td for who, per in self.days.items() for d, td in per.items()}
+            self._flat_hours = {(who, h): by for who, per in self.hours.items() for h, by in per.items()}
 
     # --- reading ------------------------------------------------------------------------------------
     def tenant_ids(self) -> list[str]:
@@ -274,3 +320,7 @@ class UsageIndex:
         if last_hour - first_hour > 4 * len(hours) * HOUR_S:
             return sorted((h, a) for h, a in hours.items() if first_hour <= h <= last_hour)
         return [(h, hours[h]) for h in range(first_hour, last_hour + 1, HOUR_S) if h in hours]
+
+    def names(self, tenant: str, dim: str) -> dict[str, Series]:
+        """A tenant's users or workflows (``dim``) with their sums over days (read under ``lock``)."""
+        return self.series.get((tenant, dim), {})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -15,11 +14,13 @@ from costspan.processor.api.common import (
     Money,
     Window,
     agg_json,
-    calls_in,
-    dim_in,
+    by_call_in,
+    by_provider_in,
     index_of,
     money_of,
     ratio,
+    sessions_in,
+    top_names,
 )
 from costspan.processor.api.index import Agg
 
@@ -46,8 +47,7 @@ async def top_users(
 ) -> dict[str, Any]:
     scope = read_scope(request, tenant)
     money = money_of(request, currency)
-    users = dim_in(index_of(request), scope, Window.last_days(days), "user")
-    rows = sorted(users.items(), key=lambda kv: kv[1].cost, reverse=True)[:limit]
+    rows = top_names(index_of(request), scope, Window.last_days(days), "user", limit)
     return {"days": days, "currency": money.currency, "users": [{"user_id": u, **agg_json(a, money)} for u, a in rows]}
 
 
@@ -58,10 +58,7 @@ async def providers(
     """Providers side by side: cost, requests, cost per request and per 1k tokens, latency, error rate."""
     scope = read_scope(request, tenant)
     money = money_of(request, currency)
-    _, by_call = calls_in(index_of(request), scope, Window.last_days(days), histogram=True)
-    per: dict[str, Agg] = {}
-    for (p, _, _), a in by_call.items():
-        per.setdefault(p, Agg()).merge(a)
+    per = by_provider_in(index_of(request), scope, Window.last_days(days), histogram=True)
     return {
         "days": days,
         "currency": money.currency,
@@ -88,7 +85,7 @@ async def token_efficiency(
     """Per model: cost per 1k tokens, output/input ratio, share of input read from cache."""
     scope = read_scope(request, tenant)
     money = money_of(request, currency)
-    _, by_call = calls_in(index_of(request), scope, Window.last_days(days))
+    by_call = by_call_in(index_of(request), scope, Window.last_days(days))
     per: dict[tuple[str, str], Agg] = {}
     for (p, m, _), a in by_call.items():
         per.setdefault((p, m), Agg()).merge(a)
@@ -130,33 +127,12 @@ async def sessions(
     """Sessions (conversations): how many, their average cost and calls, the most expensive ones."""
     scope = read_scope(request, tenant)
     money = money_of(request, currency)
-    index = index_of(request)
-    window = Window.last_days(days)
-    # cost per session first (cheap: one Decimal add per session and day), full sums for the top ones only
-    costs: dict[str, Decimal] = {}
-    calls = 0
-    with index.lock:
-        for t in [scope] if scope is not None else index.tenant_ids():
-            for _, td in index.day_range(t, window.first, window.last):
-                for name, agg in td.by_session.items():
-                    costs[name] = costs.get(name, _ZERO) + agg.cost
-                    calls += agg.requests
-    top = heapq.nlargest(limit, costs.items(), key=lambda kv: kv[1])
-    wanted = {name for name, _ in top}
-    sums: dict[str, Agg] = {name: Agg() for name in wanted}
-    with index.lock:
-        for t in [scope] if scope is not None else index.tenant_ids():
-            for _, td in index.day_range(t, window.first, window.last):
-                for name in wanted:
-                    found = td.by_session.get(name)
-                    if found is not None:
-                        sums[name].merge(found, histogram=False)
-    total_cost = sum(costs.values(), _ZERO)
+    found = sessions_in(index_of(request), scope, Window.last_days(days), limit)
     return {
         "days": days,
         "currency": money.currency,
-        "session_count": len(costs),
-        "avg_cost_per_session": money.fmt(total_cost / len(costs)) if costs else None,
-        "avg_calls_per_session": round(calls / len(costs), 2) if costs else None,
-        "top_sessions": [{"session_id": name, **agg_json(sums[name], money)} for name, _ in top],
+        "session_count": found.count,
+        "avg_cost_per_session": money.fmt(found.cost / found.count) if found.count else None,
+        "avg_calls_per_session": round(found.calls / found.count, 2) if found.count else None,
+        "top_sessions": [{"session_id": name, "tenant_id": t, **agg_json(agg, money)} for t, name, agg in found.top],
     }

@@ -52,6 +52,7 @@ class CallIn(BaseModel):
     user_id: str = Field("", max_length=200)
     session_id: str = Field("", max_length=200)
     workflow_id: str = Field("", max_length=200)
+    project_id: str = Field("", max_length=200)
     tenant_id: str = Field("", max_length=200, description="required for admin keys; tenant-bound keys imply it")
     service: str = Field("api", max_length=200)
     success: bool = True
@@ -111,6 +112,7 @@ def build_record(call: CallIn, tenant: str, request: Request) -> CallRecord:
         None,
         breakdown.catalog_version,
         error,
+        project=call.project_id,
     )
     if not priced:
         return record
@@ -158,7 +160,7 @@ EXPORT_COLUMNS: Final = (
     "provider", "model", "operation", "input_tokens", "output_tokens", "cache_read_tokens",
     "cache_write_tokens", "reasoning_tokens", "tokens_estimated", "cost_status", "cost_usd",
     "input_cost_usd", "output_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd", "error_type",
-    "pricing_version",
+    "pricing_version", "project_id",
 )  # fmt: skip
 
 
@@ -171,19 +173,25 @@ def _row(r: CallRecord) -> list[Any]:
         r.trace_id + r.span_id, start, round(max(r.end_ns - r.start_ns, 0) / 1e6, 3), r.tenant, r.service,
         r.workflow, r.user, r.session, r.provider, r.model, r.operation, t.input, t.output, t.cache_read,
         t.cache_write, t.reasoning, r.tokens_estimated, r.cost_status, *money, r.error_type, r.pricing_version,
+        r.project,
     ]  # fmt: skip
 
 
-def _records(ledger_dir: Any, first_ns: int, end_ns: int, tenant: str | None, user: str | None) -> Iterator[CallRecord]:
-    # a record naming the tenant (or user) holds its JSON string: skip the others without parsing them
-    needle = (
-        json.dumps(tenant if tenant is not None else user, ensure_ascii=False).encode() if (tenant or user) else b""
-    )
+def _records(
+    ledger_dir: Any, first_ns: int, end_ns: int, tenant: str | None, user: str | None, project: str | None = None
+) -> Iterator[CallRecord]:
+    # a record naming the tenant (or user, or project) holds its JSON string: skip the others unparsed
+    named = tenant if tenant is not None else user if user is not None else project
+    needle = json.dumps(named, ensure_ascii=False).encode() if named else b""
     for line in Ledger(ledger_dir, fsync="never").read():
         if not first_ns <= line.start_ns < end_ns or needle not in line.payload:
             continue
         r = record_from_json(line.payload)
-        if (tenant is None or r.tenant == tenant) and (user is None or r.user == user):
+        if (
+            (tenant is None or r.tenant == tenant)
+            and (user is None or r.user == user)
+            and (project is None or r.project == project)
+        ):
             yield r
 
 
@@ -221,6 +229,7 @@ def export(
     to: Annotated[date | None, Query(description="last UTC day, inclusive (default: today)")] = None,
     tenant: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     user: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    project: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> StreamingResponse:
     """Stream ledger records (CSV or a JSON array) read from disk as they are sent, never buffered whole."""
     scope = read_scope(request, tenant)
@@ -229,7 +238,9 @@ def export(
     last = to or datetime.fromtimestamp(default.last, UTC).date()
     window = Window.between(first, last)
     store: Store = request.app.state.store
-    records = _records(store.ledger.directory, window.first * 10**9, (window.last + DAY_S) * 10**9, scope, user)
+    records = _records(
+        store.ledger.directory, window.first * 10**9, (window.last + DAY_S) * 10**9, scope, user, project
+    )
     name = f"costspan-usage-{first}-{last}.{format}"
     headers = {"Content-Disposition": f'attachment; filename="{name}"'}
     if format == "csv":

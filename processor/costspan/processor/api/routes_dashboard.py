@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from costspan.processor.api.auth import read_scope
-from costspan.processor.api.common import Window, calls_in, day_iso, dim_in, index_of, tenant_key
+from costspan.processor.api.common import Window, by_call_in, day_iso, index_of, per_day, tenant_key, top_names
 from costspan.processor.api.index import DAY_S, Agg
 
 __all__ = ["router"]
@@ -32,9 +32,10 @@ async def summary(
     scope = read_scope(request, tenant)
     index = index_of(request)
     window = Window.last_days(days)
-    per_day, by_call = calls_in(index, scope, window)
+    day_sums = per_day(index, scope, window)
+    by_call = by_call_in(index, scope, window)
     total = Agg()
-    for _, agg in per_day:
+    for _, agg in day_sums:
         total.merge(agg, histogram=False)
     tenants = [scope] if scope is not None else index.tenant_ids()
     by_tenant = []
@@ -42,8 +43,7 @@ async def summary(
         for t in tenants:
             agg = Agg()
             for _, td in index.day_range(tenant_key(t), window.first, window.last):
-                for a in td.by_call.values():
-                    agg.merge(a, histogram=False)
+                agg.merge(td.total, histogram=False)
             if agg.requests:
                 by_tenant.append({"tenant": t, "calls": agg.requests, "cost_usd": _usd(agg.cost)})
     by_tenant.sort(key=lambda r: Decimal(str(r["cost_usd"])), reverse=True)
@@ -57,11 +57,7 @@ async def summary(
         if a.unpriced
     ]
     top = {
-        dim: [
-            {dim: name, "cost_usd": _usd(a.cost)}
-            for name, a in sorted(dim_in(index, scope, window, dim).items(), key=lambda kv: kv[1].cost, reverse=True)
-            if name
-        ][:TOP]
+        dim: [{dim: name, "cost_usd": _usd(a.cost)} for name, a in top_names(index, scope, window, dim, TOP)]
         for dim in ("workflow", "user")
     }
     return {
@@ -71,7 +67,7 @@ async def summary(
         "total_cost_usd": _usd(total.cost),
         "total_calls": total.requests,
         "unpriced_calls": total.unpriced,
-        "daily": _every_day(window, per_day),
+        "daily": _every_day(window, day_sums),
         "by_tenant": by_tenant,
         "by_model": by_model,
         "budgets": _budgets(request, scope),

@@ -16,10 +16,12 @@ from costspan.processor.api.common import (
     DaysParam,
     Window,
     agg_json,
-    calls_in,
+    by_call_in,
+    by_provider_in,
     day_iso,
     index_of,
     money_of,
+    per_day,
     ratio,
     sum_aggs,
     tenant_key,
@@ -35,6 +37,7 @@ router = APIRouter(tags=["usage"])
 
 ProviderParam = Annotated[str | None, Query(min_length=1, max_length=200, description="only this provider")]
 TenantParam = Annotated[str | None, Query(min_length=1, max_length=200, description="tenant (admin keys)")]
+ProjectParam = Annotated[str | None, Query(min_length=1, max_length=200, description="only this project")]
 
 
 def _now_iso() -> str:
@@ -78,8 +81,7 @@ async def usage(
     today = Window.last_days(1, now)
     t = datetime.fromtimestamp(now, UTC)
     month = Window(int(datetime(t.year, t.month, 1, tzinfo=UTC).timestamp()), today.last)
-    day_days, _ = calls_in(index, tenant, today)
-    day_total = sum_aggs(a for _, a in day_days)
+    day_total = sum_aggs(a for _, a in per_day(index, tenant, today))
     limit, used, status = _budget(request, tenant)
     with index.lock:
         days = index.day_range(tenant_key(tenant), today.first, today.last)
@@ -104,9 +106,8 @@ async def usage(
             "status": status,
             "last_updated": _now_iso(),
         }
-    month_days, month_calls = calls_in(index, tenant, month)
-    month_total = sum_aggs(a for _, a in month_days)
-    shown = month_calls if period == "monthly" else calls_in(index, tenant, today)[1]
+    month_total = sum_aggs(a for _, a in per_day(index, tenant, month))
+    shown = by_call_in(index, tenant, month if period == "monthly" else today)
     by_model: dict[str, Agg] = {}
     for (_, model, _), agg in shown.items():
         by_model.setdefault(model, Agg()).merge(agg)
@@ -145,8 +146,8 @@ async def realtime(request: Request, tenant: TenantParam = None, currency: Curre
         for hour, by_provider in index.hour_range(tenant_key(scope), last - 23 * HOUR_S, last):
             total = Agg()
             for provider, agg in by_provider.items():
-                total.merge(agg)
-                per_provider.setdefault(provider, Agg()).merge(agg)
+                total.merge(agg, histogram=False)
+                per_provider.setdefault(provider, Agg()).merge(agg, histogram=False)
             hours.append({"hour": datetime.fromtimestamp(hour, UTC).isoformat(), **agg_json(total, money)})
     total = sum_aggs(per_provider.values())
     return {
@@ -164,10 +165,11 @@ async def aggregates(
     days: DaysParam = 7,
     interval: Literal["hour", "day", "month"] = "day",
     provider: ProviderParam = None,
+    project: ProjectParam = None,
     tenant: TenantParam = None,
     currency: CurrencyParam = "USD",
 ) -> dict[str, Any]:
-    """Totals per hour, day or month over the last ``days`` days (hours: at most 90 days)."""
+    """Totals per hour, day or month over the last ``days`` days (hours: at most 90 days, no project filter)."""
     scope = read_scope(request, tenant)
     money = money_of(request, currency)
     index = index_of(request)
@@ -176,25 +178,27 @@ async def aggregates(
     if interval == "hour":
         if days > 90:
             raise HTTPException(400, "interval=hour covers at most 90 days")
+        if project is not None:
+            raise HTTPException(400, "the project filter works with interval=day or month")
         with index.lock:
             for hour, by_provider in index.hour_range(tenant_key(scope), window.first, window.last + DAY_S - 1):
                 total = Agg()
                 for p, agg in by_provider.items():
                     if provider is None or p == provider:
-                        total.merge(agg)
+                        total.merge(agg, histogram=False)
                 if total.requests:
                     buckets[datetime.fromtimestamp(hour, UTC).isoformat()] = total
     else:
-        per_day, _ = calls_in(index, scope, window, provider)
-        for day, agg in per_day:
+        for day, agg in per_day(index, scope, window, provider, project):
             if not agg.requests:
                 continue
             label = day_iso(day)[: 7 if interval == "month" else 10]
-            buckets.setdefault(label, Agg()).merge(agg)
+            buckets.setdefault(label, Agg()).merge(agg, histogram=False)
     return {
         "interval": interval,
         "days": days,
         "provider": provider,
+        "project": project,
         "currency": money.currency,
         "data": [{"period": k, **agg_json(a, money)} for k, a in buckets.items()],
     }
@@ -202,18 +206,20 @@ async def aggregates(
 
 @router.get("/api/usage/costs/by-provider")
 async def costs_by_provider(
-    request: Request, days: DaysParam = 30, tenant: TenantParam = None, currency: CurrencyParam = "USD"
+    request: Request,
+    days: DaysParam = 30,
+    project: ProjectParam = None,
+    tenant: TenantParam = None,
+    currency: CurrencyParam = "USD",
 ) -> dict[str, Any]:
     scope = read_scope(request, tenant)
     money = money_of(request, currency)
-    _, by_call = calls_in(index_of(request), scope, Window.last_days(days))
-    per: dict[str, Agg] = {}
-    for (provider, _, _), agg in by_call.items():
-        per.setdefault(provider, Agg()).merge(agg)
+    per = by_provider_in(index_of(request), scope, Window.last_days(days), project=project)
     total = sum_aggs(per.values())
     rows = sorted(per.items(), key=lambda kv: kv[1].cost, reverse=True)
     return {
         "days": days,
+        "project": project,
         "currency": money.currency,
         "total_cost": money.fmt(total.cost),
         "providers": [
@@ -241,14 +247,11 @@ async def latency(
 ) -> dict[str, Any]:
     """Latency percentiles (from a 5 %-wide histogram) and success rate, overall and per provider."""
     scope = read_scope(request, tenant)
-    _, by_call = calls_in(index_of(request), scope, Window.last_days(days), provider, histogram=True)
-    per: dict[str, Agg] = {}
-    for (p, _, _), agg in by_call.items():
-        per.setdefault(p, Agg()).merge(agg)
+    per = by_provider_in(index_of(request), scope, Window.last_days(days), provider, histogram=True)
     return {
         "days": days,
         "provider": provider,
-        **_latency(sum_aggs(per.values())),
+        **_latency(sum_aggs(per.values(), histogram=True)),
         "by_provider": {p: _latency(a) for p, a in sorted(per.items())},
     }
 
@@ -264,7 +267,7 @@ async def top_operations(
     """The most expensive (provider, model, operation) combinations."""
     scope = read_scope(request, tenant)
     money = money_of(request, currency)
-    _, by_call = calls_in(index_of(request), scope, Window.last_days(days))
+    by_call = by_call_in(index_of(request), scope, Window.last_days(days))
     rows = sorted(by_call.items(), key=lambda kv: kv[1].cost, reverse=True)[:limit]
     return {
         "days": days,
@@ -285,20 +288,14 @@ async def cost_trend(
     out: dict[str, dict[str, str]] = {}
     with index.lock:
         for day, td in index.day_range(tenant_key(scope), window.first, window.last):
-            per: dict[str, Agg] = {}
-            for (p, _, _), agg in td.by_call.items():
-                per.setdefault(p, Agg()).merge(agg)
-            out[day_iso(day)] = {p: money.fmt(a.cost, day) for p, a in sorted(per.items())}
+            out[day_iso(day)] = {p: money.fmt(a.cost, day) for p, a in sorted(td.by_provider.items())}
     return {"days": days, "currency": money.currency, "daily": out}
 
 
 @router.get("/api/usage/errors/by-provider")
 async def errors_by_provider(request: Request, days: DaysParam = 7, tenant: TenantParam = None) -> dict[str, Any]:
     scope = read_scope(request, tenant)
-    _, by_call = calls_in(index_of(request), scope, Window.last_days(days))
-    per: dict[str, Agg] = {}
-    for (p, _, _), agg in by_call.items():
-        per.setdefault(p, Agg()).merge(agg)
+    per = by_provider_in(index_of(request), scope, Window.last_days(days))
     return {
         "days": days,
         "providers": [

@@ -14,13 +14,15 @@ from costspan.processor.api.auth import read_scope
 from costspan.processor.api.common import (
     CurrencyParam,
     Window,
-    calls_in,
+    by_provider_in,
     day_iso,
     index_of,
     money_of,
+    per_day,
     pricer_of,
     sum_aggs,
     tenant_key,
+    workflow_days,
 )
 from costspan.processor.api.index import Agg
 
@@ -71,23 +73,14 @@ async def costs(
     window = Window.last_days(period_days)
     daily: dict[str, str] = {}
     total = Agg()
-    if workflow_id is None:
-        per_day, _ = calls_in(index, tenant, window)
-        for day, agg in per_day:
-            daily[day_iso(day)] = money.fmt(agg.cost, day)
-            total.merge(agg)
-    else:
-        keys = [tenant] if tenant is not None else index.tenant_ids()
-        with index.lock:
-            per: dict[int, Agg] = {}
-            for t in keys:
-                for day, td in index.day_range(t, window.first, window.last):
-                    found = td.by_workflow.get(workflow_id)
-                    if found is not None:
-                        per.setdefault(day, Agg()).merge(found)
-        for day in sorted(per):
-            daily[day_iso(day)] = money.fmt(per[day].cost, day)
-            total.merge(per[day])
+    days = (
+        per_day(index, tenant, window)
+        if workflow_id is None
+        else workflow_days(index, tenant, window, workflow_id).items()
+    )
+    for day, agg in sorted(days, key=lambda da: da[0]):
+        daily[day_iso(day)] = money.fmt(agg.cost, day)
+        total.merge(agg, histogram=False)
     total_cost = sum((Decimal(v) for v in daily.values()), Decimal(0))
     average = total_cost / period_days
     return _ok(
@@ -126,8 +119,7 @@ async def estimate(
     pricer = pricer_of(request)
     calls, in_per_call, out_per_call = COMPLEXITY_DEFAULTS[complexity]
     _, base_in, base_out = COMPLEXITY_DEFAULTS["moderate"]
-    per_day, _ = calls_in(index_of(request), tenant, Window.last_days(30))
-    history = sum_aggs(a for _, a in per_day)
+    history = sum_aggs(a for _, a in per_day(index_of(request), tenant, Window.last_days(30)))
     source = "defaults"
     if history.requests >= CALIBRATION_MIN_CALLS:
         source = "ledger"
@@ -174,14 +166,13 @@ async def metrics(request: Request, tenant_id: TenantParam = None, currency: Cur
     now = time.time()
     t = datetime.fromtimestamp(now, UTC)
     month_first = int(datetime(t.year, t.month, 1, tzinfo=UTC).timestamp())
-    per_day, by_call = calls_in(index, tenant, Window.last_days(31, now))
+    window = Window.last_days(31, now)
+    days = per_day(index, tenant, window)
     today = Window.last_days(1, now).first
-    day_total = sum_aggs(a for d, a in per_day if d == today)
-    month = sum_aggs(a for d, a in per_day if d >= month_first)
-    last30 = sum_aggs(a for d, a in per_day if d > today - 30 * 86400)
-    per_provider: dict[str, Agg] = {}
-    for (p, _, _), a in by_call.items():
-        per_provider.setdefault(p, Agg()).merge(a)
+    day_total = sum_aggs(a for d, a in days if d == today)
+    month = sum_aggs(a for d, a in days if d >= month_first)
+    last30 = sum_aggs(a for d, a in days if d > today - 30 * 86400)
+    per_provider = by_provider_in(index, tenant, window)
     with index.lock:
         tenants = {x for _, td in index.day_range(tenant_key(tenant), today, today) for x in td.tenants}
     return _ok(

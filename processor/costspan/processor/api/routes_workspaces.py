@@ -16,7 +16,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from costspan.pricing import PricingError, Usage
 from costspan.processor.api.auth import read_scope, require_ingest
-from costspan.processor.api.common import CurrencyParam, Money, Window, calls_in, day_iso, index_of, money_of, pricer_of
+from costspan.processor.api.common import (
+    CurrencyParam,
+    Money,
+    Window,
+    by_call_in,
+    by_project_in,
+    day_iso,
+    index_of,
+    money_of,
+    per_day,
+    pricer_of,
+    workflow_total,
+)
 from costspan.processor.api.index import DAY_S, Agg
 from costspan.processor.api.keys import Principal
 from costspan.processor.api.resources import RESOURCE_KINDS, ResourceEntry, ResourceLog
@@ -40,9 +52,10 @@ def _resources(request: Request) -> ResourceLog:
 
 
 def _costs(request: Request, tenant: str, window: Window, money: Money) -> dict[str, Any]:
-    per_day, by_call = calls_in(index_of(request), tenant, window)
+    index = index_of(request)
+    by_call = by_call_in(index, tenant, window)
     compute = _resources(request).days(tenant, window.first, window.last)
-    llm_by_day = {d: a for d, a in per_day}
+    llm_by_day = dict(per_day(index, tenant, window))
     trend = []
     llm_total = compute_total = Decimal(0)
     requests = 0
@@ -71,6 +84,10 @@ def _costs(request: Request, tenant: str, window: Window, money: Money) -> dict[
             for m, a in sorted(by_model.items())
         },
         "by_resource": {r: money.fmt(c) for r, c in sorted(by_resource.items())},
+        "by_project": {
+            p: {"cost": money.fmt(a.cost), "request_count": a.requests, "tokens": a.tokens}
+            for p, a in sorted(by_project_in(index, tenant, window).items())
+        },
         "daily_trend": trend,
     }
 
@@ -83,9 +100,9 @@ def _forecast(request: Request, tenant: str, money: Money, now: float | None = N
     """
     t = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     window = Window.last_days(14, t.timestamp())
-    per_day, _ = calls_in(index_of(request), tenant, window)
+    index = index_of(request)
     compute = _resources(request).days(tenant, window.first, window.last)
-    llm = {d: a.cost for d, a in per_day}
+    llm = {d: a.cost for d, a in per_day(index, tenant, window)}
     daily = [
         float(llm.get(d, 0) + sum(compute.get(d, {}).values(), Decimal(0)))
         for d in range(window.first, window.last + 1, DAY_S)
@@ -96,7 +113,7 @@ def _forecast(request: Request, tenant: str, money: Money, now: float | None = N
     sd = statistics.pstdev(observed) if len(observed) > 1 else 0.0
     cv = sd / avg if avg else 0.0
     month_first = datetime(t.year, t.month, 1, tzinfo=UTC).timestamp()
-    mtd_days, _ = calls_in(index_of(request), tenant, Window(int(month_first), window.last))
+    mtd_days = per_day(index, tenant, Window(int(month_first), window.last))
     mtd = float(sum((a.cost for _, a in mtd_days), Decimal(0)))
     mtd += float(
         sum(
@@ -171,7 +188,7 @@ async def workspace_optimization(
     assert tenant is not None
     money = money_of(request, currency)
     pricer = pricer_of(request)
-    _, by_call = calls_in(index_of(request), tenant, Window.last_days(30))
+    by_call = by_call_in(index_of(request), tenant, Window.last_days(30))
     per_model: dict[tuple[str, str], Agg] = {}
     for (p, m, _), a in by_call.items():
         per_model.setdefault((p, m), Agg()).merge(a)
@@ -243,11 +260,14 @@ async def workspace_stats(
     tenant = read_scope(request, workspace_id)
     assert tenant is not None
     money = money_of(request, currency)
-    per_day, by_call = calls_in(index_of(request), tenant, Window.last_days(days))
+    index = index_of(request)
+    window = Window.last_days(days)
+    days_sums = per_day(index, tenant, window)
+    by_call = by_call_in(index, tenant, window)
     total = Agg()
-    for _, a in per_day:
-        total.merge(a)
-    costs = sorted(per_day, key=lambda da: da[1].cost)
+    for _, a in days_sums:
+        total.merge(a, histogram=False)
+    costs = sorted(days_sums, key=lambda da: da[1].cost)
     per_op: dict[str, Agg] = {}
     for (_, _, op), a in by_call.items():
         per_op.setdefault(op, Agg()).merge(a)
@@ -279,15 +299,7 @@ async def execution_costs(
     """One execution (workflow) over the retained history: LLM calls plus compute resources."""
     scope = read_scope(request, tenant)
     money = money_of(request, currency)
-    index = index_of(request)
-    window = Window.last_days(_HISTORY_DAYS)
-    llm = Agg()
-    with index.lock:
-        for t in [scope] if scope is not None else index.tenant_ids():
-            for _, td in index.day_range(t, window.first, window.last):
-                a = td.by_workflow.get(execution_id)
-                if a is not None:
-                    llm.merge(a)
+    llm = workflow_total(index_of(request), scope, Window.last_days(_HISTORY_DAYS), execution_id)
     compute = _resources(request).workflow(scope, execution_id)
     comp_total = sum(compute.values(), Decimal(0))
     if not llm.requests and not compute:
