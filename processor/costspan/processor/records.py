@@ -21,6 +21,10 @@ __all__ = [
 RECORD_VERSION = 1
 
 
+#: ``CallRecord.source`` of a call logged over ``POST /api/usage/calls`` rather than emitted as a span.
+API_SOURCE: Final = "costspan-api"
+
+
 class TokenCounts(NamedTuple):
     """Usage in the semconv-inclusive meaning (input includes cache reads and writes; output reasoning)."""
 

@@ -31,7 +31,7 @@ from costspan.processor.budgets import (
 )
 from costspan.processor.budgets._model import Call
 from costspan.processor.dashboard import dashboard_router
-from costspan.processor.records import CallRecord
+from costspan.processor.records import API_SOURCE, CallRecord
 from costspan.processor.settings import Settings
 from costspan.processor.store import Store
 
@@ -57,7 +57,12 @@ def settle_records(book: BudgetBook, records: list[CallRecord]) -> None:
             model=r.model or None,
         )
         tokens = r.tokens.input + r.tokens.output
-        book.settle_call(call, r.cost_total, tokens, reservation_id=r.reservation_id or None)
+        if r.source == API_SOURCE and not r.reservation_id:
+            # logged over the API without the id its check answered: charge it, and never settle another
+            # in-flight call's reservation that merely shares its scope and model
+            book.record(call, r.cost_total, tokens)
+        else:
+            book.settle_call(call, r.cost_total, tokens, reservation_id=r.reservation_id or None)
 
 
 def _budget_view(book: BudgetBook) -> Any:

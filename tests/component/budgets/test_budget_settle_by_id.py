@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -138,3 +139,34 @@ def test_through_costspan_serve_the_record_settles_its_own_reservation(
     assert a[attr.GEN_AI_RESPONSE_MODEL] == ALIAS and a[attr.BUDGET_RESERVATION_ID]
     reserved, spent = reserved_and_spent(book)
     assert reserved == 0 and spent == Decimal(str(a[attr.COST_USD])) > 0
+
+
+def test_a_call_logged_over_the_api_settles_only_the_reservation_it_names(serve: tuple[str, BudgetBook]) -> None:
+    url, book = serve
+    book.put_budget(ACME_DAY)
+    check = {"tenant": "acme", "service": "api", "provider": "openai", "model": "gpt-4o", "input_tokens": 1000}
+    call = {
+        "provider": "openai",
+        "model": "gpt-4o",
+        "prompt_tokens": 1000,
+        "completion_tokens": 100,
+        "tenant_id": "acme",
+        "service": "api",
+    }
+    with httpx.Client(base_url=url, timeout=10) as http:
+        first = http.post("/v1/budgets/check", json={**check, "max_tokens": 500}).json()["reservation_id"]
+        # another in-flight call of the same scope and model, logged without its id: charged, pairs with nothing
+        logged = http.post("/api/usage/calls", json={**call, "call_id": "c-1"})
+        assert logged.status_code == 201, logged.text
+        assert book.open_reservations() == 1
+        reserved, spent = reserved_and_spent(book)
+        assert reserved > 0 and spent == Decimal("0.0035")  # 1000 x $2.50/M + 100 x $10/M
+        # the call that made the reservation names it, and settles exactly it
+        logged = http.post("/api/usage/calls", json={**call, "call_id": "c-2", "reservation_id": first})
+        assert logged.status_code == 201, logged.text
+        assert book.open_reservations() == 0
+        assert reserved_and_spent(book) == (Decimal(0), Decimal("0.0070"))
+        # a repeat of the same call_id is stored once and charged once
+        again = http.post("/api/usage/calls", json={**call, "call_id": "c-2", "reservation_id": first})
+        assert again.status_code == 201 and again.json()["duplicate"] is True
+        assert reserved_and_spent(book) == (Decimal(0), Decimal("0.0070"))

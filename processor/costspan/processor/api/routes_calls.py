@@ -24,7 +24,7 @@ from costspan.processor.api.index import DAY_S
 from costspan.processor.api.keys import Principal
 from costspan.processor.batch import prepare
 from costspan.processor.ledger import Ledger
-from costspan.processor.records import CallRecord, TokenCounts, record_from_json
+from costspan.processor.records import API_SOURCE, CallRecord, TokenCounts, record_from_json
 from costspan.processor.store import QueueFullError, Store
 
 __all__ = ["EXPORT_COLUMNS", "CallIn", "router"]
@@ -59,6 +59,11 @@ class CallIn(BaseModel):
     error_message: str = Field("", max_length=1000, description="stored as the error type's first 100 characters")
     timestamp: datetime | None = Field(None, description="when the call started (default: now)")
     call_id: str = Field("", max_length=200, description="idempotency key: the same call_id is stored once")
+    reservation_id: str = Field(
+        "",
+        max_length=200,
+        description="the reservation POST /v1/budgets/check answered for this call: the call settles exactly it",
+    )
 
 
 def _ids(tenant: str, call_id: str) -> tuple[str, str]:
@@ -99,7 +104,7 @@ def build_record(call: CallIn, tenant: str, request: Request) -> CallRecord:
         call.provider.lower(),
         call.model,
         call.operation_type,
-        "costspan-api",
+        API_SOURCE,
         tokens,
         False,
         "priced" if priced else "unpriced",
@@ -113,6 +118,7 @@ def build_record(call: CallIn, tenant: str, request: Request) -> CallRecord:
         breakdown.catalog_version,
         error,
         project=call.project_id,
+        reservation_id=call.reservation_id,
     )
     if not priced:
         return record
