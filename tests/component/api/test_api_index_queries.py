@@ -102,3 +102,34 @@ def test_late_calls_and_pruning_keep_series_exact() -> None:
     kept = Window(TODAY - 4 * DAY_S, TODAY)
     for name, agg in dim_in(index, None, everything, "user").items():
         assert agg.requests == sum(1 for r in records if r.user == name and _in(r, kept))
+
+
+@pytest.mark.parametrize("days", [3, 30])
+def test_top_names_follow_every_change_of_the_index(days: int) -> None:
+    records = _workload(4)
+    index = UsageIndex()
+    index.add_many(records)
+    window = Window.last_days(days, NOW)
+
+    def brute(rs: list[CallRecord]) -> list[tuple[str, int, Decimal]]:
+        sums: dict[str, tuple[int, Decimal]] = {}
+        for r in rs:
+            if _in(r, window):
+                n, c = sums.get(r.user, (0, Decimal(0)))
+                sums[r.user] = (n + 1, c + (r.cost_total or 0))
+        return sorted(((u, n, c) for u, (n, c) in sums.items()), key=lambda x: x[2], reverse=True)[:3]
+
+    def top() -> list[tuple[str, int, Decimal]]:
+        return [(name, a.requests, a.cost) for name, a in top_names(index, None, window, "user", 3)]
+
+    assert [c for _, _, c in top()] == [c for _, _, c in brute(records)]
+    assert top() == top()  # asked again (memoized when every call is in the window): the same answer
+    # a new call makes another user the most expensive: the next answer has it first, exactly
+    late = records[0]._replace(span_id="f" * 16, user="u-new", start_ns=TODAY * 10**9, cost_total=Decimal(100))
+    index.add(late)
+    assert top()[0] == ("u-new", 1, Decimal(100))
+    assert top() == brute([*records, late])[:1] + top()[1:]
+    # pruning everything but today: only today's calls count
+    index.prune(NOW, day_retention_days=1)
+    today = [r for r in [*records, late] if r.start_ns // 10**9 >= TODAY]
+    assert [c for _, _, c in top()] == [c for _, _, c in brute(today)]

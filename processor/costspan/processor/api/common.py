@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from operator import itemgetter
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, cast
 
 from fastapi import HTTPException, Query, Request
 
 from costspan.pricing import Pricer
+from costspan.processor.api.aggs import Series
 from costspan.processor.api.index import ALL, DAY_S, Agg, CallKey, UsageIndex
 
 __all__ = [
@@ -258,35 +260,88 @@ def dim_in(index: UsageIndex, tenant: str | None, window: Window, dim: str) -> d
 def top_names(index: UsageIndex, tenant: str | None, window: Window, dim: str, limit: int) -> list[tuple[str, Agg]]:
     """The ``limit`` users or workflows with the highest cost in a window, with their totals.
 
-    Ranks on (requests, cost) per name, one subtraction each; full sums for the top ones only.
+    Ties go to the name seen first. When every call is in the window (the usual dashboard question)
+    each name's cost is its running total, read without arithmetic, and the ranking is memoized
+    until the index changes; otherwise each name costs one subtraction.
     """
     first, last = window.first, window.last
-    costs: dict[str, Decimal] = {}
     with index.lock:
         tenants = _tenants(index, tenant)
+        whole = _all_in_window(index, tenants, first, last)
+        state = (index.records, index.generation)
+        memo_key = ("top_names", tenant, dim, limit)
+        memo = index.memo.get(memo_key)
+        if whole and memo is not None and memo[0] == state:
+            return _totals(index, tenants, dim, cast("list[str]", memo[1]), first, last)
+        costs: dict[str, Decimal] = {}
         for t in tenants:
-            for name, series in index.names(t, dim).items():
-                days = series.days
-                if not days or days[-1] < first or days[0] > last:
-                    continue  # no call in the window
-                if first <= days[0] and days[-1] <= last:  # every call in the window (the common case)
-                    cost = series.cum[-1].cost
-                else:
+            names = index.names(t, dim)
+            if whole:
+                part = {name: series.cum[-1].cost for name, series in names.items()}
+            else:
+                part = {}
+                for name, series in names.items():
                     n, cost = series.cost_between(first, last)
-                    if not n:
-                        continue
+                    if n:
+                        part[name] = cost
+            if costs.keys().isdisjoint(part):  # names unique to this tenant (the usual case)
+                costs.update(part)
+                continue
+            for name, cost in part.items():  # the same name under several tenants (admin view)
                 prev = costs.get(name)
                 costs[name] = cost if prev is None else prev + cost
-        top = sorted(costs.items(), key=itemgetter(1), reverse=True)[:limit]
-        out = []
-        for name, _ in top:
-            total = Agg()
-            for t in tenants:
-                found = index.names(t, dim).get(name)
-                if found is not None:
-                    total.merge(found.between(window.first, window.last), histogram=False)
-            out.append((name, total))
+        chosen = [name for name, _ in heapq.nlargest(limit, costs.items(), key=itemgetter(1))]
+        if whole:
+            index.memo[memo_key] = (state, chosen)
+        return _totals(index, tenants, dim, chosen, first, last)
+
+
+def _all_in_window(index: UsageIndex, tenants: list[str], first: int, last: int) -> bool:
+    """Whether every call of ``tenants`` falls in the days ``[first, last]``."""
+    for t in tenants:
+        days = index.days.get(t)
+        if days and not (first <= min(days) and max(days) <= last):
+            return False
+    return True
+
+
+def _totals(
+    index: UsageIndex, tenants: list[str], dim: str, chosen: list[str], first: int, last: int
+) -> list[tuple[str, Agg]]:
+    out = []
+    for name in chosen:
+        total = Agg()
+        for t in tenants:
+            found = index.names(t, dim).get(name)
+            if found is not None:
+                total.merge(found.between(first, last), histogram=False)
+        out.append((name, total))
     return out
+
+
+def _top_in_window(
+    bounds: dict[str, Decimal], owners: dict[str, list[dict[str, Series]]], first: int, last: int, limit: int
+) -> list[str]:
+    if limit <= 0:
+        return []
+    rank = {name: i for i, name in enumerate(bounds)}  # first seen first, for ties
+    best: list[tuple[Decimal, int, str]] = []  # min-heap of (cost, -rank, name): the worst kept on top
+    for name, bound in sorted(bounds.items(), key=itemgetter(1), reverse=True):
+        if len(best) == limit and bound < best[0][0]:
+            break  # no name from here on can reach the limit-th cost
+        requests, cost = 0, _ZERO
+        for names in owners[name]:
+            n, c = names[name].cost_between(first, last)
+            requests += n
+            cost += c
+        if not requests:
+            continue  # no call in the window
+        item = (cost, -rank[name], name)
+        if len(best) < limit:
+            heapq.heappush(best, item)
+        elif item > best[0]:
+            heapq.heapreplace(best, item)
+    return [name for _, _, name in sorted(best, reverse=True)]
 
 
 def workflow_days(index: UsageIndex, tenant: str | None, window: Window, workflow: str) -> dict[int, Agg]:

@@ -95,6 +95,11 @@ class UsageIndex:
         self.session_last: dict[str, dict[str, int]] = {}  # tenant -> session -> last day it was counted
         self.multi_day: dict[str, dict[str, int]] = {}  # tenant -> sessions counted on 2+ days -> last day
         self.records = 0
+        #: Bumped whenever sums change other than by adding a record (pruning, a snapshot load); with
+        #: ``records`` it tells a reader whether anything changed since it last looked.
+        self.generation = 0
+        #: Readers' memos, valid while ``(records, generation)`` is unchanged (read and written under ``lock``).
+        self.memo: dict[tuple[object, ...], tuple[tuple[int, int], object]] = {}
         self.max_sessions_per_day = max_sessions_per_day
         self.ledger_dir = ledger_dir
         self._ledger = Ledger(ledger_dir, fsync="never") if ledger_dir is not None else None
@@ -276,6 +281,7 @@ class UsageIndex:
         hour_cut = now_s - hour_retention_days * DAY_S
         dropped = 0
         with self.lock:
+            self.generation += 1
             for flat, nested, cut in ((self._flat_days, self.days, day_cut), (self._flat_hours, self.hours, hour_cut)):
                 for who, start in [k for k in flat if k[1] < cut]:
                     del flat[who, start]
@@ -296,6 +302,7 @@ class UsageIndex:
     def rebuild_views(self) -> None:
         """Rebuild the flat views after the nested dicts were filled directly (a snapshot load)."""
         with self.lock:
+            self.generation += 1
             self._flat_days = {(who, d): td for who, per in self.days.items() for d, td in per.items()}
             self._flat_hours = {(who, h): by for who, per in self.hours.items() for h, by in per.items()}
 
