@@ -8,8 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from costspan.processor.api.common import Window, dim_in, per_day, sessions_in, top_names, workflow_days
+from costspan.processor.api.common import Window, per_day
 from costspan.processor.api.index import DAY_S, UsageIndex
+from costspan.processor.api.names import dim_in, sessions_in, top_names, workflow_days
 from costspan.processor.records import CallRecord, TokenCounts
 
 NOW = int(time.time())

@@ -2,44 +2,36 @@
 
 from __future__ import annotations
 
-import heapq
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from operator import itemgetter
-from typing import Annotated, Any, Final, cast
+from typing import Annotated, Any, Final
 
 from fastapi import HTTPException, Query, Request
 
 from costspan.pricing import Pricer
-from costspan.processor.api.aggs import Series
 from costspan.processor.api.index import ALL, DAY_S, Agg, CallKey, UsageIndex
 
 __all__ = [
     "CurrencyParam",
     "DaysParam",
     "Money",
-    "Sessions",
     "Window",
     "by_call_in",
     "by_project_in",
     "by_provider_in",
     "calls_in",
     "day_iso",
-    "dim_in",
     "index_of",
     "money_of",
     "per_day",
     "pricer_of",
     "ratio",
-    "sessions_in",
     "sum_aggs",
     "tenant_key",
-    "top_names",
-    "workflow_days",
-    "workflow_total",
+    "tenants_of",
 ]
 
 _Q: Final = Decimal("0.00000001")
@@ -189,7 +181,7 @@ def by_provider_in(
     out: dict[str, Agg] = {}
     with index.lock:
         if project is not None:
-            for t in _tenants(index, tenant):
+            for t in tenants_of(index, tenant):
                 for _, td in index.day_range(t, window.first, window.last):
                     for (proj, p), agg in td.by_project.items():
                         if proj == project and (provider is None or p == provider):
@@ -236,184 +228,8 @@ def sum_aggs(aggs: Iterable[Agg], *, histogram: bool = False) -> Agg:
     return out
 
 
-def _tenants(index: UsageIndex, tenant: str | None) -> list[str]:
+def tenants_of(index: UsageIndex, tenant: str | None) -> list[str]:
     return [tenant] if tenant is not None else index.tenant_ids()
-
-
-def dim_in(index: UsageIndex, tenant: str | None, window: Window, dim: str) -> dict[str, Agg]:
-    """Totals per user or workflow (``dim``) of one tenant in a window (None: every tenant), O(names)."""
-    out: dict[str, Agg] = {}
-    with index.lock:
-        for t in _tenants(index, tenant):
-            for name, series in index.names(t, dim).items():
-                agg = series.between(window.first, window.last)
-                if not agg.requests:
-                    continue
-                into = out.get(name)
-                if into is None:
-                    out[name] = agg
-                else:
-                    into.merge(agg, histogram=False)
-    return out
-
-
-def top_names(index: UsageIndex, tenant: str | None, window: Window, dim: str, limit: int) -> list[tuple[str, Agg]]:
-    """The ``limit`` users or workflows with the highest cost in a window, with their totals.
-
-    Ties go to the name seen first. When every call is in the window (the usual dashboard question)
-    each name's cost is its running total, read without arithmetic, and the ranking is memoized
-    until the index changes; otherwise each name costs one subtraction.
-    """
-    first, last = window.first, window.last
-    with index.lock:
-        tenants = _tenants(index, tenant)
-        whole = _all_in_window(index, tenants, first, last)
-        state = (index.records, index.generation)
-        memo_key = ("top_names", tenant, dim, limit)
-        memo = index.memo.get(memo_key)
-        if whole and memo is not None and memo[0] == state:
-            return _totals(index, tenants, dim, cast("list[str]", memo[1]), first, last)
-        costs: dict[str, Decimal] = {}
-        for t in tenants:
-            names = index.names(t, dim)
-            if whole:
-                part = {name: series.cum[-1].cost for name, series in names.items()}
-            else:
-                part = {}
-                for name, series in names.items():
-                    n, cost = series.cost_between(first, last)
-                    if n:
-                        part[name] = cost
-            if costs.keys().isdisjoint(part):  # names unique to this tenant (the usual case)
-                costs.update(part)
-                continue
-            for name, cost in part.items():  # the same name under several tenants (admin view)
-                prev = costs.get(name)
-                costs[name] = cost if prev is None else prev + cost
-        chosen = [name for name, _ in heapq.nlargest(limit, costs.items(), key=itemgetter(1))]
-        if whole:
-            index.memo[memo_key] = (state, chosen)
-        return _totals(index, tenants, dim, chosen, first, last)
-
-
-def _all_in_window(index: UsageIndex, tenants: list[str], first: int, last: int) -> bool:
-    """Whether every call of ``tenants`` falls in the days ``[first, last]``."""
-    for t in tenants:
-        days = index.days.get(t)
-        if days and not (first <= min(days) and max(days) <= last):
-            return False
-    return True
-
-
-def _totals(
-    index: UsageIndex, tenants: list[str], dim: str, chosen: list[str], first: int, last: int
-) -> list[tuple[str, Agg]]:
-    out = []
-    for name in chosen:
-        total = Agg()
-        for t in tenants:
-            found = index.names(t, dim).get(name)
-            if found is not None:
-                total.merge(found.between(first, last), histogram=False)
-        out.append((name, total))
-    return out
-
-
-def _top_in_window(
-    bounds: dict[str, Decimal], owners: dict[str, list[dict[str, Series]]], first: int, last: int, limit: int
-) -> list[str]:
-    if limit <= 0:
-        return []
-    rank = {name: i for i, name in enumerate(bounds)}  # first seen first, for ties
-    best: list[tuple[Decimal, int, str]] = []  # min-heap of (cost, -rank, name): the worst kept on top
-    for name, bound in sorted(bounds.items(), key=itemgetter(1), reverse=True):
-        if len(best) == limit and bound < best[0][0]:
-            break  # no name from here on can reach the limit-th cost
-        requests, cost = 0, _ZERO
-        for names in owners[name]:
-            n, c = names[name].cost_between(first, last)
-            requests += n
-            cost += c
-        if not requests:
-            continue  # no call in the window
-        item = (cost, -rank[name], name)
-        if len(best) < limit:
-            heapq.heappush(best, item)
-        elif item > best[0]:
-            heapq.heapreplace(best, item)
-    return [name for _, _, name in sorted(best, reverse=True)]
-
-
-def workflow_days(index: UsageIndex, tenant: str | None, window: Window, workflow: str) -> dict[int, Agg]:
-    """Per-day totals of one workflow (every tenant's of that id when ``tenant`` is None)."""
-    out: dict[int, Agg] = {}
-    with index.lock:
-        for t in _tenants(index, tenant):
-            series = index.names(t, "workflow").get(workflow)
-            if series is not None:
-                for day, agg in series.per_day(window.first, window.last):
-                    out.setdefault(day, Agg()).merge(agg, histogram=False)
-    return out
-
-
-def workflow_total(index: UsageIndex, tenant: str | None, window: Window, workflow: str) -> Agg:
-    total = Agg()
-    with index.lock:
-        for t in _tenants(index, tenant):
-            series = index.names(t, "workflow").get(workflow)
-            if series is not None:
-                total.merge(series.between(window.first, window.last), histogram=False)
-    return total
-
-
-@dataclass(frozen=True, slots=True)
-class Sessions:
-    count: int
-    calls: int
-    cost: Decimal
-    top: list[tuple[str, str, Agg]]  # (tenant, session, sums in the window)
-
-
-def sessions_in(index: UsageIndex, tenant: str | None, window: Window, limit: int) -> Sessions:
-    """Sessions of one tenant (or of each tenant: a session belongs to its tenant) in a window: how
-    many, their calls and cost, and the ``limit`` most expensive ones.
-
-    O(days + multi-day sessions + days × limit): counts and sums come from the per-day session
-    totals; a session seen on several days (kept in ``multi_day``) is counted once. The most
-    expensive sessions are among each day's most expensive plus the multi-day ones (a one-day
-    session's window cost is its day's cost), so only those are summed exactly.
-    """
-    count = calls = 0
-    cost = _ZERO
-    sums: list[tuple[str, str, Agg]] = []
-    with index.lock:
-        for t in _tenants(index, tenant):
-            days = index.day_range(t, window.first, window.last)
-            for _, td in days:
-                count += len(td.by_session)
-                calls += td.sessions.requests
-                cost += td.sessions.cost
-            multi = [s for s, last in index.multi_day.get(t, {}).items() if last >= window.first]
-            for s in multi:
-                seen = sum(1 for _, td in days if s in td.by_session)
-                if seen > 1:
-                    count -= seen - 1
-            candidates: dict[str, None] = {}
-            for _, td in days:
-                for name in td.top_sessions(limit):
-                    candidates[name] = None
-            for s in multi:
-                candidates[s] = None
-            for name in candidates:
-                total = Agg()
-                for _, td in days:
-                    found = td.by_session.get(name)
-                    if found is not None:
-                        total.merge(found, histogram=False)
-                if total.requests:
-                    sums.append((t, name, total))
-    sums.sort(key=lambda e: e[2].cost, reverse=True)
-    return Sessions(count, calls, cost, sums[:limit])
 
 
 def agg_json(a: Agg, money: Money, at: float | None = None) -> dict[str, Any]:

@@ -19,10 +19,9 @@ from costspan.processor.api.common import (
     index_of,
     money_of,
     ratio,
-    sessions_in,
-    top_names,
 )
 from costspan.processor.api.index import Agg
+from costspan.processor.api.names import sessions_in, top_names
 
 __all__ = ["router"]
 

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from costspan.processor.api.auth import read_scope
-from costspan.processor.api.common import Window, by_call_in, day_iso, index_of, per_day, tenant_key, top_names
+from costspan.processor.api.common import Window, by_call_in, day_iso, index_of, per_day, tenant_key
 from costspan.processor.api.index import DAY_S, Agg
+from costspan.processor.api.names import top_names
 
 __all__ = ["router"]
 

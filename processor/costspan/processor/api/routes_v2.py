@@ -22,9 +22,9 @@ from costspan.processor.api.common import (
     pricer_of,
     sum_aggs,
     tenant_key,
-    workflow_days,
 )
 from costspan.processor.api.index import Agg
+from costspan.processor.api.names import workflow_days
 
 __all__ = ["COMPLEXITY_DEFAULTS", "ESTIMATE_MODELS", "router"]
 

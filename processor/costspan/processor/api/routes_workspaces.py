@@ -27,10 +27,10 @@ from costspan.processor.api.common import (
     money_of,
     per_day,
     pricer_of,
-    workflow_total,
 )
 from costspan.processor.api.index import DAY_S, Agg
 from costspan.processor.api.keys import Principal
+from costspan.processor.api.names import workflow_total
 from costspan.processor.api.resources import RESOURCE_KINDS, ResourceEntry, ResourceLog
 
 __all__ = ["SMALL_MODELS", "ResourceUsageIn", "router"]

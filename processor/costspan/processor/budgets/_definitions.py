@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costspan.processor.budgets._journal import AuditLog
 from costspan.processor.budgets._model import Budget, BudgetSpec, parse_budget
@@ -24,11 +24,10 @@ class BudgetDefinitions:
     _state: BudgetState
     _audit: AuditLog
 
-    def _commit(self, event: list[Any]) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by BudgetBook
 
-    def _forget_matches(self) -> None:
-        raise NotImplementedError
+        def _commit(self, event: list[Any]) -> None: ...
+        def _forget_matches(self) -> None: ...
 
     def put_budget(self, spec: Budget | BudgetSpec | Mapping[str, Any], *, actor: str = "system") -> Budget:
         """Create or replace a budget (validated; raises ``InvalidBudgetError``); audited."""

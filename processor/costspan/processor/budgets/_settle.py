@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costspan.processor.budgets._alerts import Alert, AlertBoard, SpikeDetector, spikes, threshold_alert
 from costspan.processor.budgets._journal import Journal
@@ -31,17 +31,12 @@ class BudgetSettlement:
     _snapshot_seq: int
     _snapshot_every: int
 
-    def _commit(self, event: list[Any]) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by BudgetBook
 
-    def _roll(self, budget: Budget, key: str, values: tuple[str, ...], now: float) -> Counter:
-        raise NotImplementedError
-
-    def _counters(self, dims: tuple[str | None, ...], now: float) -> tuple[Counter, ...]:
-        raise NotImplementedError
-
-    def _snapshot_locked(self) -> None:
-        raise NotImplementedError
+        def _commit(self, event: list[Any]) -> None: ...
+        def _roll(self, budget: Budget, key: str, values: tuple[str, ...], now: float) -> Counter: ...
+        def _counters(self, dims: tuple[str | None, ...], now: float) -> tuple[Counter, ...]: ...
+        def _snapshot_locked(self) -> None: ...
 
     def settle(
         self,
