@@ -170,3 +170,9 @@ def test_a_call_logged_over_the_api_settles_only_the_reservation_it_names(serve:
         again = http.post("/api/usage/calls", json={**call, "call_id": "c-2", "reservation_id": first})
         assert again.status_code == 201 and again.json()["duplicate"] is True
         assert reserved_and_spent(book) == (Decimal(0), Decimal("0.0070"))
+
+
+def test_costspan_serve_watches_every_stored_call_for_cost_spikes(serve: tuple[str, BudgetBook]) -> None:
+    _, book = serve
+    detector = book.spike_detector
+    assert detector is not None and detector.factor == Decimal(3)

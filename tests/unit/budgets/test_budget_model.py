@@ -187,3 +187,22 @@ def test_money_is_plain_digits(value: str, text: str) -> None:
     from costspan.processor.budgets._model import money
 
     assert money(Decimal(value)) == text
+
+
+def test_cost_spike_detection_is_on_by_default_and_set_from_env(caplog: pytest.LogCaptureFixture) -> None:
+    from costspan.processor.budgets import BudgetBook, apply_env
+
+    default = budgets_from_env({}).spikes
+    assert default is not None
+    assert (default.factor, default.baseline_hours, default.min_spend) == (Decimal(3), 24, Decimal(1))
+    tuned = budgets_from_env(
+        {"COSTSPAN_SPIKE_FACTOR": "5", "COSTSPAN_SPIKE_BASELINE_HOURS": "0", "COSTSPAN_SPIKE_MIN_USD": "0.25"}
+    ).spikes
+    assert tuned is not None
+    # the bad baseline is refused with a message naming it; the good values still apply
+    assert (tuned.factor, tuned.baseline_hours, tuned.min_spend) == (Decimal(5), 24, Decimal("0.25"))
+    assert "COSTSPAN_SPIKE_BASELINE_HOURS" in caplog.text
+    assert budgets_from_env({"COSTSPAN_SPIKE_DETECTION": "off"}).spikes is None
+    book = BudgetBook()
+    apply_env(book, budgets_from_env({"COSTSPAN_SPIKE_FACTOR": "4"}))
+    assert book.spike_detector is not None and book.spike_detector.factor == Decimal(4)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from costspan.processor.budgets._alerts import WebhookNotifier
+from costspan.processor.budgets._alerts import SpikeDetector, WebhookNotifier
 from costspan.processor.budgets._book import BudgetBook
 from costspan.processor.budgets._model import EACH, Budget, Period, parse_budget
 
@@ -25,6 +25,13 @@ LIMIT_VARIABLES: dict[str, tuple[str, dict[str, str], Period]] = {
     "TENANT_MONTHLY_LIMIT": ("env-tenant-monthly", {"tenant": EACH}, Period.MONTH),
 }
 TIMEZONE_VARIABLE = "COSTSPAN_BUDGET_TIMEZONE"
+#: Cost-spike detection (on by default): the switch, and the rule's settings (see docs/budgets.md).
+SPIKE_VARIABLES = (
+    "COSTSPAN_SPIKE_DETECTION",
+    "COSTSPAN_SPIKE_FACTOR",
+    "COSTSPAN_SPIKE_BASELINE_HOURS",
+    "COSTSPAN_SPIKE_MIN_USD",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +39,7 @@ class BudgetEnv:
     enabled: bool  # COST_TRACKING_ENABLED (default true)
     webhook_url: str | None  # ALERT_WEBHOOK_URL
     budgets: tuple[Budget, ...]  # hard USD budgets; TENANT_* ones count each tenant separately
+    spikes: SpikeDetector | None = None  # COSTSPAN_SPIKE_* (None: detection off)
 
 
 def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -72,7 +80,32 @@ def budgets_from_env(environ: Mapping[str, str] | None = None) -> BudgetEnv:
         except (InvalidOperation, ValueError) as exc:
             logger.warning("ignoring %s=%r: %s", name, raw, exc)
     url = env.get("ALERT_WEBHOOK_URL", "").strip() or None
-    return BudgetEnv(_flag(env, "COST_TRACKING_ENABLED", True), url, tuple(budgets))
+    return BudgetEnv(_flag(env, "COST_TRACKING_ENABLED", True), url, tuple(budgets), _spikes_from_env(env))
+
+
+def _spikes_from_env(env: Mapping[str, str]) -> SpikeDetector | None:
+    """The cost-spike detector the variables describe; a bad value is logged and the default kept."""
+    switch, factor_var, hours_var, spend_var = SPIKE_VARIABLES
+    if not _flag(env, switch, True):
+        return None
+    options: dict[str, Any] = {}
+    for name, key, kind in (
+        (factor_var, "factor", Decimal),
+        (hours_var, "baseline_hours", int),
+        (spend_var, "min_spend_usd", Decimal),
+    ):
+        raw = env.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            value: Any = kind(raw)
+            alone: dict[str, Any] = {key: value}
+            SpikeDetector(**alone)  # validated alone, so one bad value does not drop the others
+        except (InvalidOperation, ValueError) as exc:
+            logger.warning("ignoring %s=%r: %s", name, raw, exc)
+            continue
+        options[key] = value
+    return SpikeDetector(**options)
 
 
 def apply_env(book: BudgetBook, env: BudgetEnv, **webhook_options: Any) -> WebhookNotifier | None:
@@ -81,6 +114,8 @@ def apply_env(book: BudgetBook, env: BudgetEnv, **webhook_options: Any) -> Webho
     Returns the started :class:`WebhookNotifier` (the caller shuts it down), or None without a URL.
     """
     book.enabled = env.enabled
+    if book.spike_detector is None:
+        book.spike_detector = env.spikes
     for budget in env.budgets:
         book.put_budget(budget, actor="env")
     if env.webhook_url is None:
