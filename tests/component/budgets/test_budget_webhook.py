@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -165,3 +166,46 @@ def test_spike_rule_is_configurable() -> None:
     quiet = SpikeDetector(factor=Decimal(100), min_history_hours=1, min_spend_usd=Decimal(0))
     assert quiet.observe("tenant=a", 0, Decimal(1)) is None
     assert quiet.observe("tenant=a", 3600, Decimal(2)) is None  # 2 < 100 x 1
+
+
+def test_spike_rule_sees_late_calls_in_the_baseline() -> None:
+    """The baseline is remembered per hour; a late call for an earlier hour must change it."""
+    detector = SpikeDetector(factor=Decimal(3), min_history_hours=2, min_spend_usd=Decimal(0))
+    for hour in range(3):
+        assert detector.observe("tenant=a", hour * 3600, Decimal(1)) is None
+    assert detector.observe("tenant=a", 3 * 3600, Decimal("2.5")) is None  # baseline 1: 2.5 < 3
+    assert detector.observe("tenant=a", 1 * 3600, Decimal(3)) is None  # late: hour 1 now holds 4
+    # baseline (1 + 4 + 1) / 3 = 2, so 5.5 < 6 is no spike; with the stale baseline of 1 it would be
+    assert detector.observe("tenant=a", 3 * 3600, Decimal(3)) is None
+    alert = detector.observe("tenant=a", 3 * 3600, Decimal("0.5"))  # 6 >= 3 x 2
+    assert alert is not None and alert.spent == 6 and alert.details["baseline_hourly_usd"] == "2.000000"
+
+
+def test_spike_rule_matches_its_definition_on_random_spend() -> None:
+    """Random spend with late calls against the rule written out plainly (as in docs/budgets.md)."""
+    rng = random.Random(7)
+    detector = SpikeDetector(factor=Decimal(2), baseline_hours=6, min_history_hours=2, min_spend_usd=Decimal(1))
+    spend: dict[int, Decimal] = {}
+    first: int | None = None
+    fired: set[int] = set()
+    now = 0
+    for _ in range(3000):
+        now += rng.randrange(0, 900)
+        late = rng.random() < 0.1
+        hour = (now // 3600) - (rng.randrange(1, 4) if late else 0)
+        usd = Decimal(rng.randrange(0, 300)) / 100
+        first = hour if first is None else first
+        if hour not in spend:  # the rule keeps only the hours its baseline can use
+            spend = {h: v for h, v in spend.items() if h >= hour - 6}
+        spend[hour] = spend.get(hour, Decimal(0)) + usd
+        history = [spend.get(h, Decimal(0)) for h in range(max(first, hour - 6), hour)]
+        expected = (
+            hour not in fired
+            and len(history) >= 2
+            and spend[hour] >= 1
+            and spend[hour] >= 2 * (sum(history, Decimal(0)) / len(history))
+        )
+        alert = detector.observe("tenant=a", hour * 3600 + 1, usd)
+        assert (alert is not None) == expected
+        if expected:  # fired hours are remembered for the hour after them
+            fired = {h for h in fired if h >= hour - 1} | {hour}

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from costspan.processor.budgets._model import money
 from costspan.processor.budgets._periods import as_datetime
@@ -188,6 +188,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_ZERO: Final = Decimal(0)
+
+
 class SpikeDetector:
     """Flags an hour whose spend is far above the recent hourly baseline of the same tenant or service.
 
@@ -216,6 +219,8 @@ class SpikeDetector:
         self._hours: dict[str, dict[int, Decimal]] = {}
         self._first: dict[str, int] = {}
         self._fired: set[tuple[str, int]] = set()
+        #: key -> (hour, mean spend of the hours before it); None while there is too little history
+        self._baselines: dict[str, tuple[int, Decimal | None]] = {}
 
     def observe(self, key: str, at: float, usd: Decimal) -> Alert | None:
         """Add spend for ``key`` (``"tenant=acme"``) at epoch ``at``; an alert if the hour now spikes."""
@@ -226,15 +231,27 @@ class SpikeDetector:
                 return None
             buckets = self._hours[key] = {}
             self._first[key] = hour
-        buckets[hour] = buckets.get(hour, Decimal(0)) + usd
-        for old in [h for h in buckets if h < hour - self.baseline_hours]:
-            del buckets[old]
-        history = [buckets.get(h, Decimal(0)) for h in range(max(self._first[key], hour - self.baseline_hours), hour)]
-        if len(history) < self.min_history_hours or (key, hour) in self._fired:
+        previous = buckets.get(hour)
+        if previous is None:  # a new hour for this key: forget the hours the baseline no longer uses
+            for old in [h for h in buckets if h < hour - self.baseline_hours]:
+                del buckets[old]
+            current = buckets[hour] = usd
+        else:
+            current = buckets[hour] = previous + usd
+        memo = self._baselines.get(key)
+        if memo is not None and memo[0] != hour:  # another hour's baseline, or one a late call changed
+            memo = None
+            del self._baselines[key]
+        # the cheap tests first: this runs for every stored call, under the tenant and the service
+        if current < self.min_spend or (key, hour) in self._fired:
             return None
-        baseline = sum(history, Decimal(0)) / len(history)
-        current = buckets[hour]
-        if current < self.min_spend or current < self.factor * baseline:
+        if memo is not None:
+            baseline = memo[1]
+        else:
+            history = [buckets.get(h, _ZERO) for h in range(max(self._first[key], hour - self.baseline_hours), hour)]
+            baseline = sum(history, _ZERO) / len(history) if len(history) >= self.min_history_hours else None
+            self._baselines[key] = (hour, baseline)
+        if baseline is None or current < self.factor * baseline:
             return None
         self._fired = {f for f in self._fired if f[1] >= hour - 1}
         self._fired.add((key, hour))
