@@ -14,7 +14,7 @@ from typing import Any, Final
 from costspan.processor.ledger import Position
 from costspan.processor.rollups import Rollups
 
-__all__ = ["Snapshot", "SnapshotStore"]
+__all__ = ["Snapshot", "SnapshotStore", "read_checked", "write_checked"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,19 +54,9 @@ class SnapshotStore:
         body = json.dumps(
             {"position": [position.segment, position.offset], "rollups": rollups_json}, separators=(",", ":")
         ).encode()
-        data = json.dumps({"format": _FORMAT, "crc32": zlib.crc32(body)}).encode() + b"\n" + body
-        final = self.directory / f"snapshot-{position.segment:08d}-{position.offset:012d}.json"
-        temp = final.with_suffix(".tmp")
-        with temp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, final)
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        final = write_checked(
+            self.directory / f"snapshot-{position.segment:08d}-{position.offset:012d}.json", _FORMAT, body
+        )
         for _, path in self._existing()[self.keep :]:
             path.unlink(missing_ok=True)
         return final
@@ -75,12 +65,7 @@ class SnapshotStore:
         """The newest snapshot that passes its checksum; corrupt ones are reported and skipped."""
         for position, path in self._existing():
             try:
-                raw = path.read_bytes()
-                header_raw, body = raw.split(b"\n", 1)
-                header = json.loads(header_raw)
-                if header.get("format") != _FORMAT or header.get("crc32") != zlib.crc32(body):
-                    raise ValueError("checksum or format mismatch")
-                data = json.loads(body)
+                data = json.loads(read_checked(path, _FORMAT))
                 stored = Position(int(data["position"][0]), int(data["position"][1]))
                 if stored != position:
                     raise ValueError("position does not match the file name")
@@ -91,3 +76,31 @@ class SnapshotStore:
                 continue
             return Snapshot(position, rollups)
         return None
+
+
+def write_checked(final: Path, file_format: int, body: bytes) -> Path:
+    """Write ``body`` under a header line (format, CRC-32) atomically: temp file, fsync, rename, fsync
+    of the directory. The directory must exist."""
+    data = json.dumps({"format": file_format, "crc32": zlib.crc32(body)}).encode() + b"\n" + body
+    temp = final.with_suffix(".tmp")
+    with temp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(temp, final)
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return final
+
+
+def read_checked(path: Path, file_format: int) -> bytes:
+    """The body of a file :func:`write_checked` wrote; ``ValueError`` if its format or checksum is wrong."""
+    raw = path.read_bytes()
+    header_raw, body = raw.split(b"\n", 1)
+    header = json.loads(header_raw)
+    if not isinstance(header, dict) or header.get("format") != file_format or header.get("crc32") != zlib.crc32(body):
+        raise ValueError("checksum or format mismatch")
+    return body

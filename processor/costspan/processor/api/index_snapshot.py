@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -25,6 +23,7 @@ from typing import Any, Final
 from costspan.processor.api.aggs import Agg, Series
 from costspan.processor.api.index import TenantDay, UsageIndex
 from costspan.processor.ledger import Position
+from costspan.processor.snapshots import read_checked, write_checked
 
 __all__ = ["IndexSnapshots", "LoadResult"]
 
@@ -131,19 +130,9 @@ class IndexSnapshots:
         if position is None:
             return None
         self.directory.mkdir(parents=True, exist_ok=True)
-        data = json.dumps({"format": _FORMAT, "crc32": zlib.crc32(body)}).encode() + b"\n" + body
-        final = self.directory / f"index-{position.segment:08d}-{position.offset:012d}.json"
-        temp = final.with_suffix(".tmp")
-        with temp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, final)
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        final = write_checked(
+            self.directory / f"index-{position.segment:08d}-{position.offset:012d}.json", _FORMAT, body
+        )
         for _, path in self.existing()[self.keep :]:
             path.unlink(missing_ok=True)
         return final
@@ -154,12 +143,7 @@ class IndexSnapshots:
         t0 = time.perf_counter()
         for position, path in self.existing():
             try:
-                raw = path.read_bytes()
-                header_raw, body = raw.split(b"\n", 1)
-                header = json.loads(header_raw)
-                if header.get("format") != _FORMAT or header.get("crc32") != zlib.crc32(body):
-                    raise ValueError("checksum or format mismatch")
-                data = json.loads(body)
+                data = json.loads(read_checked(path, _FORMAT))
                 stored = data["position"]
                 if Position(int(stored[0]), int(stored[1])) != position:
                     raise ValueError("position does not match the file name")
