@@ -21,6 +21,7 @@ from costspan.processor.api.auth import principal_of, require_admin, require_ing
 from costspan.processor.api.keys import KeyStore
 from costspan.processor.api.mount import include_usage_api
 from costspan.processor.app import create_app
+from costspan.processor.batch import Committed
 from costspan.processor.budgets import (
     BudgetBook,
     BudgetCheckEndpoint,
@@ -35,7 +36,7 @@ from costspan.processor.records import API_SOURCE, CallRecord
 from costspan.processor.settings import Settings
 from costspan.processor.store import Store
 
-__all__ = ["build_server_app", "settle_records"]
+__all__ = ["build_server_app", "settle_committed", "settle_records"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,33 @@ def settle_records(book: BudgetBook, records: list[CallRecord]) -> None:
             book.record(call, r.cost_total, tokens)
         else:
             book.settle_call(call, r.cost_total, tokens, reservation_id=r.reservation_id or None)
+
+
+def settle_committed(book: BudgetBook, committed: Committed) -> None:
+    """:func:`settle_records` over the calls' sums: the calls of one scope and model that settle no
+    reservation (none is open for them, or they were logged over the API without an id) are charged
+    in one step; a call carrying a reservation id settles it; the rest go one by one."""
+    if not book.enabled:
+        return
+    for batch, sums in committed.sums():
+        for d, s in sums.items():
+            call = Call(
+                tenant=d.tenant or None,
+                service=d.service or None,
+                workflow=d.workflow or None,
+                user=d.user or None,
+                project=d.project or None,
+                provider=d.provider or None,
+                model=d.model or None,
+            )
+            n = s.agg.requests
+            tokens = s.agg.input_tokens + s.agg.output_tokens
+            if d.api_unreserved:
+                book.record(call, s.cost, tokens, requests=n)
+            elif d.reservation_id:
+                book.settle_call(call, s.cost, tokens, requests=n, reservation_id=d.reservation_id)
+            elif not book.record_unreserved(call, s.cost, tokens, n):
+                settle_records(book, committed.rows(batch, s.rows))
 
 
 def _budget_view(book: BudgetBook) -> Any:
@@ -109,7 +137,7 @@ def build_server_app(
         book = BudgetBook(data_dir=settings.data_dir / "budgets")
     notifier = apply_env(book, budgets_from_env())
     metrics.register(BudgetCollector(book, notifier))
-    store.add_commit_listener(lambda records: settle_records(book, records))
+    store.add_sums_listener(lambda committed: settle_committed(book, committed))
     app.state.budget_book = book
     app.include_router(budget_router(book, notifier=notifier, dependencies=[Depends(_check_access)]))
     # the pre-call check answered before FastAPI routes it (same JSON; the auth _check_access gives that

@@ -7,6 +7,7 @@ that does not fit raises :class:`QueueFullError` (the receiver answers 503), it 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -16,14 +17,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from costspan.processor.batch import PreparedBatch, call_key, prepare, records_of
+from costspan.processor.batch import Committed, PreparedBatch, call_key, prepare, records_of
 from costspan.processor.dedupe import Deduplicator
 from costspan.processor.ledger import FsyncPolicy, Ledger, Position
 from costspan.processor.records import CallRecord, record_from_json
 from costspan.processor.rollups import GRANULARITIES, Rollups, Totals, group_records, subtract_groups
 from costspan.processor.snapshots import SnapshotStore
 
-__all__ = ["IngestResult", "QueueFullError", "Store", "StoreConfig"]
+__all__ = ["Committed", "IngestResult", "QueueFullError", "Store", "StoreConfig"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class Store:
         self._last_retention = 0.0
         self.started = False
         self._listeners: list[Callable[[list[CallRecord]], None]] = []
+        self._sum_listeners: list[Callable[[Committed], None]] = []
 
     # --- life cycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -274,8 +276,8 @@ class Store:
                 self.counters["stored_records"] += result.stored
                 self.counters["duplicate_spans"] += result.duplicate_spans
                 self.counters["duplicate_calls"] += result.duplicate_calls
-        if self._listeners:
-            self._notify(committed)
+        if self._listeners or self._sum_listeners:
+            self._notify(Committed(committed, self.ledger.position))
         for (_, future), result in zip(batches, results, strict=True):
             future.set_result(result)
 
@@ -285,13 +287,21 @@ class Store:
         Not called for records replayed at start-up. A listener's error is logged, counted, survived."""
         self._listeners.append(listener)
 
-    def _notify(self, committed: list[tuple[PreparedBatch, list[int]]]) -> None:
-        records = [r for batch, kept in committed if kept for r in records_of(batch, kept)]
-        if not records:
+    def add_sums_listener(self, listener: Callable[[Committed], None]) -> None:
+        """Like :meth:`add_commit_listener`, but ``listener(committed)`` gets a :class:`Committed`:
+        the calls summed by dimensions (cheap to fold), the records only if it asks for them."""
+        self._sum_listeners.append(listener)
+
+    def _notify(self, committed: Committed) -> None:
+        if not committed:
             return
-        for listener in self._listeners:
+        calls: list[Callable[[], None]] = [functools.partial(f, committed) for f in self._sum_listeners]
+        if self._listeners:
+            records = committed.records()
+            calls += [functools.partial(f, records) for f in self._listeners]
+        for call in calls:
             try:
-                listener(records)
+                call()
             except Exception:
                 with self.lock:
                     self.errors["listener"] += 1

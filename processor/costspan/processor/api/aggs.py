@@ -188,6 +188,20 @@ class Series:
         for a in self.cum[i:]:
             a.add_values(*values, -1)
 
+    def merge(self, day: int, sums: Agg) -> None:
+        """:meth:`add` for the sums of several calls of ``day``."""
+        days = self.days
+        if days and days[-1] == day:
+            self.cum[-1].merge(sums, histogram=False)
+            return
+        i = bisect.bisect_left(days, day)
+        if i == len(days) or days[i] != day:
+            base = self.cum[i - 1].copy() if i else Agg()
+            days.insert(i, day)
+            self.cum.insert(i, base)
+        for a in self.cum[i:]:
+            a.merge(sums, histogram=False)
+
     def _before(self, day: int) -> Agg | None:
         """Cumulative sums of the days before ``day`` (None: nothing before it)."""
         i = bisect.bisect_left(self.days, day)

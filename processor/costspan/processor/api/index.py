@@ -22,11 +22,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from costspan.processor.api.aggs import Agg, Series, latency_bucket
+from costspan.processor.batch import Committed
+from costspan.processor.callsums import CallDims
 from costspan.processor.ledger import Ledger, Position
 from costspan.processor.records import CallRecord, record_from_json
 
@@ -40,6 +41,8 @@ HOUR_S: Final = 3600
 ALL: Final = "\x00all"
 #: The per-name dimensions kept as cumulative series per tenant.
 DIMS: Final = ("user", "workflow")
+
+_K = TypeVar("_K")
 
 #: (provider, model, operation)
 CallKey = tuple[str, str, str]
@@ -77,7 +80,7 @@ class TenantDay:
         return found
 
 
-def _agg(into: dict[str, Agg], key: str) -> Agg:
+def _agg(into: dict[_K, Agg], key: _K) -> Agg:
     a = into.get(key)
     if a is None:
         a = into[key] = Agg()
@@ -128,21 +131,71 @@ class UsageIndex:
         read the ledger itself; that call reads it up to ``end`` (this batch included), then the
         records are taken as they come.
         """
+        self._take(end, lambda: self._add_records(records))
+
+    def on_committed(self, committed: Committed) -> None:
+        """:meth:`on_commit` from the store's sums listener: folds the calls' sums, not the calls."""
+        self._take(committed.end, lambda: self._add_committed(committed))
+
+    def _take(self, end: Position, fold: Callable[[], None]) -> None:
         with self.lock:
             if not self.live:
                 if self._ledger is not None:
                     self._read_ledger(None)
                 else:
-                    for r in records:
-                        self._add(r)
+                    fold()
                 self.position = end
                 self.live = True
                 return
             if self.position is not None and end <= self.position:
                 return  # already counted
-            for r in records:
-                self._add(r)
+            fold()
             self.position = end
+
+    def _add_records(self, records: list[CallRecord]) -> None:
+        for r in records:
+            self._add(r)
+
+    def _add_committed(self, committed: Committed) -> None:
+        for _, sums in committed.sums():
+            for dims, s in sums.items():
+                self._add_sums(dims, s.agg)
+
+    def _add_sums(self, d: CallDims, a: Agg) -> None:
+        """:meth:`_add` for the sums of calls sharing ``d`` (the same places, merged instead of added)."""
+        tenant, provider, day, hour = d.tenant, d.provider, d.day, d.hour
+        key = (provider, d.model, d.operation)
+        for who in (tenant, ALL):
+            td = self._flat_days.get((who, day))
+            if td is None:
+                td = self._flat_days[who, day] = self.days.setdefault(who, {}).setdefault(day, TenantDay())
+            td.total.merge(a)
+            _agg(td.by_call, key).merge(a, histogram=False)
+            _agg(td.by_provider, provider).merge(a)
+            td.services.add(d.service)
+            td.tenants.add(tenant)
+            by_provider = self._flat_hours.get((who, hour))
+            if by_provider is None:
+                by_provider = self._flat_hours[who, hour] = self.hours.setdefault(who, {}).setdefault(hour, {})
+            _agg(by_provider, provider).merge(a, histogram=False)
+        own = self._flat_days[tenant, day]
+        if d.project:
+            _agg(own.by_project, (d.project, provider)).merge(a, histogram=False)
+        for dim, name in (("workflow", d.workflow), ("user", d.user)):
+            if name:
+                names = self.series.get((tenant, dim))
+                if names is None:
+                    names = self.series[tenant, dim] = {}
+                s = names.get(name)
+                if s is None:
+                    s = names[name] = Series()
+                s.merge(day, a)
+        if d.session:
+            into = self._session_agg(tenant, d.session, own, day)
+            if into is not None:
+                into.merge(a, histogram=False)
+                own.sessions.merge(a, histogram=False)
+        self.records += a.requests
 
     def _add(self, r: CallRecord) -> None:
         start_s = r.start_ns // 1_000_000_000
@@ -190,22 +243,19 @@ class UsageIndex:
                     s = names[name] = Series()
                 s.add(day, values)
         if r.session:
-            self._add_session(tenant, r.session, own, day, values)
+            into = self._session_agg(tenant, r.session, own, day)
+            if into is not None:
+                into.add_values(*values, -1)
+                own.sessions.add_values(*values, -1)
         self.records += 1
 
-    def _add_session(
-        self,
-        tenant: str,
-        session: str,
-        own: TenantDay,
-        day: int,
-        values: tuple[int, Decimal | None, int, int, int, float],
-    ) -> None:
+    def _session_agg(self, tenant: str, session: str, own: TenantDay, day: int) -> Agg | None:
+        """Where a call of ``session`` on ``day`` is summed; None once the day's sessions are at the bound."""
         sessions = own.by_session
         a = sessions.get(session)
         if a is None:
             if len(sessions) >= self.max_sessions_per_day:
-                return  # counted nowhere (bounded memory)
+                return None  # counted nowhere (bounded memory)
             a = sessions[session] = Agg()
             last = self.session_last.setdefault(tenant, {})
             seen = last.get(session)
@@ -214,8 +264,7 @@ class UsageIndex:
             else:
                 last[session] = max(seen, day)
                 self.multi_day.setdefault(tenant, {})[session] = last[session]
-        a.add_values(*values, -1)
-        own.sessions.add_values(*values, -1)
+        return a
 
     def catch_up(self, max_records: int | None = None) -> int:
         """Fold the ledger lines after :attr:`position` (at most ``max_records``); returns how many.

@@ -75,9 +75,9 @@ def include_usage_api(
         pricer = default_pricer()
     index = UsageIndex(store.ledger.directory)
     snapshots = IndexSnapshots(settings.data_dir / "usage-index")
-    # the records just made durable, with the ledger position after them (the listener runs on the
-    # store's writer, right after the append, so the position is exactly theirs)
-    store.add_commit_listener(lambda records: index.on_commit(records, store.ledger.position))
+    # the calls just made durable, summed, with the ledger position after them (the listener runs on
+    # the store's writer, right after the append, so the position is exactly theirs)
+    store.add_sums_listener(index.on_committed)
     app.state.usage_index = index
     app.state.index_snapshots = snapshots
     app.state.api_keys = None if insecure_no_auth else keys

@@ -111,6 +111,20 @@ class BudgetSettlement:
         self.board.emit(alerts)
         return settled
 
+    def record_unreserved(self, call: Call, cost_usd: Decimal | None, tokens: int | None, requests: int) -> bool:
+        """Charge ``requests`` finished calls of ``call``'s scope and model at once, as :meth:`settle_call`
+        would one by one, if no reservation of that scope and model is open (then nothing is settled by
+        them). False, charging nothing, when one is open: the caller settles the calls one by one."""
+        if not self.enabled:
+            return True
+        now = self._clock()
+        with self._lock:
+            if self._state.by_match.get(call.dims()):
+                return False
+            alerts = self._record_locked(call, cost_usd, tokens, requests, None, now)
+        self.board.emit(alerts)
+        return True
+
     def record(
         self,
         call: Call,
