@@ -4,9 +4,10 @@
         [--requests 200] [--data-dir DIR] [--keep] [--skip-load] [--load-only] [--full-replay]
 
 1. **Load** ``--calls`` generated call records through the store's own write path: a worker process
-   generates realistic records and prepares them (``batch.prepare``: ledger lines, rollup groups),
-   the bench process submits each batch of 20,000 to ``Store.submit`` (dedupe, append, fsync,
-   rollups). The workload: ``--tenants`` tenants of Zipf-like sizes, per tenant 300 users, 40
+   generates realistic records and prepares them (``batch.prepare``: ledger lines, rollup groups,
+   call sums), the bench process submits each batch of 20,000 to ``Store.submit`` (dedupe, append,
+   fsync, rollups) with the usage index following it as in the server, and saves the index's
+   snapshot. The workload: ``--tenants`` tenants of Zipf-like sizes, per tenant 300 users, 40
    workflows, 6 projects and 3 services; sessions of ~10 calls by one user; 9 models (one unpriced,
    one embeddings model); token shapes from 200 to 20,000 input tokens, latency growing with the
    output, 2 % errors; spread over ``--days`` UTC days with more calls on recent days and working
@@ -52,7 +53,8 @@ from typing import IO, Any
 import httpx
 
 from costspan.pricing import Usage, default_pricer
-from costspan.processor.api import KeyStore
+from costspan.processor.api import KeyStore, UsageIndex
+from costspan.processor.api.index_snapshot import IndexSnapshots
 from costspan.processor.batch import PreparedBatch, prepare
 from costspan.processor.records import CallRecord, TokenCounts
 from costspan.processor.settings import Settings
@@ -200,6 +202,10 @@ def load(data_dir: Path, calls: int, tenants: int, days: int, workers: int = 1) 
 
     settings = Settings(data_dir=data_dir, port=0, snapshot_interval_seconds=600)
     store = Store(settings.store_config())
+    # the usage index follows the store as in ``costspan serve`` (folding each batch's call sums) and
+    # is saved at the end, so the server starts from its snapshot instead of replaying the ledger
+    index = UsageIndex(store.ledger.directory)
+    store.add_sums_listener(index.on_committed)
     store.start()
     now = int(time.time())
     t0 = time.perf_counter()
@@ -223,6 +229,7 @@ def load(data_dir: Path, calls: int, tenants: int, days: int, workers: int = 1) 
                     print(f"  {done:,} loaded after {time.perf_counter() - t0:.0f} s", flush=True)
     finally:
         store.close()
+        IndexSnapshots(data_dir / "usage-index").save(index)
     took = time.perf_counter() - t0
     print(
         f"loaded {done:,} calls through the store's write path in {took:.1f} s ({done / took:,.0f} calls/s); "
