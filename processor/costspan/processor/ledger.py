@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import zlib
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final, Literal, NamedTuple
@@ -112,6 +113,42 @@ class Ledger:
                             self.corrupt_lines += 1
                             logger.warning("ledger segment %d: corrupt line at offset %d skipped", segment, offset)
                         offset = end
+
+    def scan_keys(self, until: Position, seen: set[int], window: deque[bytes]) -> tuple[int, int]:
+        """Add the key (as an int) of every valid line ending at or before ``until`` to ``seen``; the
+        newest lines' record JSON goes to ``window`` (a bounded deque). Returns (lines added,
+        duplicate lines skipped). :meth:`read` does this too, at several times the cost per line: a
+        restart runs it over every line the snapshot already includes."""
+        added = duplicates = 0
+        tail: deque[bytes] = deque(maxlen=window.maxlen)
+        crc = zlib.crc32
+        for segment in self.segments():
+            if segment > until.segment:
+                break
+            with self._path(segment).open("rb") as fh:
+                data = fh.read(until.offset) if segment == until.segment else fh.read()
+            offset = 0
+            for raw in data.split(b"\n")[:-1]:  # complete lines: ``until`` is a line's end
+                view = memoryview(raw)
+                try:
+                    valid = raw[8] == 32 and int(raw[:8], 16) == crc(view[9:])
+                except (ValueError, IndexError):
+                    valid = False
+                if not valid:
+                    self.corrupt_lines += 1
+                    logger.warning("ledger segment %d: corrupt line at offset %d skipped", segment, offset)
+                else:
+                    key = int(raw[9 : raw.index(b" ", 9)], 16)
+                    if key in seen:
+                        duplicates += 1
+                    else:
+                        seen.add(key)
+                        tail.append(raw)
+                        added += 1
+                offset += len(raw) + 1
+        for raw in tail:
+            window.append(raw.split(b" ", 3)[3])
+        return added, duplicates
 
     # --- writing ------------------------------------------------------------------------------------
     def open(self) -> None:

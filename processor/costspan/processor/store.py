@@ -105,22 +105,15 @@ class Store:
             after = snapshot.position
         replayed = 0
         chunk: list[CallRecord] = []
-        ledger_duplicates = 0
         # the snapshot holds the rollups, not the dedupe window: the last calls before it are read
         # back into the window so a parent/child duplicate is still caught across a restart
-        window: deque[bytes] | None = deque(maxlen=self.config.dedupe_recent)
-        for line in self.ledger.read():
+        window: deque[bytes] = deque(maxlen=self.config.dedupe_recent)
+        _, ledger_duplicates = self.ledger.scan_keys(after, self._dedupe.seen, window)
+        self._remember_window(window)
+        for line in self.ledger.read(after):
             if int(line.key, 16) in self._dedupe.seen:
                 ledger_duplicates += 1  # written by a commit that failed after a partial write
                 continue
-            if line.end <= after:
-                self._dedupe.mark_seen(line.key)
-                if window is not None:
-                    window.append(line.payload)
-                continue
-            if window is not None:
-                self._remember_window(window)
-                window = None
             try:
                 record = record_from_json(line.payload)
             except (ValueError, KeyError, TypeError):
@@ -134,8 +127,6 @@ class Store:
                 self.rollups.add_all(chunk)
                 chunk = []
         self.rollups.add_all(chunk)
-        if window is not None:
-            self._remember_window(window)
         if self.ledger.corrupt_lines or self.ledger.torn_tail_bytes:
             self.errors["ledger"] += self.ledger.corrupt_lines + (1 if self.ledger.torn_tail_bytes else 0)
         if self.snapshots.corrupt:
