@@ -75,6 +75,8 @@ class Ledger:
         self.corrupt_lines = 0
         self.torn_tail_bytes = 0
         self._fd: int | None = None
+        #: closed segment -> the newest start time of its records (closed segments never change)
+        self._newest_start: dict[int, int] = {}
         self._segment = 0
         self._offset = 0
 
@@ -128,6 +130,7 @@ class Ledger:
             with self._path(segment).open("rb") as fh:
                 data = fh.read(until.offset) if segment == until.segment else fh.read()
             offset = 0
+            newest = 0
             for raw in data.split(b"\n")[:-1]:  # complete lines: ``until`` is a line's end
                 view = memoryview(raw)
                 try:
@@ -138,7 +141,10 @@ class Ledger:
                     self.corrupt_lines += 1
                     logger.warning("ledger segment %d: corrupt line at offset %d skipped", segment, offset)
                 else:
-                    key = int(raw[9 : raw.index(b" ", 9)], 16)
+                    space = raw.index(b" ", 9)
+                    key = int(raw[9:space], 16)
+                    start_ns = int(raw[space + 1 : raw.index(b" ", space + 1)])
+                    newest = max(newest, start_ns)
                     if key in seen:
                         duplicates += 1
                     else:
@@ -146,6 +152,8 @@ class Ledger:
                         tail.append(raw)
                         added += 1
                 offset += len(raw) + 1
+            if segment < until.segment:  # a closed segment, read whole: retention needs no second read
+                self._newest_start[segment] = newest
         for raw in tail:
             window.append(raw.split(b" ", 3)[3])
         return added, duplicates
@@ -241,13 +249,17 @@ class Ledger:
         for segment in self.segments():
             if segment >= min(self._segment, keep_from.segment):
                 break
-            newest = 0
-            for line in self.read(Position(segment, 0)):
-                if line.end.segment != segment:
-                    break
-                newest = max(newest, line.start_ns)
+            newest = self._newest_start.get(segment)
+            if newest is None:
+                newest = 0
+                for line in self.read(Position(segment, 0)):
+                    if line.end.segment != segment:
+                        break
+                    newest = max(newest, line.start_ns)
+                self._newest_start[segment] = newest
             if newest < cutoff_ns:
                 self._path(segment).unlink()
+                self._newest_start.pop(segment, None)
                 dropped.append(segment)
         if dropped:
             self._sync_directory()

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
+
 from costspan.processor.ledger import Position
 from costspan.processor.rollups import Rollups
 
@@ -65,7 +67,7 @@ class SnapshotStore:
         """The newest snapshot that passes its checksum; corrupt ones are reported and skipped."""
         for position, path in self._existing():
             try:
-                data = json.loads(read_checked(path, _FORMAT))
+                data = load_json(read_checked(path, _FORMAT))
                 stored = Position(int(data["position"][0]), int(data["position"][1]))
                 if stored != position:
                     raise ValueError("position does not match the file name")
@@ -94,6 +96,15 @@ def write_checked(final: Path, file_format: int, body: bytes) -> Path:
     finally:
         os.close(dir_fd)
     return final
+
+
+def load_json(body: bytes) -> Any:
+    """Parse a snapshot body: orjson (several times faster on the large ones), else the json module,
+    which also takes what orjson refuses (an escaped lone surrogate in a tenant id)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
 
 
 def read_checked(path: Path, file_format: int) -> bytes:

@@ -363,3 +363,23 @@ def test_the_lines_a_snapshot_includes_are_scanned_for_their_ids_only(config: St
         assert (result.stored, result.duplicate_spans) == (1, 1)
     finally:
         reopened.close()
+
+
+def test_retention_keeps_a_segment_holding_one_recent_record(tmp_path: Path) -> None:
+    """The start-up scan remembers each closed segment's newest record: one late, recent record among
+    old ones keeps the segment, with or without a second read."""
+    config = StoreConfig(data_dir=tmp_path, segment_bytes=2048, ledger_retention_days=90, snapshot_interval_s=3600)
+    old = time.time_ns() - 200 * 86400 * 10**9
+    store = Store(config)
+    store.start()
+    store.ingest([make_record(i, start_ns=old + i) for i in range(6)] + [make_record(6)])  # the last is recent
+    store.ingest([make_record(i, start_ns=time.time_ns()) for i in range(100, 112)])
+    store.close()
+    assert len(store.ledger.segments()) == 2
+    for rounds in range(2):
+        reopened = Store(config)
+        reopened.start()
+        reopened._apply_retention()  # a second pass answers from what the scan remembered
+        assert len(reopened.ledger.segments()) == 2, rounds
+        assert len(reopened.read_records()) == 19
+        reopened.close()

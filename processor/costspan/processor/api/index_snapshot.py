@@ -23,7 +23,7 @@ from typing import Any, Final
 from costspan.processor.api.aggs import Agg, Series
 from costspan.processor.api.index import TenantDay, UsageIndex
 from costspan.processor.ledger import Position
-from costspan.processor.snapshots import read_checked, write_checked
+from costspan.processor.snapshots import load_json, read_checked, write_checked
 
 __all__ = ["IndexSnapshots", "LoadResult"]
 
@@ -143,7 +143,7 @@ class IndexSnapshots:
         t0 = time.perf_counter()
         for position, path in self.existing():
             try:
-                data = json.loads(read_checked(path, _FORMAT))
+                data = load_json(read_checked(path, _FORMAT))
                 stored = data["position"]
                 if Position(int(stored[0]), int(stored[1])) != position:
                     raise ValueError("position does not match the file name")
