@@ -1,7 +1,8 @@
-"""Shared pieces of the routes: the index and pricer on app state, money, time windows, sums."""
+"""Shared pieces of the routes: the index and pricer on app state, money, time windows, sums, JSON bodies."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -9,21 +10,29 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final
 
+import orjson
 from fastapi import HTTPException, Query, Request
+from fastapi.responses import JSONResponse
 
 from costspan.pricing import Pricer
-from costspan.processor.api.index import ALL, DAY_S, Agg, CallKey, UsageIndex
+from costspan.processor.api.folds import fold_days
+from costspan.processor.api.index import ALL, DAY_S, Agg, CallKey, TenantDay, UsageIndex
+from costspan.processor.api.schemas import AggFigures
 
 __all__ = [
+    "FOLLOWS_STORE",
     "CurrencyParam",
     "DaysParam",
+    "JSONBody",
     "Money",
     "Window",
+    "agg_json",
     "by_call_in",
     "by_project_in",
     "by_provider_in",
     "calls_in",
     "day_iso",
+    "hour_iso",
     "index_of",
     "money_of",
     "per_day",
@@ -44,10 +53,34 @@ CurrencyParam = Annotated[
 ]
 
 
+#: App state flag: the index is fed by the store's commit listener (every append reaches it before
+#: the write is acknowledged), so a query need not read the ledger's tail itself.
+FOLLOWS_STORE: Final = "usage_index_follows_store"
+
+
+def _encode(value: object) -> str:
+    if isinstance(value, Decimal):
+        return str(value)  # as pydantic writes a Decimal
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class JSONBody(JSONResponse):
+    """A route's JSON answer, encoded by orjson; returned as is, so FastAPI neither validates nor
+    re-encodes the body (the route's ``response_model`` documents it: a JSONResponse, so the OpenAPI
+    document shows that schema). The bytes match FastAPI's own encoding: the same numbers,
+    non-finite floats as null, Decimals as strings."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=_encode)
+
+
 def index_of(request: Request) -> UsageIndex:
-    """The usage index, caught up with the ledger."""
+    """The usage index, caught up with the ledger (nothing to read when the store feeds it)."""
     index: UsageIndex = request.app.state.usage_index
-    index.catch_up(max_records=_CATCH_UP_PER_QUERY)
+    if not getattr(request.app.state, FOLLOWS_STORE, False):
+        index.catch_up(max_records=_CATCH_UP_PER_QUERY)
     return index
 
 
@@ -60,8 +93,16 @@ def tenant_key(tenant: str | None) -> str:
     return ALL if tenant is None else tenant
 
 
+@functools.lru_cache(maxsize=8192)
 def day_iso(day_s: int) -> str:
+    """``YYYY-MM-DD`` of a UTC day start (memoized: routes label up to hundreds of rows with it)."""
     return datetime.fromtimestamp(day_s, UTC).date().isoformat()
+
+
+@functools.lru_cache(maxsize=8192)
+def hour_iso(hour_s: int) -> str:
+    """ISO 8601 of a UTC hour start, ``+00:00`` offset (memoized)."""
+    return datetime.fromtimestamp(hour_s, UTC).isoformat()
 
 
 def ratio(part: float, whole: float, digits: int = 2) -> float:
@@ -85,6 +126,8 @@ class Money:
         return usd if self.currency == "USD" else usd * self.rate(time.time() if at is None else at)
 
     def fmt(self, usd: Decimal, at: float | None = None) -> str:
+        if self.currency == "USD":
+            return format(usd.quantize(_Q), "f")
         return format(self.amount(usd, at).quantize(_Q), "f")
 
 
@@ -156,15 +199,20 @@ def per_day(
 
 def by_call_in(index: UsageIndex, tenant: str | None, window: Window) -> dict[CallKey, Agg]:
     """Totals per (provider, model, operation) of one tenant (or all) in a window (no histograms)."""
-    by_call: dict[CallKey, Agg] = {}
     with index.lock:
-        for _, td in index.day_range(tenant_key(tenant), window.first, window.last):
-            for key, agg in td.by_call.items():
-                into = by_call.get(key)
-                if into is None:
-                    into = by_call[key] = Agg()
-                into.merge(agg, histogram=False)
-    return by_call
+        return fold_days(index, tenant_key(tenant), window.first, window.last, "by_call", _by_call)
+
+
+def _by_call(td: TenantDay) -> dict[CallKey, Agg]:
+    return td.by_call
+
+
+def _by_provider(td: TenantDay) -> dict[str, Agg]:
+    return td.by_provider
+
+
+def _by_project(td: TenantDay) -> dict[tuple[str, str], Agg]:
+    return td.by_project
 
 
 def by_provider_in(
@@ -182,32 +230,34 @@ def by_provider_in(
     with index.lock:
         if project is not None:
             for t in tenants_of(index, tenant):
-                for _, td in index.day_range(t, window.first, window.last):
-                    for (proj, p), agg in td.by_project.items():
-                        if proj == project and (provider is None or p == provider):
-                            out.setdefault(p, Agg()).merge(agg, histogram=False)
+                by_project = fold_days(index, t, window.first, window.last, "by_project", _by_project)
+                for (proj, p), agg in by_project.items():
+                    if proj == project and (provider is None or p == provider):
+                        into = out.get(p)
+                        if into is None:
+                            out[p] = agg
+                        else:
+                            into.merge(agg, histogram=False)
             return out
-        for _, td in index.day_range(tenant_key(tenant), window.first, window.last):
-            for p, agg in td.by_provider.items():
-                if provider is not None and p != provider:
-                    continue
-                into = out.get(p)
-                if into is None:
-                    into = out[p] = Agg()
-                into.merge(agg, histogram=histogram)
-    return out
+        folded = fold_days(
+            index, tenant_key(tenant), window.first, window.last, "by_provider", _by_provider, histogram=histogram
+        )
+    if provider is None:
+        return folded
+    return {p: a for p, a in folded.items() if p == provider}
 
 
 def by_project_in(index: UsageIndex, tenant: str, window: Window) -> dict[str, Agg]:
     """Totals per project of one tenant in a window (calls without a project left out)."""
     out: dict[str, Agg] = {}
     with index.lock:
-        for _, td in index.day_range(tenant, window.first, window.last):
-            for (project, _), agg in td.by_project.items():
-                into = out.get(project)
-                if into is None:
-                    into = out[project] = Agg()
-                into.merge(agg, histogram=False)
+        by_project = fold_days(index, tenant, window.first, window.last, "by_project", _by_project)
+    for (project, _), agg in by_project.items():
+        into = out.get(project)
+        if into is None:
+            out[project] = agg
+        else:
+            into.merge(agg, histogram=False)
     return out
 
 
@@ -232,14 +282,15 @@ def tenants_of(index: UsageIndex, tenant: str | None) -> list[str]:
     return [tenant] if tenant is not None else index.tenant_ids()
 
 
-def agg_json(a: Agg, money: Money, at: float | None = None) -> dict[str, Any]:
+def agg_json(a: Agg, money: Money, at: float | None = None) -> AggFigures:
     """The common figures of a sum, as the API shows them."""
+    n = a.requests
     return {
-        "request_count": a.requests,
+        "request_count": n,
         "error_count": a.errors,
         "cost": money.fmt(a.cost, at),
         "input_tokens": a.input_tokens,
         "output_tokens": a.output_tokens,
-        "tokens_used": a.tokens,
-        "avg_latency_ms": round(a.latency_ms / a.requests, 3) if a.requests else None,
+        "tokens_used": a.input_tokens + a.output_tokens,
+        "avg_latency_ms": round(a.latency_ms / n, 3) if n else None,
     }

@@ -101,8 +101,6 @@ class UsageIndex:
         #: Bumped whenever sums change other than by adding a record (pruning, a snapshot load); with
         #: ``records`` it tells a reader whether anything changed since it last looked.
         self.generation = 0
-        #: Readers' memos, valid while ``(records, generation)`` is unchanged (read and written under ``lock``).
-        self.memo: dict[tuple[object, ...], tuple[tuple[int, int], object]] = {}
         self.max_sessions_per_day = max_sessions_per_day
         self.ledger_dir = ledger_dir
         self._ledger = Ledger(ledger_dir, fsync="never") if ledger_dir is not None else None

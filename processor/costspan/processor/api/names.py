@@ -9,6 +9,7 @@ from operator import itemgetter
 from typing import Final, cast
 
 from costspan.processor.api.common import Window, tenants_of
+from costspan.processor.api.folds import memo_get, memo_put
 from costspan.processor.api.index import Agg, UsageIndex
 
 __all__ = ["Sessions", "dim_in", "sessions_in", "top_names", "workflow_days", "workflow_total"]
@@ -37,18 +38,19 @@ def top_names(index: UsageIndex, tenant: str | None, window: Window, dim: str, l
     """The ``limit`` users or workflows with the highest cost in a window, with their totals.
 
     Ties go to the name seen first. When every call is in the window (the usual dashboard question)
-    each name's cost is its running total, read without arithmetic, and the ranking is memoized
-    until the index changes; otherwise each name costs one subtraction.
+    each name's cost is its running total, read without arithmetic; otherwise each name costs one
+    subtraction. The ranking is memoized (per window unless it holds every call) until the index
+    changes.
     """
     first, last = window.first, window.last
     with index.lock:
         tenants = tenants_of(index, tenant)
         whole = _all_in_window(index, tenants, first, last)
         state = (index.records, index.generation)
-        memo_key = ("top_names", tenant, dim, limit)
-        memo = index.memo.get(memo_key)
-        if whole and memo is not None and memo[0] == state:
-            return _totals(index, tenants, dim, cast("list[str]", memo[1]), first, last)
+        memo_key = ("top_names", tenant, dim, limit, None if whole else (first, last))
+        memo = memo_get(index, memo_key, state)
+        if memo is not None:
+            return _totals(index, tenants, dim, cast("list[str]", memo), first, last)
         costs: dict[str, Decimal] = {}
         for t in tenants:
             names = index.names(t, dim)
@@ -67,8 +69,7 @@ def top_names(index: UsageIndex, tenant: str | None, window: Window, dim: str, l
                 prev = costs.get(name)
                 costs[name] = cost if prev is None else prev + cost
         chosen = [name for name, _ in heapq.nlargest(limit, costs.items(), key=itemgetter(1))]
-        if whole:
-            index.memo[memo_key] = (state, chosen)
+        memo_put(index, memo_key, state, chosen)
         return _totals(index, tenants, dim, chosen, first, last)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
@@ -11,6 +11,7 @@ from costspan.processor.api.auth import read_scope
 from costspan.processor.api.common import (
     CurrencyParam,
     DaysParam,
+    JSONBody,
     Money,
     Window,
     agg_json,
@@ -22,10 +23,11 @@ from costspan.processor.api.common import (
 )
 from costspan.processor.api.index import Agg
 from costspan.processor.api.names import sessions_in, top_names
+from costspan.processor.api.schemas_views import ProvidersOut, SessionsOut, TokenEfficiencyOut, TopUsersOut
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/analytics", tags=["analytics"])
+router = APIRouter(prefix="/api/analytics", tags=["analytics"], default_response_class=JSONBody)
 
 _ZERO = Decimal(0)
 TenantParam = Annotated[str | None, Query(min_length=1, max_length=200, description="tenant (admin keys)")]
@@ -36,29 +38,34 @@ def _per_1k(a: Agg, money: Money) -> str | None:
     return money.fmt(a.cost * 1000 / a.tokens) if a.tokens else None
 
 
-@router.get("/top-users")
+@router.get("/top-users", response_model=TopUsersOut)
 async def top_users(
     request: Request,
     days: DaysParam = 30,
     limit: LimitParam = 10,
     tenant: TenantParam = None,
     currency: CurrencyParam = "USD",
-) -> dict[str, Any]:
+) -> JSONBody:
     scope = read_scope(request, tenant)
     money = money_of(request, currency)
     rows = top_names(index_of(request), scope, Window.last_days(days), "user", limit)
-    return {"days": days, "currency": money.currency, "users": [{"user_id": u, **agg_json(a, money)} for u, a in rows]}
+    body: TopUsersOut = {
+        "days": days,
+        "currency": money.currency,
+        "users": [{"user_id": u, **agg_json(a, money)} for u, a in rows],
+    }
+    return JSONBody(body)
 
 
-@router.get("/providers")
+@router.get("/providers", response_model=ProvidersOut)
 async def providers(
     request: Request, days: DaysParam = 30, tenant: TenantParam = None, currency: CurrencyParam = "USD"
-) -> dict[str, Any]:
+) -> JSONBody:
     """Providers side by side: cost, requests, cost per request and per 1k tokens, latency, error rate."""
     scope = read_scope(request, tenant)
     money = money_of(request, currency)
     per = by_provider_in(index_of(request), scope, Window.last_days(days), histogram=True)
-    return {
+    body: ProvidersOut = {
         "days": days,
         "currency": money.currency,
         "providers": [
@@ -75,12 +82,13 @@ async def providers(
             for p, a in sorted(per.items(), key=lambda kv: kv[1].cost, reverse=True)
         ],
     }
+    return JSONBody(body)
 
 
-@router.get("/token-efficiency")
+@router.get("/token-efficiency", response_model=TokenEfficiencyOut)
 async def token_efficiency(
     request: Request, days: DaysParam = 30, tenant: TenantParam = None, currency: CurrencyParam = "USD"
-) -> dict[str, Any]:
+) -> JSONBody:
     """Per model: cost per 1k tokens, output/input ratio, share of input read from cache."""
     scope = read_scope(request, tenant)
     money = money_of(request, currency)
@@ -91,7 +99,7 @@ async def token_efficiency(
     total = Agg()
     for a in per.values():
         total.merge(a)
-    return {
+    body: TokenEfficiencyOut = {
         "days": days,
         "currency": money.currency,
         "overall": {
@@ -113,21 +121,22 @@ async def token_efficiency(
             for (p, m), a in sorted(per.items())
         ],
     }
+    return JSONBody(body)
 
 
-@router.get("/sessions")
+@router.get("/sessions", response_model=SessionsOut)
 async def sessions(
     request: Request,
     days: DaysParam = 7,
     limit: LimitParam = 10,
     tenant: TenantParam = None,
     currency: CurrencyParam = "USD",
-) -> dict[str, Any]:
+) -> JSONBody:
     """Sessions (conversations): how many, their average cost and calls, the most expensive ones."""
     scope = read_scope(request, tenant)
     money = money_of(request, currency)
     found = sessions_in(index_of(request), scope, Window.last_days(days), limit)
-    return {
+    body: SessionsOut = {
         "days": days,
         "currency": money.currency,
         "session_count": found.count,
@@ -135,3 +144,4 @@ async def sessions(
         "avg_calls_per_session": round(found.calls / found.count, 2) if found.count else None,
         "top_sessions": [{"session_id": name, "tenant_id": t, **agg_json(agg, money)} for t, name, agg in found.top],
     }
+    return JSONBody(body)

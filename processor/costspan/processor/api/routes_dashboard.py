@@ -4,18 +4,28 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
 from costspan.processor.api.auth import read_scope
-from costspan.processor.api.common import Window, by_call_in, day_iso, index_of, per_day, tenant_key
+from costspan.processor.api.common import JSONBody, Window, by_call_in, day_iso, index_of, per_day, tenant_key
 from costspan.processor.api.index import DAY_S, Agg
 from costspan.processor.api.names import top_names
+from costspan.processor.api.schemas_views import (
+    DashboardOut,
+    DashBudget,
+    DashDay,
+    DashModel,
+    DashTenant,
+    DashUnpriced,
+    DashUser,
+    DashWorkflow,
+)
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["dashboard"])
+router = APIRouter(tags=["dashboard"], default_response_class=JSONBody)
 TOP = 10
 
 
@@ -23,12 +33,12 @@ def _usd(value: Decimal) -> str:
     return format(value.quantize(Decimal("0.000001")), "f")
 
 
-@router.get("/api/dashboard/summary")
+@router.get("/api/dashboard/summary", response_model=DashboardOut)
 async def summary(
     request: Request,
     days: Annotated[int, Query(ge=1, le=400, description="days back, today included")] = 14,
     tenant: Annotated[str | None, Query(min_length=1, max_length=200, description="tenant (admin keys)")] = None,
-) -> dict[str, Any]:
+) -> JSONBody:
     """Spend per day, by tenant and model, budgets, top workflows and users, unpriced models (USD)."""
     scope = read_scope(request, tenant)
     index = index_of(request)
@@ -39,7 +49,7 @@ async def summary(
     for _, agg in day_sums:
         total.merge(agg, histogram=False)
     tenants = [scope] if scope is not None else index.tenant_ids()
-    by_tenant = []
+    by_tenant: list[DashTenant] = []
     with index.lock:
         for t in tenants:
             agg = Agg()
@@ -48,20 +58,22 @@ async def summary(
             if agg.requests:
                 by_tenant.append({"tenant": t, "calls": agg.requests, "cost_usd": _usd(agg.cost)})
     by_tenant.sort(key=lambda r: Decimal(str(r["cost_usd"])), reverse=True)
-    by_model = [  # a model none of whose calls has a price shows no cost, not a made-up 0
+    by_model: list[DashModel] = [  # a model none of whose calls has a price shows no cost, not a made-up 0
         {"provider": p, "model": m, "calls": a.requests, "cost_usd": None if a.unpriced == a.requests else _usd(a.cost)}
         for (p, m, _), a in sorted(by_call.items(), key=lambda kv: kv[1].cost, reverse=True)
     ]
-    unpriced = [
+    unpriced: list[DashUnpriced] = [
         {"provider": p, "model": m, "calls": a.unpriced}
         for (p, m, _), a in sorted(by_call.items(), key=lambda kv: kv[1].unpriced, reverse=True)
         if a.unpriced
     ]
-    top = {
-        dim: [{dim: name, "cost_usd": _usd(a.cost)} for name, a in top_names(index, scope, window, dim, TOP)]
-        for dim in ("workflow", "user")
-    }
-    return {
+    workflows: list[DashWorkflow] = [
+        {"workflow": name, "cost_usd": _usd(a.cost)} for name, a in top_names(index, scope, window, "workflow", TOP)
+    ]
+    users: list[DashUser] = [
+        {"user": name, "cost_usd": _usd(a.cost)} for name, a in top_names(index, scope, window, "user", TOP)
+    ]
+    body: DashboardOut = {
         "tenant": scope,
         "days": days,
         "currency": "USD",
@@ -72,14 +84,15 @@ async def summary(
         "by_tenant": by_tenant,
         "by_model": by_model,
         "budgets": _budgets(request, scope),
-        "top_workflows": top["workflow"],
-        "top_users": top["user"],
+        "top_workflows": workflows,
+        "top_users": users,
         "unpriced_models": unpriced,
         "generated_at": datetime.now(UTC).isoformat(),
     }
+    return JSONBody(body)
 
 
-def _every_day(window: Window, per_day: list[tuple[int, Agg]]) -> list[dict[str, str]]:
+def _every_day(window: Window, per_day: list[tuple[int, Agg]]) -> list[DashDay]:
     """Spend per day over the whole window, days without calls included (as 0)."""
     cost = {day: agg.cost for day, agg in per_day}
     return [
@@ -88,11 +101,11 @@ def _every_day(window: Window, per_day: list[tuple[int, Agg]]) -> list[dict[str,
     ]
 
 
-def _budgets(request: Request, tenant: str | None) -> list[dict[str, Any]]:
+def _budgets(request: Request, tenant: str | None) -> list[DashBudget]:
     book = getattr(request.app.state, "budget_book", None)
     if book is None:
         return []
-    out = []
+    out: list[DashBudget] = []
     for status in book.status():
         scope = status.scope
         if tenant is not None and scope.get("tenant") != tenant:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 from fastapi import APIRouter, Query, Request
 
@@ -13,6 +13,7 @@ from costspan.pricing import Usage
 from costspan.processor.api.auth import read_scope
 from costspan.processor.api.common import (
     CurrencyParam,
+    JSONBody,
     Window,
     by_provider_in,
     day_iso,
@@ -25,10 +26,11 @@ from costspan.processor.api.common import (
 )
 from costspan.processor.api.index import Agg
 from costspan.processor.api.names import workflow_days
+from costspan.processor.api.schemas import EstimateOk, MetricsOk, ModelEstimate, V2CostsOk
 
 __all__ = ["COMPLEXITY_DEFAULTS", "ESTIMATE_MODELS", "router"]
 
-router = APIRouter(prefix="/api/v2", tags=["v2"])
+router = APIRouter(prefix="/api/v2", tags=["v2"], default_response_class=JSONBody)
 
 TenantParam = Annotated[str | None, Query(min_length=1, max_length=200, description="tenant (admin keys)")]
 Complexity = Literal["trivial", "simple", "moderate", "complex", "very_complex"]
@@ -54,18 +56,14 @@ ESTIMATE_MODELS: Final = (
 CALIBRATION_MIN_CALLS: Final = 50
 
 
-def _ok(data: dict[str, Any]) -> dict[str, Any]:
-    return {"success": True, "data": data}
-
-
-@router.get("/costs")
+@router.get("/costs", response_model=V2CostsOk)
 async def costs(
     request: Request,
     workflow_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     period_days: Annotated[int, Query(ge=1, le=3660)] = 30,
     tenant_id: TenantParam = None,
     currency: CurrencyParam = "USD",
-) -> dict[str, Any]:
+) -> JSONBody:
     """Cost of a tenant (or one of its workflows) over the last ``period_days`` UTC days."""
     tenant = read_scope(request, tenant_id)
     money = money_of(request, currency)
@@ -83,8 +81,9 @@ async def costs(
         total.merge(agg, histogram=False)
     total_cost = sum((Decimal(v) for v in daily.values()), Decimal(0))
     average = total_cost / period_days
-    return _ok(
-        {
+    body: V2CostsOk = {
+        "success": True,
+        "data": {
             "tenant_id": tenant,
             "workflow_id": workflow_id,
             "period_days": period_days,
@@ -95,18 +94,19 @@ async def costs(
             "average_daily_cost": format(average.quantize(Decimal("0.00000001")), "f"),
             "daily_breakdown": daily,
             "projected_monthly_cost": format((average * 30).quantize(Decimal("0.00000001")), "f"),
-        }
-    )
+        },
+    }
+    return JSONBody(body)
 
 
-@router.get("/costs/estimate")
+@router.get("/costs/estimate", response_model=EstimateOk)
 async def estimate(
     request: Request,
     complexity: Complexity = "moderate",
     tech_stack: Annotated[str | None, Query(max_length=500, description="comma-separated, e.g. python,react")] = None,
     tenant_id: TenantParam = None,
     currency: CurrencyParam = "USD",
-) -> dict[str, Any]:
+) -> JSONBody:
     """Tokens and cost of one task, per candidate model; calibrated from the ledger when it has history.
 
     Defaults: :data:`COMPLEXITY_DEFAULTS`; each tech-stack item beyond the first adds 10 % (at most
@@ -120,7 +120,7 @@ async def estimate(
     calls, in_per_call, out_per_call = COMPLEXITY_DEFAULTS[complexity]
     _, base_in, base_out = COMPLEXITY_DEFAULTS["moderate"]
     history = sum_aggs(a for _, a in per_day(index_of(request), tenant, Window.last_days(30)))
-    source = "defaults"
+    source: Literal["defaults", "ledger"] = "defaults"
     if history.requests >= CALIBRATION_MIN_CALLS:
         source = "ledger"
         in_per_call = round(history.input_tokens / history.requests * in_per_call / base_in)
@@ -130,7 +130,7 @@ async def estimate(
     input_tokens = round(calls * in_per_call * factor)
     output_tokens = round(calls * out_per_call * factor)
     need = 2 if complexity in ("complex", "very_complex") else 1
-    estimates: dict[str, dict[str, Any]] = {}
+    estimates: dict[str, ModelEstimate] = {}
     best: tuple[Decimal, str] | None = None
     for provider, model, tier in ESTIMATE_MODELS:
         b = pricer.price_call(model, Usage(input_tokens=input_tokens, output_tokens=output_tokens), provider=provider)
@@ -143,8 +143,9 @@ async def estimate(
         }
         if tier >= need and (best is None or b.total < best[0]):
             best = (b.total, model)
-    return _ok(
-        {
+    body: EstimateOk = {
+        "success": True,
+        "data": {
             "complexity": complexity,
             "tech_stack": stack,
             "estimated_input_tokens": input_tokens,
@@ -153,12 +154,13 @@ async def estimate(
             "recommended_model": best[1] if best else None,
             "calibration": {"source": source, "history_calls": history.requests},
             "currency": money.currency,
-        }
-    )
+        },
+    }
+    return JSONBody(body)
 
 
-@router.get("/metrics")
-async def metrics(request: Request, tenant_id: TenantParam = None, currency: CurrencyParam = "USD") -> dict[str, Any]:
+@router.get("/metrics", response_model=MetricsOk)
+async def metrics(request: Request, tenant_id: TenantParam = None, currency: CurrencyParam = "USD") -> JSONBody:
     """Headline figures; the ``costs`` block holds today, month to date and the last 30 days."""
     tenant = read_scope(request, tenant_id)
     money = money_of(request, currency)
@@ -175,8 +177,9 @@ async def metrics(request: Request, tenant_id: TenantParam = None, currency: Cur
     per_provider = by_provider_in(index, tenant, window)
     with index.lock:
         tenants = {x for _, td in index.day_range(tenant_key(tenant), today, today) for x in td.tenants}
-    return _ok(
-        {
+    body: MetricsOk = {
+        "success": True,
+        "data": {
             "tenant_id": tenant,
             "currency": money.currency,
             "costs": {
@@ -190,5 +193,6 @@ async def metrics(request: Request, tenant_id: TenantParam = None, currency: Cur
             "requests": {"today": day_total.requests, "last_30_days": last30.requests, "errors_30d": last30.errors},
             "tokens": {"input_30d": last30.input_tokens, "output_30d": last30.output_tokens},
             "active_tenants_today": len(tenants),
-        }
-    )
+        },
+    }
+    return JSONBody(body)

@@ -18,6 +18,7 @@ from costspan.pricing import PricingError, Usage
 from costspan.processor.api.auth import read_scope, require_ingest
 from costspan.processor.api.common import (
     CurrencyParam,
+    JSONBody,
     Money,
     Window,
     by_call_in,
@@ -32,10 +33,22 @@ from costspan.processor.api.index import DAY_S, Agg
 from costspan.processor.api.keys import Principal
 from costspan.processor.api.names import workflow_total
 from costspan.processor.api.resources import RESOURCE_KINDS, ResourceEntry, ResourceLog
+from costspan.processor.api.schemas_views import (
+    Caching,
+    CostsBody,
+    Downgrade,
+    ExecutionCostsOut,
+    ForecastFigures,
+    OptimizationOut,
+    StatsOut,
+    TrendDay,
+    WorkspaceCostsOut,
+    WorkspaceForecastOut,
+)
 
 __all__ = ["SMALL_MODELS", "ResourceUsageIn", "router"]
 
-router = APIRouter(tags=["workspaces"])
+router = APIRouter(tags=["workspaces"], default_response_class=JSONBody)
 
 WorkspaceId = Annotated[str, Path(min_length=1, max_length=200)]
 _PERIOD_DAYS: Final = {"day": 1, "week": 7, "month": 30}
@@ -51,12 +64,12 @@ def _resources(request: Request) -> ResourceLog:
     return log
 
 
-def _costs(request: Request, tenant: str, window: Window, money: Money) -> dict[str, Any]:
+def _costs(request: Request, tenant: str, window: Window, money: Money) -> CostsBody:
     index = index_of(request)
     by_call = by_call_in(index, tenant, window)
     compute = _resources(request).days(tenant, window.first, window.last)
     llm_by_day = dict(per_day(index, tenant, window))
-    trend = []
+    trend: list[TrendDay] = []
     llm_total = compute_total = Decimal(0)
     requests = 0
     for day in range(window.first, window.last + 1, DAY_S):
@@ -92,7 +105,7 @@ def _costs(request: Request, tenant: str, window: Window, money: Money) -> dict[
     }
 
 
-def _forecast(request: Request, tenant: str, money: Money, now: float | None = None) -> dict[str, Any]:
+def _forecast(request: Request, tenant: str, money: Money, now: float | None = None) -> ForecastFigures:
     """End-of-month forecast: month to date + the last 14 days' daily average × the days left.
 
     Confidence comes from the data: how many of the 14 days have data and how much they vary
@@ -115,15 +128,8 @@ def _forecast(request: Request, tenant: str, money: Money, now: float | None = N
     month_first = datetime(t.year, t.month, 1, tzinfo=UTC).timestamp()
     mtd_days = per_day(index, tenant, Window(int(month_first), window.last))
     mtd = float(sum((a.cost for _, a in mtd_days), Decimal(0)))
-    mtd += float(
-        sum(
-            (
-                sum(v.values(), Decimal(0))
-                for v in _resources(request).days(tenant, int(month_first), window.last).values()
-            ),
-            Decimal(0),
-        )
-    )
+    month_compute = _resources(request).days(tenant, int(month_first), window.last).values()
+    mtd += float(sum((sum(v.values(), Decimal(0)) for v in month_compute), Decimal(0)))
     days_left = calendar.monthrange(t.year, t.month)[1] - t.day
     forecast = mtd + avg * days_left
     spread = 1.96 * sd * math.sqrt(days_left)
@@ -143,41 +149,45 @@ def _forecast(request: Request, tenant: str, money: Money, now: float | None = N
     }
 
 
-@router.get("/api/workspaces/{workspace_id}/costs")
+@router.get("/api/workspaces/{workspace_id}/costs", response_model=WorkspaceCostsOut)
 async def workspace_costs(
     request: Request,
     workspace_id: WorkspaceId,
     period: Literal["day", "week", "month"] = "month",
     currency: CurrencyParam = "USD",
-) -> dict[str, Any]:
+) -> JSONBody:
     """Totals, LLM vs compute, by model and resource, the daily trend and the end-of-month forecast."""
     tenant = read_scope(request, workspace_id)
     assert tenant is not None
     money = money_of(request, currency)
-    body = _costs(request, tenant, Window.last_days(_PERIOD_DAYS[period]), money)
-    return {
+    costs = _costs(request, tenant, Window.last_days(_PERIOD_DAYS[period]), money)
+    body: WorkspaceCostsOut = {
         "workspace_id": tenant,
         "period": period,
         "currency": money.currency,
-        **body,
+        **costs,
         "forecast_eom": _forecast(request, tenant, money)["forecast_eom"],
     }
+    return JSONBody(body)
 
 
-@router.get("/api/workspaces/{workspace_id}/cost-forecast")
-async def workspace_forecast(
-    request: Request, workspace_id: WorkspaceId, currency: CurrencyParam = "USD"
-) -> dict[str, Any]:
+@router.get("/api/workspaces/{workspace_id}/cost-forecast", response_model=WorkspaceForecastOut)
+async def workspace_forecast(request: Request, workspace_id: WorkspaceId, currency: CurrencyParam = "USD") -> JSONBody:
     tenant = read_scope(request, workspace_id)
     assert tenant is not None
     money = money_of(request, currency)
-    return {"workspace_id": tenant, "currency": money.currency, **_forecast(request, tenant, money)}
+    body: WorkspaceForecastOut = {
+        "workspace_id": tenant,
+        "currency": money.currency,
+        **_forecast(request, tenant, money),
+    }
+    return JSONBody(body)
 
 
-@router.get("/api/workspaces/{workspace_id}/cost-optimization")
+@router.get("/api/workspaces/{workspace_id}/cost-optimization", response_model=OptimizationOut)
 async def workspace_optimization(
     request: Request, workspace_id: WorkspaceId, currency: CurrencyParam = "USD"
-) -> dict[str, Any]:
+) -> JSONBody:
     """Model-downgrade and prompt-caching recommendations, savings priced from the catalog.
 
     From the last 30 days per (provider, model): the average call is re-priced on the provider's
@@ -192,7 +202,7 @@ async def workspace_optimization(
     per_model: dict[tuple[str, str], Agg] = {}
     for (p, m, _), a in by_call.items():
         per_model.setdefault((p, m), Agg()).merge(a)
-    recs: list[dict[str, Any]] = []
+    recs: list[Downgrade | Caching] = []
     for (provider, model), a in sorted(per_model.items()):
         priced = a.requests - a.unpriced
         if not priced or a.cost <= 0:
@@ -242,21 +252,22 @@ async def workspace_optimization(
                 )
     recs.sort(key=lambda r: Decimal(r["estimated_monthly_savings"]), reverse=True)
     total = sum((Decimal(r["estimated_monthly_savings"]) for r in recs), Decimal(0))
-    return {
+    body: OptimizationOut = {
         "workspace_id": tenant,
         "currency": money.currency,
         "recommendations": recs,
         "total_estimated_monthly_savings": format(total, "f"),
     }
+    return JSONBody(body)
 
 
-@router.get("/api/workspaces/{workspace_id}/cost-stats")
+@router.get("/api/workspaces/{workspace_id}/cost-stats", response_model=StatsOut)
 async def workspace_stats(
     request: Request,
     workspace_id: WorkspaceId,
     days: Annotated[int, Query(ge=1, le=3660)] = 30,
     currency: CurrencyParam = "USD",
-) -> dict[str, Any]:
+) -> JSONBody:
     tenant = read_scope(request, workspace_id)
     assert tenant is not None
     money = money_of(request, currency)
@@ -271,7 +282,7 @@ async def workspace_stats(
     per_op: dict[str, Agg] = {}
     for (_, _, op), a in by_call.items():
         per_op.setdefault(op, Agg()).merge(a)
-    return {
+    body: StatsOut = {
         "workspace_id": tenant,
         "days": days,
         "currency": money.currency,
@@ -287,15 +298,16 @@ async def workspace_stats(
         "by_operation": {op: money.fmt(a.cost) for op, a in sorted(per_op.items())},
         "models_used": len({m for _, m, _ in by_call}),
     }
+    return JSONBody(body)
 
 
-@router.get("/api/executions/{execution_id}/costs")
+@router.get("/api/executions/{execution_id}/costs", response_model=ExecutionCostsOut)
 async def execution_costs(
     request: Request,
     execution_id: WorkspaceId,
     tenant: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     currency: CurrencyParam = "USD",
-) -> dict[str, Any]:
+) -> JSONBody:
     """One execution (workflow) over the retained history: LLM calls plus compute resources."""
     scope = read_scope(request, tenant)
     money = money_of(request, currency)
@@ -304,7 +316,7 @@ async def execution_costs(
     comp_total = sum(compute.values(), Decimal(0))
     if not llm.requests and not compute:
         raise HTTPException(404, f"no costs recorded for execution {execution_id!r}")
-    return {
+    body: ExecutionCostsOut = {
         "execution_id": execution_id,
         "currency": money.currency,
         "total_cost": money.fmt(llm.cost + comp_total),
@@ -315,6 +327,7 @@ async def execution_costs(
         "output_tokens": llm.output_tokens,
         "by_resource": {r: money.fmt(c) for r, c in sorted(compute.items())},
     }
+    return JSONBody(body)
 
 
 class ResourceUsageIn(BaseModel):

@@ -1,0 +1,119 @@
+"""Each read route's body is exactly what its documented ``response_model`` says (no key more or less),
+and the OpenAPI document shows those schemas."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+from prometheus_client import CollectorRegistry
+from pydantic import TypeAdapter
+
+from costspan.pricing import Pricer
+from costspan.processor.api import (
+    KeyStore,
+    routes_analytics,
+    routes_dashboard,
+    routes_usage,
+    routes_v2,
+    routes_workspaces,
+)
+from costspan.processor.server import build_server_app
+from costspan.processor.settings import Settings
+from costspan.processor.store import Store
+from costspan.processor.testing import ServerThread
+from tests.component.api.conftest import Api
+from tests.component.api.seed import ingest
+
+#: (key, path, query) of one request per documented read route and shape
+REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("acme", "/health", {}),
+    ("acme", "/v1/usage", {"scope": "tenant", "period": "monthly"}),
+    ("acme", "/v1/usage", {"scope": "summary"}),
+    ("admin", "/v1/usage", {"scope": "global"}),
+    ("acme", "/api/v2/costs", {"period_days": 7}),
+    ("acme", "/api/v2/costs/estimate", {"complexity": "complex", "tech_stack": "python,react"}),
+    ("acme", "/api/v2/metrics", {}),
+    ("acme", "/api/usage/metrics/realtime", {}),
+    ("acme", "/api/usage/metrics/aggregates", {"days": 3, "interval": "hour"}),
+    ("admin", "/api/usage/metrics/aggregates", {"days": 7, "interval": "month", "currency": "EUR"}),
+    ("acme", "/api/usage/costs/by-provider", {"days": 7}),
+    ("acme", "/api/usage/performance/latency", {"days": 7}),
+    ("acme", "/api/usage/operations/top", {"days": 7}),
+    ("acme", "/api/usage/costs/trend", {"days": 7}),
+    ("acme", "/api/usage/errors/by-provider", {"days": 7}),
+    ("acme", "/api/workspaces/acme/costs", {"period": "week"}),
+    ("acme", "/api/workspaces/acme/cost-forecast", {}),
+    ("acme", "/api/workspaces/acme/cost-optimization", {}),
+    ("acme", "/api/workspaces/acme/cost-stats", {}),
+    ("acme", "/api/executions/acme-wf-1/costs", {}),
+    ("acme", "/api/analytics/top-users", {}),
+    ("acme", "/api/analytics/providers", {"currency": "EUR"}),
+    ("acme", "/api/analytics/token-efficiency", {}),
+    ("acme", "/api/analytics/sessions", {}),
+    ("acme", "/api/dashboard/summary", {}),
+]
+
+
+def _documented() -> dict[str, APIRoute]:
+    routes = {}
+    for module in (routes_usage, routes_v2, routes_workspaces, routes_analytics, routes_dashboard):
+        for route in module.router.routes:
+            if isinstance(route, APIRoute) and "GET" in (route.methods or ()) and route.response_model is not None:
+                routes[route.path_format.replace("{workspace_id}", "acme").replace("{execution_id}", "acme-wf-1")] = (
+                    route
+                )
+    return routes
+
+
+def _keys(value: Any) -> Any:
+    """The body with every leaf replaced by its type's name: a validated copy must keep the same shape."""
+    if isinstance(value, dict):
+        return {k: _keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_keys(v) for v in value]
+    return type(value).__name__
+
+
+@pytest.fixture
+def seeded(tmp_path: Path, pricer: Pricer) -> Iterator[Api]:
+    """The whole ``costspan serve`` app (the dashboard's summary included), seeded."""
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data, port=0)
+    keystore = KeyStore(data)
+    keys = {"admin": keystore.create("admin")[1], "acme": keystore.create("tenant", "acme")[1]}
+    keys["ingest"] = keystore.create("ingest")[1]
+    store = Store(settings.store_config())
+    registry = CollectorRegistry(auto_describe=False)
+    app = build_server_app(settings, store, keys=keystore, pricer=pricer, registry=registry)
+    with ServerThread(app) as server:
+        api = Api(server.url, store, app.state.usage_index, keys, data)
+        ingest(api)
+        yield api
+
+
+def test_every_read_route_answers_its_documented_schema(seeded: Api) -> None:
+    documented = _documented()
+    assert {path for _, path, _ in REQUESTS} == set(documented)
+    for who, path, params in REQUESTS:
+        response = seeded.get(who, path, **params)
+        assert response.status_code == 200, (path, response.text)
+        assert response.headers["content-type"] == "application/json"
+        body = response.json()
+        validated = TypeAdapter(documented[path].response_model).validate_python(body, strict=False)
+        # a TypedDict drops unknown keys and the union picks a member: the copy has the body's shape
+        assert _keys(validated) == _keys(body), path
+
+
+def test_openapi_shows_the_response_schemas(api: Api) -> None:
+    spec = api.get(None, "/openapi.json").json()
+    ok = spec["paths"]["/api/usage/metrics/aggregates"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert ok["schema"] == {"$ref": "#/components/schemas/AggregatesOut"}
+    row = spec["components"]["schemas"]["PeriodRow"]
+    assert {"period", "cost", "request_count", "avg_latency_ms"} <= set(row["properties"])
+    assert row["properties"]["cost"]["type"] == "string"
+    usage = spec["paths"]["/v1/usage"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert len(usage["anyOf"]) == 3
