@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from costspan.processor.api.index import DAY_S, UsageIndex
-from costspan.processor.api.index_snapshot import IndexSnapshots
+from costspan.processor.api.index_snapshot import _FORMAT, IndexSnapshots
 from costspan.processor.api.mount import start_index
+from costspan.processor.ledger import Position
 from costspan.processor.records import CallRecord, TokenCounts
+from costspan.processor.snapshots import write_checked
 from costspan.processor.store import Store, StoreConfig
 
 
@@ -65,7 +67,7 @@ def _state(index: UsageIndex, tmp: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(body)
     data.pop("position")
     for key in ("days", "hours", "series"):
-        data[key] = sorted(data[key], key=lambda e: json.dumps(e[:2]))
+        data[key] = sorted(data[key], key=lambda e: json.dumps(e[:-1]))
     for d in data["days"]:
         for key in ("calls", "providers", "projects", "sessions"):
             d[2][key] = sorted(d[2][key], key=json.dumps)
@@ -172,3 +174,42 @@ def test_a_snapshot_ahead_of_the_ledger_is_not_used(tmp_path: Path) -> None:
     full = UsageIndex(store.ledger.directory)
     assert restarted.records == full.catch_up() < 30
     store.close()
+
+
+def test_a_second_snapshot_reencodes_only_what_changed_and_still_loads_whole(tmp_path: Path) -> None:
+    """Snapshots cache each day's, hour's and name's encoding; after new calls (a late one for an old
+    day among them) and a prune, the next snapshot still holds exactly the live index."""
+    snapshots = IndexSnapshots(tmp_path / "usage-index")
+    index = UsageIndex()
+    index.add_many(_batch(0, 150))
+    index.position = Position(1, 100)
+    assert snapshots.save(index) is not None
+    cached = dict(snapshots._days), dict(snapshots._hours), dict(snapshots._series)
+    index.add_many([*_batch(150, 3), _record(900, tenant="acme", day_offset=3, session="late")])
+    index.prune(time.time(), day_retention_days=2, hour_retention_days=1)
+    index.position = Position(1, 200)
+    assert snapshots.save(index) is not None
+    # unchanged entries kept their encoding; pruned ones left the cache
+    assert any(snapshots._days.get(k) == v for k, v in cached[0].items())
+    assert len(snapshots._hours) < len(cached[1])
+    loaded = UsageIndex()
+    assert snapshots.load(loaded).position == Position(1, 200)
+    assert _state(loaded, tmp_path / "a") == _state(index, tmp_path / "b")
+
+
+def test_a_snapshot_with_names_grouped_per_tenant_still_loads(tmp_path: Path) -> None:
+    """Snapshots written before 26 Nov 2026 hold each tenant's users (or workflows) in one entry."""
+    index = UsageIndex()
+    index.add_many(_batch(0, 60))
+    index.position = Position(1, 100)
+    _, body = IndexSnapshots(tmp_path / "new")._encode(index)
+    data = json.loads(body)
+    grouped: dict[tuple[str, str], list[Any]] = {}
+    for tenant, dim, name, series in data["series"]:
+        grouped.setdefault((tenant, dim), []).append([name, series])
+    data["series"] = [[tenant, dim, names] for (tenant, dim), names in grouped.items()]
+    (tmp_path / "old").mkdir()
+    write_checked(tmp_path / "old" / "index-00000001-000000000100.json", _FORMAT, json.dumps(data).encode())
+    loaded = UsageIndex()
+    assert IndexSnapshots(tmp_path / "old").load(loaded).position == Position(1, 100)
+    assert _state(loaded, tmp_path / "a") == _state(index, tmp_path / "b")

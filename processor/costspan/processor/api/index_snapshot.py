@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -77,7 +78,10 @@ class IndexSnapshots:
         self.directory = directory
         self.keep = keep
         self.corrupt = 0
-        self._days: dict[tuple[str, int], tuple[int, str]] = {}  # (who, day) -> (requests, encoded)
+        # what was last encoded, by key: (the value's stamp, its encoded row); see _encoded
+        self._days: dict[tuple[Any, ...], tuple[Any, str]] = {}
+        self._hours: dict[tuple[Any, ...], tuple[Any, str]] = {}
+        self._series: dict[tuple[Any, ...], tuple[Any, str]] = {}
 
     def existing(self) -> list[tuple[Position, Path]]:
         found = []
@@ -90,39 +94,68 @@ class IndexSnapshots:
 
     # --- saving -------------------------------------------------------------------------------------
     def _encode(self, index: UsageIndex) -> tuple[Position | None, bytes]:
-        """The body, taken under the index's lock (unchanged tenant-days come from the cache)."""
+        """The body, taken under the index's lock: what did not change since the last snapshot (a
+        tenant's day, an hour, a user's or workflow's series) comes encoded from the cache, so the lock
+        is held for little more than a walk over the keys."""
         dumps = json.dumps
         with index.lock:
             position = index.position
-            days = []
-            seen = set()
-            for who, per in index.days.items():
-                for day, td in per.items():
-                    seen.add((who, day))
-                    cached = self._days.get((who, day))
-                    if cached is None or cached[0] != td.total.requests:
-                        cached = self._days[who, day] = (td.total.requests, dumps(_day_json(td), separators=(",", ":")))
-                    days.append(f"[{dumps(who)},{day},{cached[1]}]")
-            hours = [[who, h, _aggs(by)] for who, per in index.hours.items() for h, by in per.items()]
-            series = [
-                [t, dim, [[n, s.to_json()] for n, s in names.items()]] for (t, dim), names in index.series.items()
-            ]
+            days = self._encoded(
+                self._days,
+                ((who, day, td) for who, per in index.days.items() for day, td in per.items()),
+                lambda td: td.total.requests,
+                _day_json,
+            )
+            hours = self._encoded(
+                self._hours,
+                ((who, hour, by) for who, per in index.hours.items() for hour, by in per.items()),
+                lambda by: sum(a.requests for a in by.values()),
+                _aggs,
+            )
+            series = self._encoded(
+                self._series,
+                ((t, dim, n, s) for (t, dim), names in index.series.items() for n, s in names.items()),
+                lambda s: (s.cum[-1].requests, len(s.days), s.days[0]) if s.days else None,
+                lambda s: s.to_json(),
+            )
             head: dict[str, Any] = {
                 "position": None if position is None else [position.segment, position.offset],
                 "records": index.records,
                 "max_sessions_per_day": index.max_sessions_per_day,
-                "hours": hours,
-                "series": series,
             }
             session_last = {t: dict(s) for t, s in index.session_last.items()}
             multi = {t: dict(s) for t, s in index.multi_day.items()}
-        for key in [k for k in self._days if k not in seen]:
-            del self._days[key]
         head["session_last"] = session_last
         head["multi_day"] = multi
         text = dumps(head, separators=(",", ":"))
-        body = (text[:-1] + ',"days":[' + ",".join(days) + "]}").encode()
+        body = f'{text[:-1]},"hours":[{hours}],"series":[{series}],"days":[{days}]}}'.encode()
         return position, body
+
+    @staticmethod
+    def _encoded(
+        cache: dict[tuple[Any, ...], tuple[Any, str]],
+        entries: Iterable[tuple[Any, ...]],
+        stamp: Callable[[Any], Any],
+        to_json: Callable[[Any], Any],
+    ) -> str:
+        """``entries`` (key parts..., value) as the JSON rows ``[key parts..., value's JSON]``, joined;
+        a value whose ``stamp`` is unchanged since the last call is not encoded again. Keys gone from
+        ``entries`` leave the cache."""
+        dumps = json.dumps
+        rows = []
+        seen = set()
+        for *key_parts, value in entries:
+            key = tuple(key_parts)
+            seen.add(key)
+            now = stamp(value)
+            cached = cache.get(key)
+            if cached is None or cached[0] != now:
+                row = dumps([*key_parts, to_json(value)], separators=(",", ":"))
+                cached = cache[key] = (now, row)
+            rows.append(cached[1])
+        for key in [k for k in cache if k not in seen]:
+            del cache[key]
+        return ",".join(rows)
 
     def save(self, index: UsageIndex) -> Path | None:
         """Write a snapshot atomically (None when the index has no ledger position yet)."""
@@ -175,8 +208,13 @@ class IndexSnapshots:
                 index.days.setdefault(who, {})[int(day)] = _day_from(d)
             for who, hour, by in data["hours"]:
                 index.hours.setdefault(who, {})[int(hour)] = {k: Agg.from_json(a) for k, a in by}
-            for tenant, dim, names in data["series"]:
-                index.series[tenant, dim] = {n: Series.from_json(s) for n, s in names}
+            for row in data["series"]:
+                if len(row) == 4:  # one name's series
+                    tenant, dim, name, d = row
+                    index.series.setdefault((tenant, dim), {})[name] = Series.from_json(d)
+                else:  # a tenant's names together (snapshots written before 26 Nov 2026)
+                    tenant, dim, names = row
+                    index.series.setdefault((tenant, dim), {}).update((n, Series.from_json(d)) for n, d in names)
             index.session_last = {t: {n: int(d) for n, d in s.items()} for t, s in data["session_last"].items()}
             index.multi_day = {t: {n: int(d) for n, d in s.items()} for t, s in data["multi_day"].items()}
             index.rebuild_views()
