@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from costspan.processor.batch import PreparedBatch, prepare
 from costspan.processor.normalize import Normalizer
-from costspan.processor.otlp import BadRequestError, BodyTooLargeError, decode_request, decompress, iter_span_views
+from costspan.processor.otlp import BadRequestError, BodyTooLargeError, decode_for_ingest, decompress, iter_span_views
 from costspan.processor.records import CallRecord
 
 __all__ = ["BodyResult", "init_worker", "process_body", "process_in_worker"]
@@ -35,18 +35,20 @@ def process_body(
     """Never raises for bad input: a refused body is a 400/413 result with the reason."""
     try:
         raw = decompress(body, encoding, limit)
-        request = decode_request(raw, content_type)
+        request = decode_for_ingest(raw, content_type)
         records: list[CallRecord] = []
         rejected = 0
         errors = 0
         message = ""
+        normalize = normalizer.normalize
+        append = records.append
         for view in iter_span_views(request):
             if isinstance(view, str):
                 rejected += 1
                 message = view
                 continue
             try:
-                record = normalizer.normalize(view)
+                record = normalize(view)
             except Exception as exc:  # one bad span must not fail the batch
                 rejected += 1
                 errors += 1
@@ -54,7 +56,7 @@ def process_body(
                 logger.warning("normalizing a span failed: %s", type(exc).__name__)
                 continue
             if record is not None:
-                records.append(record)
+                append(record)
     except BodyTooLargeError as exc:
         return BodyResult(413, str(exc), 0, None, 0)
     except BadRequestError as exc:

@@ -17,6 +17,7 @@ from typing import Final, NamedTuple, Protocol
 from costspan.instrumentation import attributes as attr
 from costspan.pricing import PriceBreakdown, Usage
 from costspan.processor.records import CallRecord, TokenCounts
+from costspan.processor.usage_build import make_usage
 
 __all__ = ["WANTED_KEYS", "AttrValue", "Normalizer", "SpanView"]
 
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 AttrValue = str | bool | int | float | tuple[object, ...]
 _Money = Decimal | None
-_Costs = tuple[_Money, _Money, _Money, _Money, _Money, _Money]
+_new_tuple: Final = tuple.__new__
 
 #: Operations that are one billable model call (agent and tool spans are not).
 CALL_OPERATIONS: Final = frozenset(
@@ -47,7 +48,22 @@ _USAGE_KEYS: Final = frozenset(
     (*_INPUT_KEYS, *_OUTPUT_KEYS, *_CACHE_READ_KEYS, *_CACHE_WRITE_KEYS, attr.LLM_USAGE_TOTAL_TOKENS)
 )
 _REASONING_KEYS: Final = (attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,)
+#: Usage keys most spans do not carry: a span with none of them has no cache writes and no reasoning.
+_RARE_USAGE_KEYS: Final = frozenset(
+    (*_CACHE_WRITE_KEYS, attr.ANTHROPIC_CACHE_WRITE_1H, attr.ANTHROPIC_CACHE_WRITE_5M, *_REASONING_KEYS)
+)
 _LLM_REQUEST_TYPE: Final = "llm.request.type"
+# read for every span: module constants, one lookup each instead of two
+_PROVIDER: Final = attr.GEN_AI_PROVIDER_NAME
+_SYSTEM: Final = attr.GEN_AI_SYSTEM
+_RESPONSE_MODEL: Final = attr.GEN_AI_RESPONSE_MODEL
+_REQUEST_MODEL: Final = attr.GEN_AI_REQUEST_MODEL
+_OPERATION: Final = attr.GEN_AI_OPERATION_NAME
+_TENANT: Final = attr.TENANT_ID
+_INPUT: Final = attr.GEN_AI_USAGE_INPUT_TOKENS
+_OUTPUT: Final = attr.GEN_AI_USAGE_OUTPUT_TOKENS
+_CACHE_READ: Final = attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS
+_PRICED: Final = attr.STATUS_PRICED
 #: OpenAI's service_tier values → costspan's pricing tiers ("auto" and "default" are standard).
 _SERVICE_TIERS: Final = {"flex": "flex", "priority": "priority", "batch": "batch", "scale": "standard"}
 _USER_FALLBACKS: Final = ("user.id", "enduser.id")
@@ -202,9 +218,9 @@ class Normalizer:
         The ``Usage`` is ``None``, with a reason, when the counts are inconsistent.
         """
         # the first spelling, as an int, is the common case: looked up once before the general reading
-        value = attrs.get(_INPUT_KEYS[0])
+        value = attrs.get(_INPUT)
         input_tokens = value if type(value) is int else _int(attrs, _INPUT_KEYS)
-        value = attrs.get(_OUTPUT_KEYS[0])
+        value = attrs.get(_OUTPUT)
         output_tokens = value if type(value) is int else _int(attrs, _OUTPUT_KEYS)
         if input_tokens is None or output_tokens is None:
             total = _int(attrs, (attr.LLM_USAGE_TOTAL_TOKENS,))
@@ -212,46 +228,34 @@ class Normalizer:
                 input_tokens = total - output_tokens
             if output_tokens is None and input_tokens is not None and total is not None:
                 output_tokens = total - input_tokens
-        value = attrs.get(_CACHE_READ_KEYS[0])
+        value = attrs.get(_CACHE_READ)
         cache_read = (value if type(value) is int else _int(attrs, _CACHE_READ_KEYS)) or 0
-        cache_write = _int(attrs, _CACHE_WRITE_KEYS)
-        write_1h = 0
-        if attr.ANTHROPIC_CACHE_WRITE_1H in attrs or attr.ANTHROPIC_CACHE_WRITE_5M in attrs:
-            write_1h = _int(attrs, (attr.ANTHROPIC_CACHE_WRITE_1H,)) or 0
-            if cache_write is None:
-                cache_write = (_int(attrs, (attr.ANTHROPIC_CACHE_WRITE_5M,)) or 0) + write_1h
-        cache_write = cache_write or 0
+        cache_write = write_1h = reasoning = 0
+        if not _RARE_USAGE_KEYS.isdisjoint(attrs):  # most spans have no cache writes and no reasoning
+            written = _int(attrs, _CACHE_WRITE_KEYS)
+            if attr.ANTHROPIC_CACHE_WRITE_1H in attrs or attr.ANTHROPIC_CACHE_WRITE_5M in attrs:
+                write_1h = _int(attrs, (attr.ANTHROPIC_CACHE_WRITE_1H,)) or 0
+                if written is None:
+                    written = (_int(attrs, (attr.ANTHROPIC_CACHE_WRITE_5M,)) or 0) + write_1h
+            cache_write = written or 0
+            reasoning = (_int(attrs, _REASONING_KEYS) or 0) if _REASONING_KEYS[0] in attrs else 0
         input_tokens = input_tokens or 0
         if cache_read + cache_write > input_tokens and provider == "anthropic":
             # Anthropic's API spelling (input EXCLUDES cache tokens) leaked into the input count.
             input_tokens += cache_read + cache_write
-        counts = TokenCounts(
-            input_tokens,
-            output_tokens or 0,
-            cache_read,
-            cache_write,
-            write_1h,
-            (_int(attrs, _REASONING_KEYS) or 0) if attr.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS in attrs else 0,
-        )
+        output_tokens = output_tokens or 0
+        counts = _new_tuple(TokenCounts, (input_tokens, output_tokens, cache_read, cache_write, write_1h, reasoning))
         try:
-            usage = Usage(
-                input_tokens=counts.input,
-                output_tokens=counts.output,
-                cache_read_tokens=counts.cache_read,
-                cache_write_tokens=counts.cache_write,
-                cache_write_1h_tokens=counts.cache_write_1h,
-                reasoning_tokens=counts.reasoning,
-            )
+            usage = make_usage(input_tokens, output_tokens, cache_read, cache_write, write_1h, reasoning)
         except ValueError as exc:  # InvalidUsageError
             return counts, None, f"invalid usage: {exc}"
         return counts, usage, ""
 
     def normalize(self, span: SpanView) -> CallRecord | None:
         """The call record of ``span``, or ``None`` if it does not describe an LLM call."""
-        attrs = span.attributes
+        trace_id, span_id, parent_span_id, start_ns, end_ns, attrs, resource, scope_name, status_error = span
         if not self.is_call(attrs):
             return None
-        resource = span.resource
         if resource is not self._last_resource:  # spans of one export share their resource
             self._last_resource = resource
             self._resource_dims = (
@@ -265,27 +269,32 @@ class Normalizer:
         service, resource_tenant, resource_workflow, resource_user, resource_session, resource_project = (
             self._resource_dims
         )
-        provider = _str(attrs, attr.GEN_AI_PROVIDER_NAME, attr.GEN_AI_SYSTEM).lower() or "unknown"
-        model = _str(attrs, attr.GEN_AI_RESPONSE_MODEL, attr.GEN_AI_REQUEST_MODEL) or "unknown"
-        operation = _str(attrs, attr.GEN_AI_OPERATION_NAME, _LLM_REQUEST_TYPE) or "chat"
+        # each first spelling, a non-empty string, is the common case: one lookup before the general reading
+        value = attrs.get(_PROVIDER)
+        provider = (value if value and type(value) is str else _str(attrs, _SYSTEM)).lower() or "unknown"
+        value = attrs.get(_RESPONSE_MODEL)
+        model = value if value and type(value) is str else _str(attrs, _REQUEST_MODEL) or "unknown"
+        value = attrs.get(_OPERATION)
+        operation = value if value and type(value) is str else _str(attrs, _LLM_REQUEST_TYPE) or "chat"
         tokens, usage, invalid = self.tokens(attrs, provider)
-        tenant = _str(attrs, attr.TENANT_ID) or resource_tenant
+        value = attrs.get(_TENANT)
+        tenant = value if value and type(value) is str else resource_tenant
         if _OPTIONAL_KEYS.isdisjoint(attrs):  # the common span: none of the rarer keys, so their defaults
             estimated = False
-            error_type = "error" if span.status_error else ""
-            source = span.scope_name or "unknown"
+            error_type = "error" if status_error else ""
+            source = scope_name or "unknown"
             tier = "standard"
             workflow, user, session = resource_workflow, resource_user, resource_session
             project, reservation, ttfc = resource_project, "", None
         else:
             estimated = _bool(attrs.get(attr.TOKENS_ESTIMATED))
-            error_type = _str(attrs, attr.ERROR_TYPE) or ("error" if span.status_error else "")
+            error_type = _str(attrs, attr.ERROR_TYPE) or ("error" if status_error else "")
             if attr.RECORD_SOURCE in attrs:
                 source = "costspan"
             elif _bool(attrs.get(attr.ENRICHED)):
                 source = "costspan-enriched"
             else:
-                source = span.scope_name or "unknown"
+                source = scope_name or "unknown"
             tier = _SERVICE_TIERS.get(
                 _str(attrs, attr.GEN_AI_RESPONSE_SERVICE_TIER, attr.GEN_AI_REQUEST_SERVICE_TIER).lower(), "standard"
             )
@@ -302,7 +311,7 @@ class Normalizer:
         else:
             try:
                 breakdown = self._pricer.price_call(
-                    model, usage, provider=provider, at=span.start_ns / 1e9, tier=tier, tenant=tenant or None
+                    model, usage, provider=provider, at=start_ns / 1e9, tier=tier, tenant=tenant or None
                 )
             except Exception as exc:  # price_call must not raise; if it does, store unpriced and carry on
                 logger.warning("pricing failed for model %s: %s", model, type(exc).__name__)
@@ -310,54 +319,53 @@ class Normalizer:
                 reason = f"pricing error: {type(exc).__name__}"
             else:
                 reason = breakdown.reason
-        priced = breakdown is not None and breakdown.status == "priced" and breakdown.total is not None
-        if breakdown is not None and priced:
-            status = attr.STATUS_ESTIMATED if estimated else attr.STATUS_PRICED
-            costs: tuple[
-                Decimal | None, Decimal | None, Decimal | None, Decimal | None, Decimal | None, Decimal | None
-            ] = (
-                breakdown.total,
-                breakdown.input,
-                breakdown.output,
-                breakdown.cache_read,
-                breakdown.cache_write,
-                breakdown.other,
-            )
+        if breakdown is not None and breakdown.status == "priced" and breakdown.total is not None:
+            status = attr.STATUS_ESTIMATED if estimated else _PRICED
+            cost: _Money = breakdown.total
+            cost_input: _Money = breakdown.input
+            cost_output: _Money = breakdown.output
+            cost_cache_read: _Money = breakdown.cache_read
+            cost_cache_write: _Money = breakdown.cache_write
+            cost_other: _Money = breakdown.other
             version = breakdown.catalog_version
             reason = ""
         else:
             status = attr.STATUS_UNPRICED
-            costs = (None, None, None, None, None, None)
+            cost = cost_input = cost_output = cost_cache_read = cost_cache_write = cost_other = None
             version = breakdown.catalog_version if breakdown is not None else ""
             reason = reason or "unpriced"
-        return CallRecord(
-            span.trace_id,
-            span.span_id,
-            span.parent_span_id,
-            span.start_ns,
-            span.end_ns,
-            service,
-            tenant,
-            workflow,
-            user,
-            session,
-            provider,
-            model,
-            operation,
-            source,
-            tokens,
-            estimated,
-            status,
-            reason,
-            costs[0],
-            costs[1],
-            costs[2],
-            costs[3],
-            costs[4],
-            costs[5],
-            version,
-            error_type,
-            ttfc,
-            project,
-            reservation,
+        # tuple.__new__: the named tuple's own __new__ is one more Python frame per call
+        return _new_tuple(
+            CallRecord,
+            (
+                trace_id,
+                span_id,
+                parent_span_id,
+                start_ns,
+                end_ns,
+                service,
+                tenant,
+                workflow,
+                user,
+                session,
+                provider,
+                model,
+                operation,
+                source,
+                tokens,
+                estimated,
+                status,
+                reason,
+                cost,
+                cost_input,
+                cost_output,
+                cost_cache_read,
+                cost_cache_write,
+                cost_other,
+                version,
+                error_type,
+                ttfc,
+                project,
+                reservation,
+            ),
         )
