@@ -49,6 +49,7 @@ from typing import IO, Any
 import httpx
 
 from costspan.processor.api import KeyStore
+from tests.benchmarks.api_live import LiveIngest
 from tests.benchmarks.api_workload import generate, generate_chunk, load
 from tests.benchmarks.bench_api_client import LeanClient, time_routes
 
@@ -73,11 +74,11 @@ class ServerProcess:
         self.log: IO[bytes] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 7200) -> float:
+    def start(self, timeout: float = 7200, *, ingest_workers: int = 0) -> float:
         """Start and wait until the server answers; returns the seconds it took."""
         self.log = (self.data_dir / "server.log").open("ab")
         args = ["--data-dir", str(self.data_dir), "--port", str(self.port), "--log-level", "info"]
-        args += ["--snapshot-interval-seconds", "600"]
+        args += ["--snapshot-interval-seconds", "600", "--ingest-workers", str(ingest_workers)]
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "costspan.processor.serve_cli", *args], stdout=self.log, stderr=self.log
@@ -225,6 +226,7 @@ def run(
     workers: int = 1,
     queries_only: bool = False,
     warmup: int = 20,
+    ingest_rate: float = 0,
 ) -> None:
     if not skip_load:
         load(data_dir, calls, tenants, days, workers)
@@ -232,14 +234,23 @@ def run(
         return
     keystore = KeyStore(data_dir)
     keys = {"admin": keystore.create("admin")[1], "tenant": keystore.create("tenant", "tenant-001")[1]}
+    keys["ingest"] = keystore.create("ingest")[1]
     server = ServerProcess(data_dir)
-    took = server.start()
+    took = server.start(ingest_workers=2 if ingest_rate else 0)
     print(f"server ready in {took:.1f} s ({_index_line(data_dir)})")
     try:
         rss, peak = server.memory_gb()
         print(f"server RSS {rss:.2f} GB (peak {peak:.2f} GB)")
         with server.client() as lean:
-            time_routes(lean, ROUTES, keys, requests, warmup=warmup, server_pid=server.pid)
+            live = LiveIngest(server.url, keys["ingest"], ingest_rate) if ingest_rate else None
+            if live is not None:
+                print(f"live OTLP ingest at {ingest_rate:,.0f} spans/s (2 ingest workers) while the routes are timed")
+                live.start()
+            try:
+                time_routes(lean, ROUTES, keys, requests, warmup=warmup, server_pid=server.pid)
+            finally:
+                if live is not None:
+                    print(live.stop())
             rss, peak = server.memory_gb()
             print(f"server RSS after the queries {rss:.2f} GB (peak {peak:.2f} GB)")
             if queries_only:
@@ -281,6 +292,9 @@ def main() -> None:
     parser.add_argument("--load-only", action="store_true", help="stop after loading")
     parser.add_argument("--full-replay", action="store_true", help="also time a start without the index snapshot")
     parser.add_argument("--queries-only", action="store_true", help="no exports and no restart")
+    parser.add_argument(
+        "--ingest-rate", type=float, default=0, help="OTLP spans/s sent to the server while the routes are timed"
+    )
     args = parser.parse_args()
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="costspan-bench-api-"))
     try:
@@ -296,6 +310,7 @@ def main() -> None:
             workers=args.workers,
             queries_only=args.queries_only,
             warmup=args.warmup,
+            ingest_rate=args.ingest_rate,
         )
     finally:
         if not args.keep and args.data_dir is None:

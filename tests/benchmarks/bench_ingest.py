@@ -93,8 +93,12 @@ class Sender:
         batches: int,
         interval: float = 0.0,
         phase: float = 0.0,
+        headers: dict[str, str] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.url = url
+        self.headers = {"Content-Type": "application/x-protobuf", **(headers or {})}
+        self.stop = stop  # set: no further sends
         self.interval = interval  # seconds between sends (0: send as soon as the last one is acknowledged)
         self.phase = phase  # this sender's share of the interval before its first send (senders interleave)
         self.template, self.offsets = id_offsets(request)
@@ -118,10 +122,12 @@ class Sender:
         # http.client, one keep-alive connection: a fraction of httpx's CPU per request
         url = urlsplit(self.url)
         connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=60)
-        headers = {"Content-Type": "application/x-protobuf"}
+        headers = self.headers
         due = time.perf_counter() + self.phase * self.interval
         try:
             for body in self.bodies():
+                if self.stop is not None and self.stop.is_set():
+                    break
                 if self.interval:  # paced: latency is then the service time, not the queue of a saturated run
                     due += self.interval
                     time.sleep(max(0.0, due - time.perf_counter()))
