@@ -78,7 +78,8 @@ def test_the_index_folded_from_sums_equals_the_index_fed_call_by_call() -> None:
     rng = random.Random(3)
     records = [make_record(rng, i) for i in range(1500)]
     by_call = UsageIndex(max_sessions_per_day=8)  # the bound on a day's sessions is reached too
-    by_call.add_many(records)
+    for r in records:
+        by_call.add(r)  # each call summed alone
     by_sums = UsageIndex(max_sessions_per_day=8)
     for n, start in enumerate(range(0, len(records), 256), 1):
         batch = prepare(records[start : start + 256], keep_records=False)

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
 
-from costspan.processor.api.aggs import Agg, Series, latency_bucket
+from costspan.processor.api.aggs import Agg, Series
 from costspan.processor.batch import Committed
-from costspan.processor.callsums import CallDims
+from costspan.processor.callsums import CallDims, sum_calls
 from costspan.processor.ledger import Ledger, Position
 from costspan.processor.records import CallRecord, record_from_json
 
@@ -115,12 +115,10 @@ class UsageIndex:
     # --- feeding ------------------------------------------------------------------------------------
     def add_many(self, records: Iterable[CallRecord]) -> None:
         with self.lock:
-            for r in records:
-                self._add(r)
+            self._add_records(list(records))
 
     def add(self, record: CallRecord) -> None:
-        with self.lock:
-            self._add(record)
+        self.add_many([record])
 
     def on_commit(self, records: list[CallRecord], end: Position) -> None:
         """The store's commit listener: ``records`` were just appended, ending at ``end``.
@@ -151,8 +149,9 @@ class UsageIndex:
             self.position = end
 
     def _add_records(self, records: list[CallRecord]) -> None:
-        for r in records:
-            self._add(r)
+        """Calls are summed first (:func:`~costspan.processor.callsums.sum_calls`), then folded."""
+        for dims, s in sum_calls(records).items():
+            self._add_sums(dims, s.agg)
 
     def _add_committed(self, committed: Committed) -> None:
         for _, sums in committed.sums():
@@ -195,58 +194,6 @@ class UsageIndex:
                 own.sessions.merge(a, histogram=False)
         self.records += a.requests
 
-    def _add(self, r: CallRecord) -> None:
-        start_s = r.start_ns // 1_000_000_000
-        day = start_s - start_s % DAY_S
-        hour = start_s - start_s % HOUR_S
-        latency_ms = max(r.end_ns - r.start_ns, 0) / 1e6
-        bucket = latency_bucket(latency_ms)
-        t = r.tokens
-        values = (1 if r.error_type else 0, r.cost_total, t.input, t.output, t.cache_read, latency_ms)
-        key = (r.provider, r.model, r.operation)
-        tenant = r.tenant
-        provider = r.provider
-        flat_days = self._flat_days
-        flat_hours = self._flat_hours
-        for who in (tenant, ALL):
-            td = flat_days.get((who, day))
-            if td is None:
-                td = flat_days[who, day] = self.days.setdefault(who, {}).setdefault(day, TenantDay())
-            td.total.add_values(*values, bucket)
-            a = td.by_call.get(key)
-            if a is None:
-                a = td.by_call[key] = Agg()
-            a.add_values(*values, -1)
-            _agg(td.by_provider, provider).add_values(*values, bucket)
-            td.services.add(r.service)
-            td.tenants.add(tenant)
-            by_provider = flat_hours.get((who, hour))
-            if by_provider is None:
-                by_provider = flat_hours[who, hour] = self.hours.setdefault(who, {}).setdefault(hour, {})
-            _agg(by_provider, provider).add_values(*values, -1)
-        own = flat_days[tenant, day]
-        if r.project:
-            pk = (r.project, provider)
-            a = own.by_project.get(pk)
-            if a is None:
-                a = own.by_project[pk] = Agg()
-            a.add_values(*values, -1)
-        for dim, name in (("workflow", r.workflow), ("user", r.user)):
-            if name:
-                names = self.series.get((tenant, dim))
-                if names is None:
-                    names = self.series[tenant, dim] = {}
-                s = names.get(name)
-                if s is None:
-                    s = names[name] = Series()
-                s.add(day, values)
-        if r.session:
-            into = self._session_agg(tenant, r.session, own, day)
-            if into is not None:
-                into.add_values(*values, -1)
-                own.sessions.add_values(*values, -1)
-        self.records += 1
-
     def _session_agg(self, tenant: str, session: str, own: TenantDay, day: int) -> Agg | None:
         """Where a call of ``session`` on ``day`` is summed; None once the day's sessions are at the bound."""
         sessions = own.by_session
@@ -279,6 +226,7 @@ class UsageIndex:
     def _read_ledger(self, max_records: int | None) -> int:
         assert self._ledger is not None
         added = 0
+        chunk: list[CallRecord] = []
         for line in self._ledger.read(self.position):
             if max_records is not None and added >= max_records:
                 break
@@ -287,9 +235,13 @@ class UsageIndex:
             except (ValueError, KeyError, TypeError):
                 logger.warning("usage index: unreadable ledger record at %s skipped", line.end)
             else:
-                self._add(record)
+                chunk.append(record)
                 added += 1
-            self.position = line.end
+                if len(chunk) >= 4096:
+                    self._add_records(chunk)
+                    chunk = []
+            self.position = line.end  # under the lock: readers see the position with its records
+        self._add_records(chunk)
         return added
 
     def follow(self, interval_s: float = 0.2, *, every_hour: Callable[[], None] | None = None) -> None:
