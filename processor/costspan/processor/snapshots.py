@@ -42,13 +42,7 @@ class SnapshotStore:
         self.corrupt = 0
 
     def _existing(self) -> list[tuple[Position, Path]]:
-        found = []
-        if self.directory.is_dir():
-            for path in self.directory.iterdir():
-                match = _NAME_RE.match(path.name)
-                if match:
-                    found.append((Position(int(match.group(1)), int(match.group(2))), path))
-        return sorted(found, reverse=True)
+        return snapshot_files(self.directory, _NAME_RE)
 
     def save(self, position: Position, rollups_json: dict[str, Any]) -> Path:
         """Write a snapshot atomically; older ones beyond ``keep`` are removed."""
@@ -96,6 +90,18 @@ def write_checked(final: Path, file_format: int, body: bytes) -> Path:
     finally:
         os.close(dir_fd)
     return final
+
+
+def snapshot_files(directory: Path, name_re: re.Pattern[str]) -> list[tuple[Position, Path]]:
+    """The snapshot files in ``directory`` (names matching ``name_re``: segment and offset as its two
+    groups) with the ledger position each includes, newest first."""
+    found = []
+    if directory.is_dir():
+        for path in directory.iterdir():
+            match = name_re.match(path.name)
+            if match:
+                found.append((Position(int(match.group(1)), int(match.group(2))), path))
+    return sorted(found, reverse=True)
 
 
 def load_json(body: bytes) -> Any:

@@ -24,7 +24,7 @@ from typing import Any, Final
 from costspan.processor.api.aggs import Agg, Series
 from costspan.processor.api.index import TenantDay, UsageIndex
 from costspan.processor.ledger import Position
-from costspan.processor.snapshots import load_json, read_checked, write_checked
+from costspan.processor.snapshots import load_json, read_checked, snapshot_files, write_checked
 
 __all__ = ["IndexSnapshots", "LoadResult"]
 
@@ -84,13 +84,7 @@ class IndexSnapshots:
         self._series: dict[tuple[Any, ...], tuple[Any, str]] = {}
 
     def existing(self) -> list[tuple[Position, Path]]:
-        found = []
-        if self.directory.is_dir():
-            for path in self.directory.iterdir():
-                match = _NAME_RE.match(path.name)
-                if match:
-                    found.append((Position(int(match.group(1)), int(match.group(2))), path))
-        return sorted(found, reverse=True)
+        return snapshot_files(self.directory, _NAME_RE)
 
     # --- saving -------------------------------------------------------------------------------------
     def _encode(self, index: UsageIndex) -> tuple[Position | None, bytes]:
