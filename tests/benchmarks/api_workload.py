@@ -25,11 +25,11 @@ from typing import Any
 
 from costspan.pricing import Usage, default_pricer
 from costspan.processor.api import UsageIndex
-from costspan.processor.api.index_snapshot import IndexSnapshots
-from costspan.processor.batch import PreparedBatch, prepare
-from costspan.processor.records import CallRecord, TokenCounts
-from costspan.processor.settings import Settings
-from costspan.processor.store import Store
+from costspan.processor.api._index_snapshot import IndexSnapshots
+from costspan.processor.serve._settings import Settings
+from costspan.processor.store._batch import PreparedBatch, prepare
+from costspan.processor.store._records import CallRecord, TokenCounts
+from costspan.processor.store._store import Store
 
 __all__ = ["BATCH", "MODELS", "SHAPES", "generate", "generate_chunk", "load"]
 

@@ -14,7 +14,7 @@
    tokens, latency growing with the output, 2 % errors; spread over ``--days`` UTC days with more
    calls on recent days and working hours (at three minutes of each hour, so the store's per-minute
    rollups stay bounded).
-2. **Serve**: starts the real server (``python -m costspan.processor.serve_cli``: uvicorn, the whole
+2. **Serve**: starts the real server (``python -m costspan.processor.serve``: uvicorn, the whole
    ``build_server_app``) in its own process on the data dir; times its start (the store's start, the
    usage index's snapshot + ledger tail, or a full replay when there is no snapshot).
 3. **Query**: per route, ``--warmup`` untimed then ``--requests`` timed sequential requests over one
@@ -65,7 +65,7 @@ def _free_port() -> int:
 
 
 class ServerProcess:
-    """``python -m costspan.processor.serve_cli`` on the data dir; log lines go to ``<data>/server.log``."""
+    """``python -m costspan.processor.serve`` on the data dir; log lines go to ``<data>/server.log``."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
@@ -81,7 +81,7 @@ class ServerProcess:
         args += ["--snapshot-interval-seconds", "600", "--ingest-workers", str(ingest_workers)]
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "costspan.processor.serve_cli", *args], stdout=self.log, stderr=self.log
+            [sys.executable, "-m", "costspan.processor.serve", *args], stdout=self.log, stderr=self.log
         )
         while True:
             if self.proc.poll() is not None:

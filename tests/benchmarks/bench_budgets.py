@@ -31,7 +31,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from costspan.instrumentation._remote_guard import _read_response
-from costspan.processor.api.keys import KeyStore
+from costspan.processor.api._keys import KeyStore
 from costspan.processor.budgets import BudgetBook, Call, FsyncPolicy, RemoteBudgetGuard, budget_router
 
 IN_PROCESS_GOAL_NS = 5_000
@@ -138,7 +138,7 @@ def costspan_serve() -> Iterator[tuple[str, str]]:
         keys = KeyStore(Path(tmp))
         admin, ingest = keys.create("admin")[1], keys.create("ingest")[1]
         port = _free_port()
-        argv = ["-m", "costspan.processor.serve_cli", "--port", str(port), "--data-dir", tmp, "--log-level", "warning"]
+        argv = ["-m", "costspan.processor.serve", "--port", str(port), "--data-dir", tmp, "--log-level", "warning"]
         with _server(argv, port) as url:
             for spec in BUDGETS:
                 conn = http.client.HTTPConnection("127.0.0.1", port)

@@ -3,7 +3,7 @@
     .venv/bin/python -m tests.benchmarks.bench_ingest [--spans 1000000] [--senders 4] [--workers 2]
         [--fsync always] [--rate SPANS_PER_S]
 
-Starts the real server (``python -m costspan.processor.serve_cli``) in its own process on a temp
+Starts the real server (``python -m costspan.processor.serve``) in its own process on a temp
 data dir with the durable ledger (fsync before every 200), then sends OTLP/HTTP protobuf batches of
 512 GenAI spans (unique ids, realistic attributes) from ``--senders`` concurrent clients, as fast as
 they are acknowledged or paced to ``--rate``. Reports spans/s, p50/p99 acknowledgement latency, CPU
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 sys.executable,
                 "-m",
-                "costspan.processor.serve_cli",
+                "costspan.processor.serve",
                 "--insecure-no-auth",
                 "--port",
                 str(port),

@@ -99,7 +99,7 @@ class Modes:
 def fake_server_process() -> Iterator[str]:
     """The fake provider in a child process (so its CPU is not the client's); yields its base URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "costspan.processor.fake_provider"],
+        [sys.executable, "-m", "costspan.processor._demo.fake_provider"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

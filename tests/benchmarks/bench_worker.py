@@ -23,9 +23,9 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Final
 
 from costspan.pricing import default_pricer
-from costspan.processor.ingest import process_body
-from costspan.processor.normalize import Normalizer
-from costspan.processor.otlp import PROTOBUF
+from costspan.processor.ingest._normalize import Normalizer
+from costspan.processor.ingest._otlp import PROTOBUF
+from costspan.processor.ingest._worker import process_body
 from tests.benchmarks.bench_ingest import template
 
 LIMIT = 64 * 1024 * 1024

@@ -22,10 +22,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from costspan.pricing import Usage, default_pricer
-from costspan.processor.server import build_server_app
-from costspan.processor.settings import Settings
-from costspan.processor.store import Store
-from costspan.processor.testing import ServerThread
+from costspan.processor._demo.server_thread import ServerThread
+from costspan.processor.serve._server import build_server_app
+from costspan.processor.serve._settings import Settings
+from costspan.processor.store._store import Store
 
 __all__ = ["CALLS", "SpanWorkload", "costspan_server"]
 

@@ -16,11 +16,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from prometheus_client import CollectorRegistry
 
 from costspan.pricing import Pricer, default_pricer
+from costspan.processor._demo.server_thread import ServerThread
 from costspan.processor.api import KeyStore, UsageIndex, include_usage_api
-from costspan.processor.app import create_app
-from costspan.processor.settings import Settings
-from costspan.processor.store import Store
-from costspan.processor.testing import ServerThread
+from costspan.processor.serve._app import create_app
+from costspan.processor.serve._settings import Settings
+from costspan.processor.store._store import Store
 
 
 @dataclass

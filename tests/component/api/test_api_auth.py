@@ -11,12 +11,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from costspan.pricing import Pricer
+from costspan.processor._demo.server_thread import ServerThread
 from costspan.processor.api import KeyStore, add_keys_command, check_startup, include_usage_api, run_keys
-from costspan.processor.api.keys import KEYS_FILE
-from costspan.processor.app import create_app
-from costspan.processor.settings import Settings
-from costspan.processor.store import Store
-from costspan.processor.testing import ServerThread
+from costspan.processor.api._keys import KEYS_FILE
+from costspan.processor.serve._app import create_app
+from costspan.processor.serve._settings import Settings
+from costspan.processor.store._store import Store
 from tests.component.api.conftest import Api
 
 CALL = {"provider": "openai", "model": "gpt-4o", "prompt_tokens": 1000, "completion_tokens": 100}

@@ -10,10 +10,10 @@ from decimal import Decimal
 
 import pytest
 
-from costspan.processor.api.common import Window, by_call_in, by_project_in, by_provider_in
-from costspan.processor.api.folds import hour_views
-from costspan.processor.api.index import ALL, DAY_S, HOUR_S, Agg, UsageIndex
-from costspan.processor.records import CallRecord, TokenCounts
+from costspan.processor.api._common import Window, by_call_in, by_project_in, by_provider_in
+from costspan.processor.api._folds import hour_views
+from costspan.processor.api._index import ALL, DAY_S, HOUR_S, Agg, UsageIndex
+from costspan.processor.store._records import CallRecord, TokenCounts
 
 NOW = int(time.time())
 TODAY = NOW - NOW % DAY_S

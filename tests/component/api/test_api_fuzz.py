@@ -13,11 +13,11 @@ from prometheus_client import CollectorRegistry
 from schemathesis.core.result import Ok
 
 from costspan.pricing import Pricer
+from costspan.processor._demo.server_thread import ServerThread
 from costspan.processor.api import KeyStore, include_usage_api
-from costspan.processor.app import create_app
-from costspan.processor.settings import Settings
-from costspan.processor.store import Store
-from costspan.processor.testing import ServerThread
+from costspan.processor.serve._app import create_app
+from costspan.processor.serve._settings import Settings
+from costspan.processor.store._store import Store
 from tests.component.api.conftest import Api
 from tests.component.api.seed import ingest
 

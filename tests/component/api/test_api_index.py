@@ -7,9 +7,9 @@ from decimal import Decimal
 from pathlib import Path
 
 from costspan.processor.api import UsageIndex
-from costspan.processor.api.index import ALL, DAY_S
-from costspan.processor.records import CallRecord, TokenCounts
-from costspan.processor.store import Store, StoreConfig
+from costspan.processor.api._index import ALL, DAY_S
+from costspan.processor.store._records import CallRecord, TokenCounts
+from costspan.processor.store._store import Store, StoreConfig
 
 
 def _record(i: int, tenant: str, start_s: int, cost: str | None, latency_ms: int = 100) -> CallRecord:

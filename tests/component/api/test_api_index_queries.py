@@ -8,10 +8,10 @@ from decimal import Decimal
 
 import pytest
 
-from costspan.processor.api.common import Window, per_day
-from costspan.processor.api.index import DAY_S, UsageIndex
-from costspan.processor.api.names import dim_in, sessions_in, top_names, workflow_days
-from costspan.processor.records import CallRecord, TokenCounts
+from costspan.processor.api._common import Window, per_day
+from costspan.processor.api._index import DAY_S, UsageIndex
+from costspan.processor.api._names import dim_in, sessions_in, top_names, workflow_days
+from costspan.processor.store._records import CallRecord, TokenCounts
 
 NOW = int(time.time())
 TODAY = NOW - NOW % DAY_S

@@ -9,13 +9,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from costspan.processor.api.index import DAY_S, UsageIndex
-from costspan.processor.api.index_snapshot import _FORMAT, IndexSnapshots
-from costspan.processor.api.mount import start_index
-from costspan.processor.ledger import Position
-from costspan.processor.records import CallRecord, TokenCounts
-from costspan.processor.snapshots import write_checked
-from costspan.processor.store import Store, StoreConfig
+from costspan.processor.api._index import DAY_S, UsageIndex
+from costspan.processor.api._index_snapshot import _FORMAT, IndexSnapshots
+from costspan.processor.api._mount import start_index
+from costspan.processor.store._ledger import Position
+from costspan.processor.store._records import CallRecord, TokenCounts
+from costspan.processor.store._snapshots import write_checked
+from costspan.processor.store._store import Store, StoreConfig
 
 
 def _record(i: int, *, tenant: str, day_offset: int, session: str = "", latency_ms: int = 100) -> CallRecord:

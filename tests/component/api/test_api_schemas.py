@@ -13,18 +13,16 @@ from prometheus_client import CollectorRegistry
 from pydantic import TypeAdapter
 
 from costspan.pricing import Pricer
-from costspan.processor.api import (
-    KeyStore,
-    routes_analytics,
-    routes_dashboard,
-    routes_usage,
-    routes_v2,
-    routes_workspaces,
-)
-from costspan.processor.server import build_server_app
-from costspan.processor.settings import Settings
-from costspan.processor.store import Store
-from costspan.processor.testing import ServerThread
+from costspan.processor._demo.server_thread import ServerThread
+from costspan.processor.api import KeyStore
+from costspan.processor.api import _routes_analytics as routes_analytics
+from costspan.processor.api import _routes_dashboard as routes_dashboard
+from costspan.processor.api import _routes_usage as routes_usage
+from costspan.processor.api import _routes_v2 as routes_v2
+from costspan.processor.api import _routes_workspaces as routes_workspaces
+from costspan.processor.serve._server import build_server_app
+from costspan.processor.serve._settings import Settings
+from costspan.processor.store._store import Store
 from tests.component.api.conftest import Api
 from tests.component.api.seed import ingest
 

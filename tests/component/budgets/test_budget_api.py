@@ -11,6 +11,7 @@ from fastapi import FastAPI, HTTPException, Request
 
 from costspan.instrumentation import BudgetExceededError, RequestInfo, RequestRewrite
 from costspan.pricing import Pricer
+from costspan.processor._demo.server_thread import ServerThread
 from costspan.processor.budgets import (
     BudgetBook,
     BudgetCheckEndpoint,
@@ -20,7 +21,6 @@ from costspan.processor.budgets import (
     WebhookNotifier,
     budget_router,
 )
-from costspan.processor.testing import ServerThread
 from tests.component.budgets.conftest import FakeClock
 
 ACME = {"tenant": "acme", "provider": "openai", "model": "gpt-4o", "input_tokens": 1000, "max_tokens": 1000}

@@ -22,12 +22,12 @@ from costspan.instrumentation import CostspanInstrumentor, attribute
 from costspan.instrumentation import attributes as attr
 from costspan.instrumentation._tokens import TokenCounter
 from costspan.pricing import Pricer
+from costspan.processor._demo.server_thread import ServerThread
 from costspan.processor.budgets import BudgetBook, BudgetSpanProcessor, Call, CostEstimator, budget_guard
 from costspan.processor.budgets._remote import RemoteBudgetGuard
-from costspan.processor.server import build_server_app
-from costspan.processor.settings import Settings
-from costspan.processor.store import Store
-from costspan.processor.testing import ServerThread
+from costspan.processor.serve._server import build_server_app
+from costspan.processor.serve._settings import Settings
+from costspan.processor.store._store import Store
 from tests.component.budgets.conftest import FakeClock
 from tests.support.fake_provider import Behavior, FakeProvider
 

@@ -266,8 +266,8 @@ def test_streamed_tool_call_is_put_together_from_its_deltas() -> None:
 
 
 def test_the_processor_never_stores_content(otel: Otel, fake: FakeProvider, pricer: Pricer) -> None:
-    from costspan.processor.normalize import Normalizer, SpanView
-    from costspan.processor.records import record_to_json
+    from costspan.processor.ingest._normalize import Normalizer, SpanView
+    from costspan.processor.store._records import record_to_json
 
     _reinstrument(otel, capture_message_content=True)
     openai_calls(fake)

@@ -13,8 +13,8 @@ from costspan.instrumentation import BudgetExceededError, CostspanInstrumentor, 
 from costspan.instrumentation._remote_guard import RemoteBudgetGuard
 from costspan.instrumentation._tokens import TokenCounter
 from costspan.pricing import Pricer
+from costspan.processor._demo.server_thread import ServerThread
 from costspan.processor.budgets import BudgetBook, budget_router
-from costspan.processor.testing import ServerThread
 from tests.support.fake_provider import FakeProvider
 
 

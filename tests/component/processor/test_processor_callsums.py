@@ -10,13 +10,12 @@ from decimal import Decimal
 from pathlib import Path
 
 from costspan.processor.api import UsageIndex
-from costspan.processor.api.index import DAY_S
-from costspan.processor.batch import Committed, PreparedBatch, prepare
-from costspan.processor.budgets import BudgetBook, Call, SpikeDetector
-from costspan.processor.ledger import Position
-from costspan.processor.records import API_SOURCE, CallRecord, TokenCounts
-from costspan.processor.server import settle_committed, settle_records
-from costspan.processor.store import IngestResult, Store, StoreConfig
+from costspan.processor.api._index import DAY_S
+from costspan.processor.budgets import BudgetBook, Call, SpikeDetector, settle_committed, settle_records
+from costspan.processor.store._batch import Committed, PreparedBatch, prepare
+from costspan.processor.store._ledger import Position
+from costspan.processor.store._records import API_SOURCE, CallRecord, TokenCounts
+from costspan.processor.store._store import IngestResult, Store, StoreConfig
 from tests.component.budgets.conftest import FakeClock
 
 NOW = int(datetime(2026, 3, 10, 12, 0, tzinfo=UTC).timestamp())

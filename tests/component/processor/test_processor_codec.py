@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from costspan.processor import ledger as ledger_module
-from costspan.processor import records as records_module
-from costspan.processor.ledger import Ledger, LedgerLine, Position, encode_line
-from costspan.processor.records import CallRecord, TokenCounts, record_from_json, record_to_json
+from costspan.processor.store import _ledger as ledger_module
+from costspan.processor.store import _records as records_module
+from costspan.processor.store._ledger import Ledger, LedgerLine, Position, encode_line
+from costspan.processor.store._records import CallRecord, TokenCounts, record_from_json, record_to_json
 
 _texts = st.text(max_size=12)
 _money = st.none() | st.decimals(allow_nan=False, allow_infinity=False, places=8, min_value=-(10**6), max_value=10**6)

@@ -14,9 +14,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from prometheus_client import CollectorRegistry
 
-from costspan.processor.forward import Forwarder
-from costspan.processor.store import Store
-from costspan.processor.testing import ServerThread
+from costspan.processor._demo.server_thread import ServerThread
+from costspan.processor.ingest._forward import Forwarder
+from costspan.processor.store._store import Store
 
 ServerFactory = Callable[..., AbstractContextManager[tuple[ServerThread, Store, CollectorRegistry]]]
 

@@ -19,11 +19,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from costspan.pricing import Pricer, Usage, default_pricer
-from costspan.processor.batch import call_key
-from costspan.processor.dedupe import Deduplicator
-from costspan.processor.normalize import _OPTIONAL_KEYS, WANTED_KEYS, Normalizer, SpanView
-from costspan.processor.records import CallRecord, TokenCounts, record_from_json, record_to_json
-from costspan.processor.span_processor import span_view
+from costspan.processor._span_processor import span_view
+from costspan.processor.ingest._normalize import _OPTIONAL_KEYS, WANTED_KEYS, Normalizer, SpanView
+from costspan.processor.store._batch import call_key
+from costspan.processor.store._dedupe import Deduplicator
+from costspan.processor.store._records import CallRecord, TokenCounts, record_from_json, record_to_json
 
 
 def _view(attrs: dict[str, Any], **kw: Any) -> SpanView:

@@ -17,9 +17,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from costspan.pricing import default_pricer
-from costspan.processor import otlp
-from costspan.processor.normalize import WANTED_KEYS, AttrValue, Normalizer, SpanView
-from costspan.processor.otlp import JSON, PROTOBUF, BadRequestError, decode_for_ingest, iter_span_views
+from costspan.processor.ingest import _otlp as otlp
+from costspan.processor.ingest._normalize import WANTED_KEYS, AttrValue, Normalizer, SpanView
+from costspan.processor.ingest._otlp import JSON, PROTOBUF, BadRequestError, decode_for_ingest, iter_span_views
 
 _KEYS = [*sorted(WANTED_KEYS), "server.port", "gen_ai.response.id", "", "x" * 130, "gen_ai.usage.input_tokenz"]
 

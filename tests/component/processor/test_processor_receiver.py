@@ -22,8 +22,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from prometheus_client import CollectorRegistry
 
 from costspan.pricing import Pricer, Usage
-from costspan.processor.store import Store
-from costspan.processor.testing import ServerThread
+from costspan.processor._demo.server_thread import ServerThread
+from costspan.processor.store._store import Store
 
 ServerFactory = Callable[..., AbstractContextManager[tuple[ServerThread, Store, CollectorRegistry]]]
 

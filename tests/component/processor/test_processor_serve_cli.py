@@ -13,13 +13,13 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from costspan.processor.app import create_app
-from costspan.processor.metrics import StoreCollector
-from costspan.processor.rollups import OVERFLOW
-from costspan.processor.serve_cli import add_serve_command, run_serve
-from costspan.processor.settings import Settings, load_settings
-from costspan.processor.store import Store, StoreConfig
-from costspan.processor.testing import ServerThread
+from costspan.processor._demo.server_thread import ServerThread
+from costspan.processor.serve._app import create_app
+from costspan.processor.serve._metrics import StoreCollector
+from costspan.processor.serve._serve_cli import add_serve_command, run_serve
+from costspan.processor.serve._settings import Settings, load_settings
+from costspan.processor.store._rollups import OVERFLOW
+from costspan.processor.store._store import Store, StoreConfig
 
 ServerFactory = Callable[..., AbstractContextManager[tuple[ServerThread, Store, CollectorRegistry]]]
 

@@ -13,9 +13,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.util.types import AttributeValue
 
 from costspan.pricing import PriceBreakdown, Pricer, Usage
-from costspan.processor.normalize import Normalizer
-from costspan.processor.span_processor import CostspanSpanProcessor
-from costspan.processor.store import Store, StoreConfig
+from costspan.processor._span_processor import CostspanSpanProcessor
+from costspan.processor.ingest._normalize import Normalizer
+from costspan.processor.store._store import Store, StoreConfig
 
 LLM: dict[str, AttributeValue] = {
     "gen_ai.operation.name": "chat",

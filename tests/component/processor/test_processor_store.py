@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from costspan.processor.batch import call_key, prepare
-from costspan.processor.dedupe import Deduplicator
-from costspan.processor.ledger import Ledger
-from costspan.processor.records import CallRecord, TokenCounts
-from costspan.processor.rollups import Rollups
-from costspan.processor.store import QueueFullError, Store, StoreConfig
+from costspan.processor.store._batch import call_key, prepare
+from costspan.processor.store._dedupe import Deduplicator
+from costspan.processor.store._ledger import Ledger
+from costspan.processor.store._records import CallRecord, TokenCounts
+from costspan.processor.store._rollups import Rollups
+from costspan.processor.store._store import QueueFullError, Store, StoreConfig
 
 BASE_NS = (time.time_ns() // 10**9 - 7200) * 10**9  # recent: retention keeps it
 

@@ -8,10 +8,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 
 from costspan.pricing import Usage, default_pricer
-from costspan.processor.metrics import StoreCollector
-from costspan.processor.normalize import Normalizer, SpanView
-from costspan.processor.records import record_from_json, record_to_json
-from costspan.processor.rollups import Totals
+from costspan.processor.ingest._normalize import Normalizer, SpanView
+from costspan.processor.serve._metrics import StoreCollector
+from costspan.processor.store._records import record_from_json, record_to_json
+from costspan.processor.store._rollups import Totals
 
 START_NS = 1_764_000_000_000_000_000  # 2025-11-24
 
@@ -85,7 +85,7 @@ def test_openai_service_tier_prices_the_call() -> None:
 
 
 def test_ttfc_histogram_is_exposed(tmp_path: Any) -> None:
-    from costspan.processor.store import Store, StoreConfig
+    from costspan.processor.store._store import Store, StoreConfig
 
     store = Store(StoreConfig(data_dir=tmp_path))
     store.start()

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from costspan.pricing import MAX_COUNT, Usage
-from costspan.processor import usage_build
-from costspan.processor.usage_build import make_usage
+from costspan.processor.ingest import _usage_build as usage_build
+from costspan.processor.ingest._usage_build import make_usage
 
 _count = st.one_of(
     st.integers(min_value=0, max_value=5000),

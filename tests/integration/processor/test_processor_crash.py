@@ -16,9 +16,9 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from costspan.processor.ledger import Ledger
-from costspan.processor.rollups import Rollups
-from costspan.processor.store import Store, StoreConfig
+from costspan.processor.store._ledger import Ledger
+from costspan.processor.store._rollups import Rollups
+from costspan.processor.store._store import Store, StoreConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -39,7 +39,7 @@ def _start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-m",
-            "costspan.processor.serve_cli",
+            "costspan.processor.serve",
             "--insecure-no-auth",
             "--port",
             str(port),

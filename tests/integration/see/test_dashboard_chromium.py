@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from costspan.processor.api.keys import KeyStore
-from costspan.processor.server import build_server_app
-from costspan.processor.settings import Settings
-from costspan.processor.store import Store
-from costspan.processor.testing import ServerThread
+from costspan.processor._demo.server_thread import ServerThread
+from costspan.processor.api._keys import KeyStore
+from costspan.processor.serve._server import build_server_app
+from costspan.processor.serve._settings import Settings
+from costspan.processor.store._store import Store
 from tests.support.workload import SpanWorkload
 
 ROOT = Path(__file__).resolve().parents[3]

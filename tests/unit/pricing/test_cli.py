@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from costspan.processor.cli import main
+from costspan.processor.serve._cli import main
 
 
 def run(*argv: str) -> tuple[int, str, str]:

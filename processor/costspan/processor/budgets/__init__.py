@@ -43,6 +43,7 @@ from costspan.processor.budgets._model import (
 )
 from costspan.processor.budgets._periods import window
 from costspan.processor.budgets._remote import RemoteBudgetGuard
+from costspan.processor.budgets._settlement import settle_committed, settle_records
 from costspan.processor.budgets._status import BudgetStatus
 
 __all__ = [
@@ -80,5 +81,7 @@ __all__ = [
     "call_from_attributes",
     "call_from_request",
     "parse_budget",
+    "settle_committed",
+    "settle_records",
     "window",
 ]

@@ -1,0 +1,332 @@
+"""Pre-aggregated usage indexes the API answers from: per tenant × UTC day (and hour) × dimension.
+
+Everything a route asks is summed when a call is added, so a query touches O(days × keys) small
+sums, never the calls: per tenant (and for every tenant together, :data:`ALL`) and UTC day, the
+total and sums per provider (with latency histograms), per (provider, model, operation), per
+(project, provider) and per session; per hour, sums per provider; per tenant, every user's and
+workflow's sums over days, kept cumulative (:class:`Series`: a window is one subtraction).
+
+Feeding: :meth:`UsageIndex.on_commit` (the store's commit listener: the records just made durable,
+with the ledger position after them) or :meth:`UsageIndex.catch_up` (reads the ledger from the
+position the index includes: start-up replay, or an index without a store hook). Both go by ledger
+position, under the index's lock, so a record is never counted twice. :mod:`.index_snapshot` saves
+and loads the index with its position so a restart replays only the ledger's tail.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, TypeVar
+
+from costspan.processor.store._batch import Committed
+from costspan.processor.store._callsums import CallDims, sum_calls
+from costspan.processor.store._ledger import Ledger, Position
+from costspan.processor.store._records import CallRecord, record_from_json
+from costspan.processor.store._sums import Agg, Series
+
+__all__ = ["ALL", "DAY_S", "DIMS", "HOUR_S", "Agg", "CallKey", "Series", "TenantDay", "UsageIndex"]
+
+logger = logging.getLogger(__name__)
+
+DAY_S: Final = 86400
+HOUR_S: Final = 3600
+#: The key of the every-tenant sums (not a valid tenant id: tenant ids are printable).
+ALL: Final = "\x00all"
+#: The per-name dimensions kept as cumulative series per tenant.
+DIMS: Final = ("user", "workflow")
+
+_K = TypeVar("_K")
+
+#: (provider, model, operation)
+CallKey = tuple[str, str, str]
+
+
+@dataclass(slots=True)
+class TenantDay:
+    """One tenant's (or every tenant's) calls of one UTC day.
+
+    ``total`` and ``by_provider`` keep latency histograms; ``by_project`` (keyed (project,
+    provider)), ``by_session`` and ``sessions`` (the calls of every counted session) are kept for
+    a tenant's own days only.
+    """
+
+    total: Agg = field(default_factory=Agg)
+    by_call: dict[CallKey, Agg] = field(default_factory=dict)
+    by_provider: dict[str, Agg] = field(default_factory=dict)
+    by_project: dict[tuple[str, str], Agg] = field(default_factory=dict)
+    by_session: dict[str, Agg] = field(default_factory=dict)
+    sessions: Agg = field(default_factory=Agg)
+    services: set[str] = field(default_factory=set)
+    tenants: set[str] = field(default_factory=set)
+    #: (stamp, limit) -> the day's most expensive sessions, in the day's order (see top_sessions)
+    top_cache: dict[tuple[int, int, int], list[str]] = field(default_factory=dict)
+
+    def top_sessions(self, limit: int) -> list[str]:
+        """The ``limit`` sessions with the highest cost this day (ties: the earlier first), in the day's order."""
+        stamp = (len(self.by_session), self.sessions.requests, limit)
+        found = self.top_cache.get(stamp)
+        if found is None:
+            ranked = heapq.nlargest(limit, enumerate(self.by_session.items()), key=lambda e: e[1][1].cost)
+            found = [name for _, (name, _) in sorted(ranked, key=lambda e: e[0])]
+            self.top_cache.clear()  # a day's sessions change only while the day is young
+            self.top_cache[stamp] = found
+        return found
+
+
+def _agg(into: dict[_K, Agg], key: _K) -> Agg:
+    a = into.get(key)
+    if a is None:
+        a = into[key] = Agg()
+    return a
+
+
+class UsageIndex:
+    """Thread-safe: feeding happens under ``lock``; readers take it too (queries are short)."""
+
+    def __init__(self, ledger_dir: Path | None = None, *, max_sessions_per_day: int = 100_000) -> None:
+        self.lock = threading.RLock()
+        self.days: dict[str, dict[int, TenantDay]] = {}  # tenant (or ALL) -> day start (s) -> sums
+        self.hours: dict[str, dict[int, dict[str, Agg]]] = {}  # tenant (or ALL) -> hour start -> provider
+        self.series: dict[tuple[str, str], dict[str, Series]] = {}  # (tenant, dim) -> name -> sums over days
+        self.session_last: dict[str, dict[str, int]] = {}  # tenant -> session -> last day it was counted
+        self.multi_day: dict[str, dict[str, int]] = {}  # tenant -> sessions counted on 2+ days -> last day
+        self.records = 0
+        #: Bumped whenever sums change other than by adding a record (pruning, a snapshot load); with
+        #: ``records`` it tells a reader whether anything changed since it last looked.
+        self.generation = 0
+        self.max_sessions_per_day = max_sessions_per_day
+        self.ledger_dir = ledger_dir
+        self._ledger = Ledger(ledger_dir, fsync="never") if ledger_dir is not None else None
+        self.position: Position | None = None  # the ledger position every counted record is before
+        self.live = False  # fed by on_commit (the ledger is no longer read)
+        self._stop = threading.Event()
+        # flat views of the nested dicts, for the fold's hot path
+        self._flat_days: dict[tuple[str, int], TenantDay] = {}
+        self._flat_hours: dict[tuple[str, int], dict[str, Agg]] = {}
+        self._thread: threading.Thread | None = None
+
+    # --- feeding ------------------------------------------------------------------------------------
+    def add_many(self, records: Iterable[CallRecord]) -> None:
+        with self.lock:
+            self._add_records(list(records))
+
+    def add(self, record: CallRecord) -> None:
+        self.add_many([record])
+
+    def on_commit(self, records: list[CallRecord], end: Position) -> None:
+        """The store's commit listener: ``records`` were just appended, ending at ``end``.
+
+        Runs on the store's writer (no append runs meanwhile). Until the first call the index has
+        read the ledger itself; that call reads it up to ``end`` (this batch included), then the
+        records are taken as they come.
+        """
+        self._take(end, lambda: self._add_records(records))
+
+    def on_committed(self, committed: Committed) -> None:
+        """:meth:`on_commit` from the store's sums listener: folds the calls' sums, not the calls."""
+        self._take(committed.end, lambda: self._add_committed(committed))
+
+    def _take(self, end: Position, fold: Callable[[], None]) -> None:
+        with self.lock:
+            if not self.live:
+                if self._ledger is not None:
+                    self._read_ledger(None)
+                else:
+                    fold()
+                self.position = end
+                self.live = True
+                return
+            if self.position is not None and end <= self.position:
+                return  # already counted
+            fold()
+            self.position = end
+
+    def _add_records(self, records: list[CallRecord]) -> None:
+        """Calls are summed first (:func:`~costspan.processor.store._callsums.sum_calls`), then folded."""
+        for dims, s in sum_calls(records).items():
+            self._add_sums(dims, s.agg)
+
+    def _add_committed(self, committed: Committed) -> None:
+        for _, sums in committed.sums():
+            for dims, s in sums.items():
+                self._add_sums(dims, s.agg)
+
+    def _add_sums(self, d: CallDims, a: Agg) -> None:
+        """:meth:`_add` for the sums of calls sharing ``d`` (the same places, merged instead of added)."""
+        tenant, provider, day, hour = d.tenant, d.provider, d.day, d.hour
+        key = (provider, d.model, d.operation)
+        for who in (tenant, ALL):
+            td = self._flat_days.get((who, day))
+            if td is None:
+                td = self._flat_days[who, day] = self.days.setdefault(who, {}).setdefault(day, TenantDay())
+            td.total.merge(a)
+            _agg(td.by_call, key).merge(a, histogram=False)
+            _agg(td.by_provider, provider).merge(a)
+            td.services.add(d.service)
+            td.tenants.add(tenant)
+            by_provider = self._flat_hours.get((who, hour))
+            if by_provider is None:
+                by_provider = self._flat_hours[who, hour] = self.hours.setdefault(who, {}).setdefault(hour, {})
+            _agg(by_provider, provider).merge(a, histogram=False)
+        own = self._flat_days[tenant, day]
+        if d.project:
+            _agg(own.by_project, (d.project, provider)).merge(a, histogram=False)
+        for dim, name in (("workflow", d.workflow), ("user", d.user)):
+            if name:
+                names = self.series.get((tenant, dim))
+                if names is None:
+                    names = self.series[tenant, dim] = {}
+                s = names.get(name)
+                if s is None:
+                    s = names[name] = Series()
+                s.merge(day, a)
+        if d.session:
+            into = self._session_agg(tenant, d.session, own, day)
+            if into is not None:
+                into.merge(a, histogram=False)
+                own.sessions.merge(a, histogram=False)
+        self.records += a.requests
+
+    def _session_agg(self, tenant: str, session: str, own: TenantDay, day: int) -> Agg | None:
+        """Where a call of ``session`` on ``day`` is summed; None once the day's sessions are at the bound."""
+        sessions = own.by_session
+        a = sessions.get(session)
+        if a is None:
+            if len(sessions) >= self.max_sessions_per_day:
+                return None  # counted nowhere (bounded memory)
+            a = sessions[session] = Agg()
+            last = self.session_last.setdefault(tenant, {})
+            seen = last.get(session)
+            if seen is None:
+                last[session] = day
+            else:
+                last[session] = max(seen, day)
+                self.multi_day.setdefault(tenant, {})[session] = last[session]
+        return a
+
+    def catch_up(self, max_records: int | None = None) -> int:
+        """Fold the ledger lines after :attr:`position` (at most ``max_records``); returns how many.
+
+        Does nothing once the index is fed by :meth:`on_commit`.
+        """
+        if self._ledger is None or self.live or not self._ledger.directory.exists():
+            return 0
+        with self.lock:
+            if self.live:
+                return 0
+            return self._read_ledger(max_records)
+
+    def _read_ledger(self, max_records: int | None) -> int:
+        assert self._ledger is not None
+        added = 0
+        chunk: list[CallRecord] = []
+        for line in self._ledger.read(self.position):
+            if max_records is not None and added >= max_records:
+                break
+            try:
+                record = record_from_json(line.payload)
+            except (ValueError, KeyError, TypeError):
+                logger.warning("usage index: unreadable ledger record at %s skipped", line.end)
+            else:
+                chunk.append(record)
+                added += 1
+                if len(chunk) >= 4096:
+                    self._add_records(chunk)
+                    chunk = []
+            self.position = line.end  # under the lock: readers see the position with its records
+        self._add_records(chunk)
+        return added
+
+    def follow(self, interval_s: float = 0.2, *, every_hour: Callable[[], None] | None = None) -> None:
+        """In a background thread until :meth:`stop`: catch up every ``interval_s`` while not fed by
+        :meth:`on_commit`; prune hourly; call ``every_hour`` too (e.g. a snapshot). Safe to call twice."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+
+        def run() -> None:
+            last_hourly = time.monotonic()
+            while not self._stop.wait(interval_s):
+                try:
+                    while self.catch_up(max_records=2000) == 2000:  # let queries in between chunks
+                        pass
+                    if time.monotonic() - last_hourly > 3600:
+                        last_hourly = time.monotonic()
+                        self.prune(time.time())
+                        if every_hour is not None:
+                            every_hour()
+                except Exception:  # keep following; the next round retries
+                    logger.exception("usage index: following the ledger failed")
+
+        self._thread = threading.Thread(target=run, name="costspan-usage-index", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def prune(self, now_s: float, *, day_retention_days: int = 400, hour_retention_days: int = 90) -> int:
+        """Drop day sums older than ``day_retention_days`` and hour sums older than ``hour_retention_days``."""
+        day_cut = now_s - day_retention_days * DAY_S
+        hour_cut = now_s - hour_retention_days * DAY_S
+        dropped = 0
+        with self.lock:
+            self.generation += 1
+            for flat, nested, cut in ((self._flat_days, self.days, day_cut), (self._flat_hours, self.hours, hour_cut)):
+                for who, start in [k for k in flat if k[1] < cut]:
+                    del flat[who, start]
+                    del nested[who][start]
+                    dropped += 1
+            first_kept = math.ceil(day_cut)
+            for names in self.series.values():
+                for name in [n for n, s in names.items() if s.days and s.days[-1] < first_kept]:
+                    del names[name]
+                for s in names.values():
+                    s.drop_before(first_kept)
+            for per in (self.session_last, self.multi_day):
+                for sessions in per.values():
+                    for name in [n for n, d in sessions.items() if d < day_cut]:
+                        del sessions[name]
+        return dropped
+
+    def rebuild_views(self) -> None:
+        """Rebuild the flat views after the nested dicts were filled directly (a snapshot load)."""
+        with self.lock:
+            self.generation += 1
+            self._flat_days = {(who, d): td for who, per in self.days.items() for d, td in per.items()}
+            self._flat_hours = {(who, h): by for who, per in self.hours.items() for h, by in per.items()}
+
+    # --- reading ------------------------------------------------------------------------------------
+    def tenant_ids(self) -> list[str]:
+        with self.lock:
+            return sorted(t for t in self.days if t != ALL)
+
+    def day_range(self, tenant: str, first_day: int, last_day: int) -> list[tuple[int, TenantDay]]:
+        """``(day start, sums)`` of ``tenant`` (or ALL) for days in ``[first_day, last_day]``, oldest first."""
+        days = self.days.get(tenant)
+        if not days:
+            return []
+        if last_day - first_day > 4 * len(days) * DAY_S:  # sparse: walk what exists
+            return sorted((d, td) for d, td in days.items() if first_day <= d <= last_day)
+        return [(d, days[d]) for d in range(first_day, last_day + 1, DAY_S) if d in days]
+
+    def hour_range(self, tenant: str, first_hour: int, last_hour: int) -> list[tuple[int, dict[str, Agg]]]:
+        hours = self.hours.get(tenant)
+        if not hours:
+            return []
+        if last_hour - first_hour > 4 * len(hours) * HOUR_S:
+            return sorted((h, a) for h, a in hours.items() if first_hour <= h <= last_hour)
+        return [(h, hours[h]) for h in range(first_hour, last_hour + 1, HOUR_S) if h in hours]
+
+    def names(self, tenant: str, dim: str) -> dict[str, Series]:
+        """A tenant's users or workflows (``dim``) with their sums over days (read under ``lock``)."""
+        return self.series.get((tenant, dim), {})

@@ -1,0 +1,254 @@
+"""``POST /api/usage/calls`` (log a call without OpenTelemetry) and ``GET /api/usage/export``."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import io
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Final, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from costspan.pricing import Usage
+from costspan.processor.api._auth import read_scope, require_ingest
+from costspan.processor.api._common import Window, pricer_of
+from costspan.processor.api._index import DAY_S
+from costspan.processor.api._keys import Principal
+from costspan.processor.store._batch import prepare
+from costspan.processor.store._ledger import Ledger
+from costspan.processor.store._records import API_SOURCE, CallRecord, TokenCounts, record_from_json
+from costspan.processor.store._store import QueueFullError, Store
+
+__all__ = ["EXPORT_COLUMNS", "CallIn", "router"]
+
+router = APIRouter(tags=["calls"])
+_NAME: Final = r"^[^\x00-\x1f]{1,200}$"
+
+
+class CallIn(BaseModel):
+    """One LLM call, as a service that cannot emit OpenTelemetry reports it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(pattern=_NAME)
+    model: str = Field(pattern=_NAME)
+    endpoint: str = Field("", max_length=500, description="e.g. /v1/chat/completions (not stored)")
+    prompt_tokens: int = Field(ge=0, le=100_000_000)
+    completion_tokens: int = Field(ge=0, le=100_000_000)
+    cached_tokens: int = Field(0, ge=0, le=100_000_000, description="of prompt_tokens, read from cache")
+    latency_ms: float = Field(0.0, ge=0, le=86_400_000)
+    operation_type: str = Field("chat", pattern=_NAME)
+    cache_hit: bool = Field(
+        False, description="prompt served from the provider's cache: without cached_tokens, all of it"
+    )
+    user_id: str = Field("", max_length=200)
+    session_id: str = Field("", max_length=200)
+    workflow_id: str = Field("", max_length=200)
+    project_id: str = Field("", max_length=200)
+    tenant_id: str = Field("", max_length=200, description="required for admin keys; tenant-bound keys imply it")
+    service: str = Field("api", max_length=200)
+    success: bool = True
+    error_message: str = Field("", max_length=1000, description="stored as the error type's first 100 characters")
+    timestamp: datetime | None = Field(None, description="when the call started (default: now)")
+    call_id: str = Field("", max_length=200, description="idempotency key: the same call_id is stored once")
+    reservation_id: str = Field(
+        "",
+        max_length=200,
+        description="the reservation POST /v1/budgets/check answered for this call: the call settles exactly it",
+    )
+
+
+def _ids(tenant: str, call_id: str) -> tuple[str, str]:
+    if call_id:
+        digest = hashlib.sha256(f"{tenant}\x00{call_id}".encode()).hexdigest()
+        return digest[:32], digest[32:48]
+    return secrets.token_hex(16), secrets.token_hex(8)
+
+
+def build_record(call: CallIn, tenant: str, request: Request) -> CallRecord:
+    start_s = call.timestamp.timestamp() if call.timestamp is not None else time.time()
+    if call.cached_tokens > call.prompt_tokens:
+        raise HTTPException(422, "cached_tokens cannot exceed prompt_tokens")
+    cached = call.cached_tokens or (call.prompt_tokens if call.cache_hit else 0)
+    tokens = TokenCounts(call.prompt_tokens, call.completion_tokens, cached)
+    breakdown = pricer_of(request).price_call(
+        call.model,
+        Usage(input_tokens=tokens.input, output_tokens=tokens.output, cache_read_tokens=tokens.cache_read),
+        provider=call.provider,
+        at=start_s,
+        tenant=tenant or None,
+    )
+    priced = breakdown.status == "priced" and breakdown.total is not None
+    trace_id, span_id = _ids(tenant, call.call_id)
+    start_ns = int(start_s * 1e9)
+    error = "" if call.success else (call.error_message[:100] or "error")
+    record = CallRecord(
+        trace_id,
+        span_id,
+        "",
+        start_ns,
+        start_ns + int(call.latency_ms * 1e6),
+        call.service,
+        tenant,
+        call.workflow_id,
+        call.user_id,
+        call.session_id,
+        call.provider.lower(),
+        call.model,
+        call.operation_type,
+        API_SOURCE,
+        tokens,
+        False,
+        "priced" if priced else "unpriced",
+        "" if priced else (breakdown.reason or "unpriced"),
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        breakdown.catalog_version,
+        error,
+        project=call.project_id,
+        reservation_id=call.reservation_id,
+    )
+    if not priced:
+        return record
+    return record._replace(
+        cost_total=breakdown.total,
+        cost_input=breakdown.input,
+        cost_output=breakdown.output,
+        cost_cache_read=breakdown.cache_read,
+        cost_cache_write=breakdown.cache_write,
+        cost_other=breakdown.other,
+    )
+
+
+@router.post("/api/usage/calls", status_code=201)
+async def log_call(
+    request: Request, call: CallIn, principal: Annotated[Principal, Depends(require_ingest)]
+) -> dict[str, Any]:
+    """Price and store one call (deduplicated by ``call_id``); answered once it is in the ledger."""
+    tenant = call.tenant_id
+    if principal.tenant:
+        if tenant and tenant != principal.tenant:
+            raise HTTPException(403, "this key may only log calls for its own tenant")
+        tenant = principal.tenant
+    tenant = tenant or request.app.state.settings.default_tenant
+    record = build_record(call, tenant, request)
+    store: Store = request.app.state.store
+    try:
+        future = store.submit(prepare([record]))
+    except QueueFullError as exc:
+        raise HTTPException(503, str(exc), {"Retry-After": "1"}) from None
+    result = await asyncio.wrap_future(future)
+    return {
+        "id": record.trace_id + record.span_id,
+        "stored": bool(result.stored),
+        "duplicate": not result.stored,
+        "tenant_id": tenant,
+        "cost_status": record.cost_status,
+        "cost_usd": None if record.cost_total is None else format(record.cost_total, "f"),
+    }
+
+
+#: The export's columns, in order (CSV header; JSON object keys).
+EXPORT_COLUMNS: Final = (
+    "id", "start_time", "duration_ms", "tenant_id", "service", "workflow_id", "user_id", "session_id",
+    "provider", "model", "operation", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_write_tokens", "reasoning_tokens", "tokens_estimated", "cost_status", "cost_usd",
+    "input_cost_usd", "output_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd", "error_type",
+    "pricing_version", "project_id",
+)  # fmt: skip
+
+
+def _row(r: CallRecord) -> list[Any]:
+    t = r.tokens
+    money = [None if m is None else format(m, "f") for m in (r.cost_total, r.cost_input, r.cost_output)]
+    money += [None if m is None else format(m, "f") for m in (r.cost_cache_read, r.cost_cache_write)]
+    start = datetime.fromtimestamp(r.start_ns / 1e9, UTC).isoformat().replace("+00:00", "Z")
+    return [
+        r.trace_id + r.span_id, start, round(max(r.end_ns - r.start_ns, 0) / 1e6, 3), r.tenant, r.service,
+        r.workflow, r.user, r.session, r.provider, r.model, r.operation, t.input, t.output, t.cache_read,
+        t.cache_write, t.reasoning, r.tokens_estimated, r.cost_status, *money, r.error_type, r.pricing_version,
+        r.project,
+    ]  # fmt: skip
+
+
+def _records(
+    ledger_dir: Any, first_ns: int, end_ns: int, tenant: str | None, user: str | None, project: str | None = None
+) -> Iterator[CallRecord]:
+    # a record naming the tenant (or user, or project) holds its JSON string: skip the others unparsed
+    named = tenant if tenant is not None else user if user is not None else project
+    needle = json.dumps(named, ensure_ascii=False).encode() if named else b""
+    for line in Ledger(ledger_dir, fsync="never").read():
+        if not first_ns <= line.start_ns < end_ns or needle not in line.payload:
+            continue
+        r = record_from_json(line.payload)
+        if (
+            (tenant is None or r.tenant == tenant)
+            and (user is None or r.user == user)
+            and (project is None or r.project == project)
+        ):
+            yield r
+
+
+def _csv(records: Iterator[CallRecord]) -> Iterator[str]:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    for n, r in enumerate(records, 1):
+        writer.writerow(_row(r))
+        if n % 1000 == 0:
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue()
+
+
+def _json(records: Iterator[CallRecord]) -> Iterator[str]:
+    yield "["
+    sep = ""
+    chunk: list[str] = []
+    for r in records:
+        chunk.append(sep + json.dumps(dict(zip(EXPORT_COLUMNS, _row(r), strict=True)), separators=(",", ":")))
+        sep = ","
+        if len(chunk) >= 1000:
+            yield "".join(chunk)
+            chunk = []
+    yield "".join(chunk) + "]"
+
+
+@router.get("/api/usage/export")
+def export(
+    request: Request,
+    format: Literal["csv", "json"] = "csv",
+    from_: Annotated[date | None, Query(alias="from", description="first UTC day (default: 30 days ago)")] = None,
+    to: Annotated[date | None, Query(description="last UTC day, inclusive (default: today)")] = None,
+    tenant: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    user: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    project: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+) -> StreamingResponse:
+    """Stream ledger records (CSV or a JSON array) read from disk as they are sent, never buffered whole."""
+    scope = read_scope(request, tenant)
+    default = Window.last_days(30)
+    first = from_ or datetime.fromtimestamp(default.first, UTC).date()
+    last = to or datetime.fromtimestamp(default.last, UTC).date()
+    window = Window.between(first, last)
+    store: Store = request.app.state.store
+    records = _records(
+        store.ledger.directory, window.first * 10**9, (window.last + DAY_S) * 10**9, scope, user, project
+    )
+    name = f"costspan-usage-{first}-{last}.{format}"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    if format == "csv":
+        return StreamingResponse(_csv(records), media_type="text/csv; charset=utf-8", headers=headers)
+    return StreamingResponse(_json(records), media_type="application/json", headers=headers)

@@ -1,0 +1,374 @@
+"""``/health``, ``/v1/usage`` and the ``/api/usage/*`` metrics, cost and latency questions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+
+from costspan.processor.api._auth import read_scope
+from costspan.processor.api._common import (
+    CurrencyParam,
+    DaysParam,
+    JSONBody,
+    Money,
+    Window,
+    agg_json,
+    by_call_in,
+    by_provider_in,
+    day_iso,
+    hour_iso,
+    index_of,
+    money_of,
+    per_day,
+    ratio,
+    sum_aggs,
+    tenant_key,
+)
+from costspan.processor.api._folds import hour_views
+from costspan.processor.api._index import DAY_S, HOUR_S, Agg
+from costspan.processor.api._schemas import (
+    AggregatesOut,
+    CostsByProviderOut,
+    CostTrendOut,
+    ErrorsByProviderOut,
+    GlobalUsageOut,
+    HealthOut,
+    HourRow,
+    LatencyFigures,
+    LatencyOut,
+    ModelUsage,
+    PeriodRow,
+    RealtimeOut,
+    SummaryUsageOut,
+    TenantUsageOut,
+    TopOperationsOut,
+)
+
+__all__ = ["BudgetView", "router"]
+
+#: ``(tenant or None for global) -> (limit, spent)`` in USD for the current period, from the budgets.
+BudgetView = Callable[[str | None], tuple[Decimal | None, Decimal | None]]
+
+router = APIRouter(tags=["usage"], default_response_class=JSONBody)
+
+ProviderParam = Annotated[str | None, Query(min_length=1, max_length=200, description="only this provider")]
+TenantParam = Annotated[str | None, Query(min_length=1, max_length=200, description="tenant (admin keys)")]
+ProjectParam = Annotated[str | None, Query(min_length=1, max_length=200, description="only this project")]
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+Status = Literal["healthy", "warning", "critical"]
+
+
+def _budget(request: Request, tenant: str | None) -> tuple[Decimal | None, float | None, Status]:
+    view: BudgetView | None = request.app.state.budget_view
+    limit, spent = view(tenant) if view is not None else (None, None)
+    if limit is None or spent is None or limit <= 0:
+        return limit, None, "healthy"
+    used = float(spent / limit * 100)
+    status: Status = "critical" if used >= 90 else "warning" if used >= 75 else "healthy"
+    return limit, round(used, 2), status
+
+
+@router.get("/health", response_model=HealthOut)
+async def health(request: Request) -> JSONBody:
+    """Liveness of the usage API (no key needed)."""
+    store = request.app.state.store
+    body: HealthOut = {
+        "status": "healthy" if store.started and not store.closing else "starting",
+        "timestamp": _now_iso(),
+    }
+    return JSONBody(body)
+
+
+@router.get("/v1/usage", response_model=TenantUsageOut | SummaryUsageOut | GlobalUsageOut)
+async def usage(
+    request: Request,
+    scope: Literal["tenant", "summary", "global"] = "tenant",
+    period: Literal["daily", "monthly"] = "daily",
+    tenant_id: TenantParam = None,
+    currency: CurrencyParam = "USD",
+) -> JSONBody:
+    """Usage of a tenant (``scope=tenant``), a summary, or every tenant (``scope=global``, admin only)."""
+    tenant = read_scope(request, tenant_id)
+    if scope == "global" and tenant is not None:
+        raise HTTPException(403, "scope=global is for admin keys without a tenant")
+    if scope == "tenant" and tenant is None:
+        raise HTTPException(400, "scope=tenant needs a tenant: send tenant_id or X-Tenant-ID")
+    money = money_of(request, currency)
+    index = index_of(request)
+    now = time.time()
+    today = Window.last_days(1, now)
+    t = datetime.fromtimestamp(now, UTC)
+    month = Window(int(datetime(t.year, t.month, 1, tzinfo=UTC).timestamp()), today.last)
+    day_total = sum_aggs(a for _, a in per_day(index, tenant, today))
+    limit, used, status = _budget(request, tenant)
+    with index.lock:
+        days = index.day_range(tenant_key(tenant), today.first, today.last)
+        tenants = {x for _, td in days for x in td.tenants}
+        services = {x for _, td in days for x in td.services}
+    if scope == "global":
+        everyone: GlobalUsageOut = {
+            "total_cost_today": money.fmt(day_total.cost),
+            "request_count": day_total.requests,
+            "active_tenants": len(tenants),
+            "active_services": len(services),
+            "budget_utilization_percent": used,
+            "last_updated": _now_iso(),
+        }
+        return JSONBody(everyone)
+    if scope == "summary":
+        summary: SummaryUsageOut = {
+            "daily_cost": money.fmt(day_total.cost),
+            "request_count": day_total.requests,
+            "active_tenants": len(tenants),
+            "active_services": len(services),
+            "budget_utilization_percent": used,
+            "status": status,
+            "last_updated": _now_iso(),
+        }
+        return JSONBody(summary)
+    assert tenant is not None
+    month_total = sum_aggs(a for _, a in per_day(index, tenant, month))
+    shown = by_call_in(index, tenant, month if period == "monthly" else today)
+    by_model: dict[str, Agg] = {}
+    for (_, model, _), agg in shown.items():
+        by_model.setdefault(model, Agg()).merge(agg)
+    model_usage: dict[str, ModelUsage] = {
+        m: {
+            "request_count": a.requests,
+            "tokens_used": a.tokens,
+            "cost": money.fmt(a.cost),
+            "avg_latency_ms": round(a.latency_ms / a.requests, 3) if a.requests else None,
+        }
+        for m, a in sorted(by_model.items())
+    }
+    body: TenantUsageOut = {
+        "tenant_id": tenant,
+        "period": period,
+        "daily_cost": money.fmt(day_total.cost),
+        "monthly_cost": money.fmt(month_total.cost),
+        "request_count": (month_total if period == "monthly" else day_total).requests,
+        "model_usage": model_usage,
+        "budget_limit": None if limit is None else money.fmt(limit),
+        "currency": money.currency,
+        "last_updated": _now_iso(),
+    }
+    return JSONBody(body)
+
+
+def _key(label: str, money: Money) -> tuple[str, str] | None:
+    """The memo key of hour rows labelled ``label`` in ``money``: in USD only (a rate is of the moment)."""
+    return (label, "USD") if money.currency == "USD" else None
+
+
+@router.get("/api/usage/metrics/realtime", response_model=RealtimeOut)
+async def realtime(request: Request, tenant: TenantParam = None, currency: CurrencyParam = "USD") -> JSONBody:
+    """The last 24 hours, hour by hour, with totals per provider."""
+    scope = read_scope(request, tenant)
+    money = money_of(request, currency)
+    index = index_of(request)
+    now = int(time.time())
+    last = now - now % HOUR_S
+    per_provider: dict[str, Agg] = {}
+    hours: list[HourRow]
+    with index.lock:
+        who = tenant_key(scope)
+        for _, by_provider in index.hour_range(who, last - 23 * HOUR_S, last):
+            for provider, agg in by_provider.items():
+                into = per_provider.get(provider)
+                if into is None:
+                    into = per_provider[provider] = Agg()
+                into.merge(agg, histogram=False)
+        hours = hour_views(
+            index,
+            who,
+            last - 23 * HOUR_S,
+            last,
+            None,
+            lambda h, a: {"hour": hour_iso(h), **agg_json(a, money)},
+            _key("hour", money),
+        )
+    total = sum_aggs(per_provider.values())
+    body: RealtimeOut = {
+        "window_hours": 24,
+        "currency": money.currency,
+        "totals": {**agg_json(total, money), "error_rate_percent": ratio(total.errors, total.requests)},
+        "by_provider": {p: agg_json(a, money) for p, a in sorted(per_provider.items())},
+        "hourly": hours,
+    }
+    return JSONBody(body)
+
+
+@router.get("/api/usage/metrics/aggregates", response_model=AggregatesOut)
+async def aggregates(
+    request: Request,
+    days: DaysParam = 7,
+    interval: Literal["hour", "day", "month"] = "day",
+    provider: ProviderParam = None,
+    project: ProjectParam = None,
+    tenant: TenantParam = None,
+    currency: CurrencyParam = "USD",
+) -> JSONBody:
+    """Totals per hour, day or month over the last ``days`` days (hours: at most 90 days, no project filter)."""
+    scope = read_scope(request, tenant)
+    money = money_of(request, currency)
+    index = index_of(request)
+    window = Window.last_days(days)
+    rows: list[PeriodRow] = []
+    if interval == "hour":
+        if days > 90:
+            raise HTTPException(400, "interval=hour covers at most 90 days")
+        if project is not None:
+            raise HTTPException(400, "the project filter works with interval=day or month")
+        with index.lock:
+            rows = hour_views(
+                index,
+                tenant_key(scope),
+                window.first,
+                window.last + DAY_S - 1,
+                provider,
+                lambda h, a: {"period": hour_iso(h), **agg_json(a, money)},
+                _key("period", money),
+            )
+        rows = [row for row in rows if row["request_count"]]
+    else:
+        buckets: dict[str, Agg] = {}
+        for day, agg in per_day(index, scope, window, provider, project):
+            if not agg.requests:
+                continue
+            label = day_iso(day)[: 7 if interval == "month" else 10]
+            into = buckets.get(label)
+            if into is None:  # a day's label is its own: the index's sums are only read
+                buckets[label] = agg if interval == "day" else agg.copy()
+            else:
+                into.merge(agg, histogram=False)
+        rows = [{"period": k, **agg_json(a, money)} for k, a in buckets.items()]
+    body: AggregatesOut = {
+        "interval": interval,
+        "days": days,
+        "provider": provider,
+        "project": project,
+        "currency": money.currency,
+        "data": rows,
+    }
+    return JSONBody(body)
+
+
+@router.get("/api/usage/costs/by-provider", response_model=CostsByProviderOut)
+async def costs_by_provider(
+    request: Request,
+    days: DaysParam = 30,
+    project: ProjectParam = None,
+    tenant: TenantParam = None,
+    currency: CurrencyParam = "USD",
+) -> JSONBody:
+    scope = read_scope(request, tenant)
+    money = money_of(request, currency)
+    per = by_provider_in(index_of(request), scope, Window.last_days(days), project=project)
+    total = sum_aggs(per.values())
+    rows = sorted(per.items(), key=lambda kv: kv[1].cost, reverse=True)
+    body: CostsByProviderOut = {
+        "days": days,
+        "project": project,
+        "currency": money.currency,
+        "total_cost": money.fmt(total.cost),
+        "providers": [
+            {"provider": p, **agg_json(a, money), "cost_percent": ratio(float(a.cost), float(total.cost))}
+            for p, a in rows
+        ],
+    }
+    return JSONBody(body)
+
+
+def _latency(a: Agg) -> LatencyFigures:
+    return {
+        "request_count": a.requests,
+        "p50_ms": a.quantile_ms(0.5),
+        "p95_ms": a.quantile_ms(0.95),
+        "p99_ms": a.quantile_ms(0.99),
+        "avg_ms": round(a.latency_ms / a.requests, 3) if a.requests else None,
+        "success_rate_percent": ratio(a.requests - a.errors, a.requests) if a.requests else None,
+        "error_rate_percent": ratio(a.errors, a.requests) if a.requests else None,
+    }
+
+
+@router.get("/api/usage/performance/latency", response_model=LatencyOut)
+async def latency(
+    request: Request, days: DaysParam = 7, provider: ProviderParam = None, tenant: TenantParam = None
+) -> JSONBody:
+    """Latency percentiles (from a 5 %-wide histogram) and success rate, overall and per provider."""
+    scope = read_scope(request, tenant)
+    per = by_provider_in(index_of(request), scope, Window.last_days(days), provider, histogram=True)
+    body: LatencyOut = {
+        "days": days,
+        "provider": provider,
+        **_latency(sum_aggs(per.values(), histogram=True)),
+        "by_provider": {p: _latency(a) for p, a in sorted(per.items())},
+    }
+    return JSONBody(body)
+
+
+@router.get("/api/usage/operations/top", response_model=TopOperationsOut)
+async def top_operations(
+    request: Request,
+    days: DaysParam = 7,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+    tenant: TenantParam = None,
+    currency: CurrencyParam = "USD",
+) -> JSONBody:
+    """The most expensive (provider, model, operation) combinations."""
+    scope = read_scope(request, tenant)
+    money = money_of(request, currency)
+    by_call = by_call_in(index_of(request), scope, Window.last_days(days))
+    rows = sorted(by_call.items(), key=lambda kv: kv[1].cost, reverse=True)[:limit]
+    body: TopOperationsOut = {
+        "days": days,
+        "currency": money.currency,
+        "operations": [{"provider": p, "model": m, "operation": o, **agg_json(a, money)} for (p, m, o), a in rows],
+    }
+    return JSONBody(body)
+
+
+@router.get("/api/usage/costs/trend", response_model=CostTrendOut)
+async def cost_trend(
+    request: Request, days: DaysParam = 30, tenant: TenantParam = None, currency: CurrencyParam = "USD"
+) -> JSONBody:
+    """Daily cost per provider."""
+    scope = read_scope(request, tenant)
+    money = money_of(request, currency)
+    index = index_of(request)
+    window = Window.last_days(days)
+    out: dict[str, dict[str, str]] = {}
+    with index.lock:
+        for day, td in index.day_range(tenant_key(scope), window.first, window.last):
+            out[day_iso(day)] = {p: money.fmt(a.cost, day) for p, a in sorted(td.by_provider.items())}
+    body: CostTrendOut = {"days": days, "currency": money.currency, "daily": out}
+    return JSONBody(body)
+
+
+@router.get("/api/usage/errors/by-provider", response_model=ErrorsByProviderOut)
+async def errors_by_provider(request: Request, days: DaysParam = 7, tenant: TenantParam = None) -> JSONBody:
+    scope = read_scope(request, tenant)
+    per = by_provider_in(index_of(request), scope, Window.last_days(days))
+    body: ErrorsByProviderOut = {
+        "days": days,
+        "providers": [
+            {
+                "provider": p,
+                "request_count": a.requests,
+                "error_count": a.errors,
+                "error_rate_percent": ratio(a.errors, a.requests),
+            }
+            for p, a in sorted(per.items())
+        ],
+    }
+    return JSONBody(body)

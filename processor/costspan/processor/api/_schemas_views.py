@@ -1,0 +1,260 @@
+"""What the workspace, execution, analytics and dashboard routes answer (see :mod:`.schemas`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+from typing_extensions import TypedDict
+
+from costspan.processor.api._schemas import AggFigures, DecimalStr, Percent
+
+__all__ = [
+    "DashboardOut",
+    "ExecutionCostsOut",
+    "ForecastFigures",
+    "OptimizationOut",
+    "ProvidersOut",
+    "SessionsOut",
+    "StatsOut",
+    "TokenEfficiencyOut",
+    "TopUsersOut",
+    "WorkspaceCostsOut",
+    "WorkspaceForecastOut",
+]
+
+
+# --- workspaces and executions ----------------------------------------------------------------------
+class NamedCost(TypedDict):
+    cost: DecimalStr
+    request_count: int
+    tokens: int
+
+
+class TrendDay(TypedDict):
+    date: str
+    llm_cost: DecimalStr
+    compute_cost: DecimalStr
+
+
+class CostsBody(TypedDict):
+    total_cost: DecimalStr
+    llm_cost: DecimalStr
+    compute_cost: DecimalStr
+    request_count: int
+    by_model: dict[str, NamedCost]
+    by_resource: dict[str, DecimalStr]
+    by_project: dict[str, NamedCost]
+    daily_trend: list[TrendDay]
+
+
+class WorkspaceCostsOut(CostsBody):
+    workspace_id: str
+    period: Literal["day", "week", "month"]
+    currency: str
+    forecast_eom: float
+
+
+class ForecastFigures(TypedDict):
+    """A statistical estimate: money here is a number, not an exact decimal string."""
+
+    daily_average: float
+    month_to_date: float
+    days_left_in_month: int
+    forecast_eom: float
+    forecast_low: float
+    forecast_high: float
+    confidence: Literal["high", "medium", "low"]
+    confidence_score: float
+    days_of_data: int
+    note: str
+
+
+class WorkspaceForecastOut(ForecastFigures):
+    workspace_id: str
+    currency: str
+
+
+class Downgrade(TypedDict):
+    type: Literal["model_downgrade"]
+    provider: str
+    model: str
+    suggested_model: str
+    current_monthly_cost: DecimalStr
+    estimated_monthly_savings: DecimalStr
+    reason: str
+
+
+class Caching(TypedDict):
+    type: Literal["prompt_caching"]
+    provider: str
+    model: str
+    current_cache_read_share_percent: Percent
+    estimated_monthly_savings: DecimalStr
+    reason: str
+
+
+class OptimizationOut(TypedDict):
+    workspace_id: str
+    currency: str
+    recommendations: list[Downgrade | Caching]
+    total_estimated_monthly_savings: DecimalStr
+
+
+class DayCost(TypedDict):
+    date: str
+    cost: DecimalStr
+
+
+class StatsOut(TypedDict):
+    workspace_id: str
+    days: int
+    currency: str
+    total_cost: DecimalStr
+    request_count: int
+    error_count: int
+    unpriced_count: int
+    avg_cost_per_request: DecimalStr | None
+    max_day: DayCost | None
+    min_day: DayCost | None
+    by_operation: dict[str, DecimalStr]
+    models_used: int
+
+
+class ExecutionCostsOut(TypedDict):
+    execution_id: str
+    currency: str
+    total_cost: DecimalStr
+    llm_cost: DecimalStr
+    compute_cost: DecimalStr
+    request_count: int
+    input_tokens: int
+    output_tokens: int
+    by_resource: dict[str, DecimalStr]
+
+
+# --- analytics ---------------------------------------------------------------------------------------
+class UserRow(AggFigures):
+    user_id: str
+
+
+class TopUsersOut(TypedDict):
+    days: int
+    currency: str
+    users: list[UserRow]
+
+
+class ProviderRow(AggFigures):
+    provider: str
+    avg_cost_per_request: DecimalStr | None
+    cost_per_1k_tokens: DecimalStr | None
+    p95_latency_ms: float | None
+    error_rate_percent: Percent
+
+
+class ProvidersOut(TypedDict):
+    days: int
+    currency: str
+    providers: list[ProviderRow]
+
+
+class Efficiency(TypedDict):
+    cost_per_1k_tokens: DecimalStr | None
+    output_input_ratio: float | None
+
+
+class ModelEfficiency(Efficiency):
+    provider: str
+    model: str
+    request_count: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_percent: Percent
+    avg_tokens_per_request: float | None
+
+
+class TokenEfficiencyOut(TypedDict):
+    days: int
+    currency: str
+    overall: Efficiency
+    models: list[ModelEfficiency]
+
+
+class SessionRow(AggFigures):
+    session_id: str
+    tenant_id: str
+
+
+class SessionsOut(TypedDict):
+    days: int
+    currency: str
+    session_count: int
+    avg_cost_per_session: DecimalStr | None
+    avg_calls_per_session: float | None
+    top_sessions: list[SessionRow]
+
+
+# --- the dashboard -----------------------------------------------------------------------------------
+Usd6 = Annotated[str, Field(description="USD, 6 decimals, as a string")]
+
+
+class DashDay(TypedDict):
+    date: str
+    cost: Usd6
+
+
+class DashTenant(TypedDict):
+    tenant: str
+    calls: int
+    cost_usd: Usd6
+
+
+class DashModel(TypedDict):
+    provider: str
+    model: str
+    calls: int
+    cost_usd: Usd6 | None
+
+
+class DashBudget(TypedDict):
+    id: str
+    scope: str
+    unit: str
+    period: str
+    spent: Usd6
+    limit: DecimalStr
+    utilization_percent: float
+    status: str
+
+
+class DashWorkflow(TypedDict):
+    workflow: str
+    cost_usd: Usd6
+
+
+class DashUser(TypedDict):
+    user: str
+    cost_usd: Usd6
+
+
+class DashUnpriced(TypedDict):
+    provider: str
+    model: str
+    calls: int
+
+
+class DashboardOut(TypedDict):
+    tenant: str | None
+    days: int
+    currency: Literal["USD"]
+    total_cost_usd: Usd6
+    total_calls: int
+    unpriced_calls: int
+    daily: list[DashDay]
+    by_tenant: list[DashTenant]
+    by_model: list[DashModel]
+    budgets: list[DashBudget]
+    top_workflows: list[DashWorkflow]
+    top_users: list[DashUser]
+    unpriced_models: list[DashUnpriced]
+    generated_at: str

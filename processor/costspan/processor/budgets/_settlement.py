@@ -1,0 +1,67 @@
+"""Settling stored calls against the budgets: what the store's writer runs after each group commit.
+
+A call that carries the guard's reservation id settles exactly that reservation; a call logged over
+the API without one is charged and never settles another call's reservation; the rest settle the
+oldest open reservation of the same scope and model, or are charged when none is open.
+"""
+
+from __future__ import annotations
+
+from costspan.processor.budgets._book import BudgetBook
+from costspan.processor.budgets._model import Call
+from costspan.processor.store._batch import Committed
+from costspan.processor.store._records import API_SOURCE, CallRecord
+
+__all__ = ["settle_committed", "settle_records"]
+
+
+def settle_records(book: BudgetBook, records: list[CallRecord]) -> None:
+    """Settle (or record) each newly stored call against the budgets. Runs on the store's writer.
+
+    A record carrying the guard's reservation id settles exactly that reservation (whatever model
+    the provider answered with); one without settles the oldest of the same scope and model.
+    """
+    for r in records:
+        call = Call(
+            tenant=r.tenant or None,
+            service=r.service or None,
+            workflow=r.workflow or None,
+            user=r.user or None,
+            project=r.project or None,
+            provider=r.provider or None,
+            model=r.model or None,
+        )
+        tokens = r.tokens.input + r.tokens.output
+        if r.source == API_SOURCE and not r.reservation_id:
+            # logged over the API without the id its check answered: charge it, and never settle another
+            # in-flight call's reservation that merely shares its scope and model
+            book.record(call, r.cost_total, tokens)
+        else:
+            book.settle_call(call, r.cost_total, tokens, reservation_id=r.reservation_id or None)
+
+
+def settle_committed(book: BudgetBook, committed: Committed) -> None:
+    """:func:`settle_records` over the calls' sums: the calls of one scope and model that settle no
+    reservation (none is open for them, or they were logged over the API without an id) are charged
+    in one step; a call carrying a reservation id settles it; the rest go one by one."""
+    if not book.enabled:
+        return
+    for batch, sums in committed.sums():
+        for d, s in sums.items():
+            call = Call(
+                tenant=d.tenant or None,
+                service=d.service or None,
+                workflow=d.workflow or None,
+                user=d.user or None,
+                project=d.project or None,
+                provider=d.provider or None,
+                model=d.model or None,
+            )
+            n = s.agg.requests
+            tokens = s.agg.input_tokens + s.agg.output_tokens
+            if d.api_unreserved:
+                book.record(call, s.cost, tokens, requests=n)
+            elif d.reservation_id:
+                book.settle_call(call, s.cost, tokens, requests=n, reservation_id=d.reservation_id)
+            elif not book.record_unreserved(call, s.cost, tokens, n):
+                settle_records(book, committed.rows(batch, s.rows))

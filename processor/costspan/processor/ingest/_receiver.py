@@ -1,0 +1,157 @@
+"""``POST /v1/traces``: one OTLP/HTTP export to stored call records, answered once they are durable.
+
+The receiver refuses what it cannot queue before reading the body, decodes and prices the body inline or
+in the ingest worker processes (:mod:`._worker`), submits the prepared batch to the store, waits for the
+ledger to hold it, forwards the enriched spans when asked, and answers with OTLP partial success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Final, Protocol
+
+from fastapi import Request, Response
+
+from costspan.processor.ingest._forward import Forwarder, enrich
+from costspan.processor.ingest._normalize import Normalizer
+from costspan.processor.ingest._otlp import (
+    JSON,
+    PROTOBUF,
+    BodyTooLargeError,
+    decode_request,
+    decompress,
+    encode_error,
+    encode_response,
+)
+from costspan.processor.ingest._worker import BodyResult, process_body, process_in_worker
+from costspan.processor.store._batch import PreparedBatch, records_of
+from costspan.processor.store._store import QueueFullError, Store
+
+__all__ = ["Receiver", "ReceiverLimits"]
+
+logger = logging.getLogger(__name__)
+
+# google.rpc.Code values used in OTLP error bodies
+_INVALID_ARGUMENT: Final = 3
+_RESOURCE_EXHAUSTED: Final = 8
+_UNAVAILABLE: Final = 14
+_INTERNAL: Final = 13
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+class ReceiverLimits(Protocol):
+    """What the receiver reads of the server's settings."""
+
+    @property
+    def max_body_bytes(self) -> int: ...
+
+    @property
+    def retry_after_seconds(self) -> int: ...
+
+
+class Receiver:
+    """The ``/v1/traces`` handler of one app: :meth:`traces` answers one export."""
+
+    def __init__(
+        self,
+        limits: ReceiverLimits,
+        store: Store,
+        normalizer: Normalizer,
+        pool: ProcessPoolExecutor | None,
+        forwarder: Forwarder | None,
+    ) -> None:
+        self.limits = limits
+        self.store = store
+        self.normalizer = normalizer
+        self.pool = pool
+        self.forwarder = forwarder
+
+    def _forward(self, body: bytes, content_type: str, encoding: str, batch: PreparedBatch) -> None:
+        """Queue the export, enriched, for the forward endpoint; never fails the export itself."""
+        if self.forwarder is None:
+            return
+        try:
+            request = decode_request(decompress(body, encoding, self.limits.max_body_bytes), content_type)
+            enrich(request, records_of(batch, list(range(len(batch)))))
+            self.forwarder.submit(request.SerializeToString())
+        except Exception:
+            self._count("forward", error=True)
+            logger.exception("preparing an export for forwarding failed")
+
+    def _count(self, key: str, n: int = 1, *, error: bool = False) -> None:
+        self.store.count(key, n, error=error)
+
+    def _error(self, content_type: str, status: int, code: int, message: str, **headers: str) -> Response:
+        media = content_type if content_type in (PROTOBUF, JSON) else JSON
+        return Response(encode_error(media, code, message), status_code=status, media_type=media, headers=headers)
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.limits.max_body_bytes
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise BodyTooLargeError(f"body of {length} bytes is above the limit of {limit}")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLargeError(f"body is above the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _process(self, body: bytes, content_type: str, encoding: str) -> BodyResult:
+        limit = self.limits.max_body_bytes
+        if self.pool is None:
+            return process_body(self.normalizer, body, content_type, encoding, limit)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, process_in_worker, body, content_type, encoding, limit)
+
+    async def traces(self, request: Request) -> Response:
+        content_type = _content_type(request)
+        if content_type not in (PROTOBUF, JSON):
+            self._count("rejected_bad_request")
+            return self._error(JSON, 415, _INVALID_ARGUMENT, f"unsupported Content-Type {content_type or '(none)'!r}")
+        retry_after = {"Retry-After": str(self.limits.retry_after_seconds)}
+        if not self.store.has_room():  # refuse before spending CPU on a body that cannot be queued
+            return self._error(content_type, 503, _UNAVAILABLE, "ingest queue is full", **retry_after)
+        try:
+            body = await self._read_body(request)
+            result = await self._process(body, content_type, request.headers.get("content-encoding", ""))
+        except BodyTooLargeError as exc:
+            self._count("rejected_too_large")
+            return self._error(content_type, 413, _RESOURCE_EXHAUSTED, str(exc))
+        except BrokenProcessPool:
+            self._count("receiver", error=True)
+            logger.error("an ingest worker process died; answering 503")
+            return self._error(content_type, 503, _UNAVAILABLE, "ingest worker unavailable", **retry_after)
+        except Exception as exc:  # a bug, not bad input: answer 500 (not retried) and count it
+            self._count("receiver", error=True)
+            logger.exception("processing an export failed")
+            return self._error(content_type, 500, _INTERNAL, f"internal error: {type(exc).__name__}")
+        if result.status == 413:
+            self._count("rejected_too_large")
+            return self._error(content_type, 413, _RESOURCE_EXHAUSTED, result.message)
+        if result.status != 200 or result.batch is None:
+            self._count("rejected_bad_request")
+            return self._error(content_type, 400, _INVALID_ARGUMENT, result.message)
+        if result.rejected:
+            self._count("rejected_invalid_span", result.rejected)
+        if result.normalize_errors:
+            self._count("normalize", result.normalize_errors, error=True)
+        try:
+            future = self.store.submit(result.batch)
+        except QueueFullError as exc:
+            return self._error(content_type, 503, _UNAVAILABLE, str(exc), **retry_after)
+        try:
+            await asyncio.wrap_future(future)
+        except Exception:
+            logger.warning("storing a batch failed; answered 503 so the exporter retries")
+            return self._error(content_type, 503, _UNAVAILABLE, "ledger write failed", **retry_after)
+        self._forward(body, content_type, request.headers.get("content-encoding", ""), result.batch)
+        return Response(encode_response(content_type, result.rejected, result.message), media_type=content_type)

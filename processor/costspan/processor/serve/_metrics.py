@@ -1,0 +1,163 @@
+"""Prometheus exposition: a custom collector over the store's rollups (one source of truth).
+
+Every scrape yields fresh metric families from the all-time totals by (tenant, service, provider,
+model, operation[, status]); label sets are bounded by the rollups' series cap. A scrape never fails:
+an error while collecting is logged, counted and the scrape answers with what it has.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Final
+
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from costspan.processor.store._rollups import DURATION_BUCKETS, TOKEN_BUCKETS, Dims, Totals, merge_totals
+from costspan.processor.store._store import Store
+
+__all__ = ["StoreCollector"]
+
+logger = logging.getLogger(__name__)
+
+_LABELS: Final = ["tenant", "service", "provider", "model", "operation"]
+
+
+def _buckets(bounds: tuple[float, ...], counts: list[int], sum_value: float) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    cumulative = 0
+    for bound, count in zip(bounds, counts, strict=False):
+        cumulative += count
+        out.append((str(float(bound)), cumulative))
+    cumulative += counts[-1]
+    out.append(("+Inf", cumulative))
+    return out
+
+
+def _merge_status(totals: dict[Dims, Totals]) -> dict[tuple[str, ...], list[Totals]]:
+    out: dict[tuple[str, ...], list[Totals]] = {}
+    for dims, t in totals.items():
+        out.setdefault(dims[:5], []).append(t)
+    return out
+
+
+class StoreCollector(Collector):
+    """Register on a ``CollectorRegistry``; reads the store's rollups under its lock on each scrape."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked collector: families depend on the data
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            yield from self._collect()
+        except Exception:
+            logger.exception("collecting metrics failed")
+            self._store.count("metrics", error=True)
+            yield from self._internal_errors()
+
+    def _internal_errors(self) -> Iterator[Metric]:
+        counters, errors = self._store.counts()
+        family = CounterMetricFamily(
+            "costspan_internal_errors", "Internal errors, by component, that costspan survived.", labels=["component"]
+        )
+        for component in sorted({"ledger", "snapshot", "metrics", "receiver", "normalize", "forward", *errors}):
+            family.add_metric([component], errors.get(component, 0))
+        yield family
+        dup = CounterMetricFamily("costspan_duplicate_spans", "Spans dropped as duplicates, by kind.", labels=["kind"])
+        dup.add_metric(["span_id"], counters.get("duplicate_spans", 0))
+        dup.add_metric(["same_call"], counters.get("duplicate_calls", 0))
+        yield dup
+        rejected = CounterMetricFamily(
+            "costspan_ingest_rejected_spans", "Spans refused at ingest, by reason.", labels=["reason"]
+        )
+        for reason in ("queue_full", "bad_request", "too_large", "invalid_span"):
+            rejected.add_metric([reason], counters.get(f"rejected_{reason}", 0))
+        yield rejected
+        forward = CounterMetricFamily(
+            "costspan_forward_dropped_exports", "Exports that could not be forwarded and were dropped."
+        )
+        forward.add_metric([], counters.get("forward_dropped", 0))
+        yield forward
+
+    def _collect(self) -> Iterator[Metric]:
+        with self._store.lock:
+            snapshot = {dims: _copy(t) for dims, t in self._store.rollups.totals.items()}
+        cost = CounterMetricFamily(
+            "costspan_cost_usd", "Cost of LLM calls in USD (priced and estimated).", labels=_LABELS
+        )
+        tokens = CounterMetricFamily("costspan_tokens", "Tokens of LLM calls by type.", labels=[*_LABELS, "token_type"])
+        requests = CounterMetricFamily("costspan_requests", "LLM calls by outcome.", labels=[*_LABELS, "status"])
+        unpriced = CounterMetricFamily("costspan_unpriced_requests", "LLM calls with no known price.", labels=_LABELS)
+        duration = HistogramMetricFamily("costspan_request_duration_seconds", "Duration of LLM calls.", labels=_LABELS)
+        ttfc = HistogramMetricFamily(
+            "costspan_time_to_first_chunk_seconds", "Time to the first chunk of streamed LLM calls.", labels=_LABELS
+        )
+        semconv_duration = HistogramMetricFamily(
+            "gen_ai_client_operation_duration_seconds",
+            "GenAI operation duration.",
+            labels=["gen_ai_provider_name", "gen_ai_request_model", "gen_ai_operation_name"],
+        )
+        semconv_tokens = HistogramMetricFamily(
+            "gen_ai_client_token_usage",
+            "Number of input and output tokens used.",
+            labels=["gen_ai_provider_name", "gen_ai_request_model", "gen_ai_operation_name", "gen_ai_token_type"],
+        )
+        for dims, t in snapshot.items():
+            requests.add_metric([*dims[:5], dims[5]], t.requests)
+        semconv: dict[tuple[str, str, str], Totals] = {}
+        for labels, parts in _merge_status(snapshot).items():
+            t = parts[0] if len(parts) == 1 else _sum(parts)
+            values = list(labels)
+            cost.add_metric(values, float(t.cost))
+            tokens.add_metric([*values, "input"], t.input_tokens)
+            tokens.add_metric([*values, "output"], t.output_tokens)
+            tokens.add_metric([*values, "cache_read"], t.cache_read_tokens)
+            tokens.add_metric([*values, "cache_write"], t.cache_write_tokens)
+            tokens.add_metric([*values, "reasoning"], t.reasoning_tokens)
+            unpriced.add_metric(values, t.unpriced)
+            duration.add_metric(values, _buckets(DURATION_BUCKETS, t.duration_counts, t.duration_sum), t.duration_sum)
+            if any(t.ttfc_counts):
+                ttfc.add_metric(values, _buckets(DURATION_BUCKETS, t.ttfc_counts, t.ttfc_sum), t.ttfc_sum)
+            key = (labels[2], labels[3], labels[4])
+            semconv[key] = _sum([semconv[key], t]) if key in semconv else t
+        for (provider, model, operation), t in semconv.items():
+            semconv_duration.add_metric(
+                [provider, model, operation],
+                _buckets(DURATION_BUCKETS, t.duration_counts, t.duration_sum),
+                t.duration_sum,
+            )
+            for token_type, counts, total in (
+                ("input", t.input_token_counts, t.input_tokens),
+                ("output", t.output_token_counts, t.output_tokens),
+            ):
+                semconv_tokens.add_metric(
+                    [provider, model, operation, token_type],
+                    _buckets(tuple(float(b) for b in TOKEN_BUCKETS), counts, float(total)),
+                    float(total),
+                )
+        yield cost
+        yield tokens
+        yield requests
+        yield unpriced
+        yield duration
+        yield ttfc
+        yield semconv_duration
+        yield semconv_tokens
+        yield from self._internal_errors()
+
+
+def _copy(t: Totals) -> Totals:
+    out = Totals()
+    merge_totals(out, t)
+    return out
+
+
+def _sum(parts: list[Totals]) -> Totals:
+    out = Totals()
+    for p in parts:
+        merge_totals(out, p)
+    return out

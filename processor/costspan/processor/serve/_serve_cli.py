@@ -1,0 +1,118 @@
+"""`costspan serve`: registered on the lead's CLI by :func:`add_serve_command`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["add_serve_command", "main", "run_serve"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_serve_command(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Register ``serve`` with its flags; the parser's ``handler`` returns an exit code."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the processor: OTLP receiver, ledger, rollups, /metrics",
+        description=(
+            "Receive OTLP/HTTP traces on /v1/traces, price every LLM call, keep a durable ledger and "
+            "rollups, and expose /metrics. Flags beat COSTSPAN_* environment variables, which beat "
+            "the config file."
+        ),
+    )
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 4318; 0 picks a free one)")
+    parser.add_argument("--data-dir", type=Path, help="ledger and snapshots (default ./costspan-data)")
+    parser.add_argument("--config", type=Path, help="settings file (.toml or .json)")
+    parser.add_argument("--fsync", choices=["always", "never"], help="ledger fsync policy (default always)")
+    parser.add_argument("--max-body-bytes", type=int, help="OTLP body limit after decompression")
+    parser.add_argument("--max-pending-records", type=int, help="ingest queue bound (503 beyond it)")
+    parser.add_argument(
+        "--ingest-workers", type=int, help="processes that decode and price OTLP bodies (0: in the server)"
+    )
+    parser.add_argument("--forward-endpoint", help="also send the enriched spans to this OTLP/HTTP URL")
+    parser.add_argument("--snapshot-interval-seconds", type=float, help="seconds between snapshots")
+    parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve without API keys (only on a loopback address; for local trials)",
+    )
+    parser.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Load settings, build the store and app, serve until SIGINT/SIGTERM. Returns an exit code.
+
+    ``out`` receives the one start-up line; errors go to stderr.
+    """
+    from pydantic import ValidationError
+
+    from costspan.processor.serve._settings import load_settings
+
+    try:
+        settings = load_settings(
+            args.config,
+            host=args.host,
+            port=args.port,
+            data_dir=args.data_dir,
+            fsync=args.fsync,
+            max_body_bytes=args.max_body_bytes,
+            max_pending_records=args.max_pending_records,
+            snapshot_interval_seconds=args.snapshot_interval_seconds,
+            ingest_workers=args.ingest_workers,
+            forward_endpoint=args.forward_endpoint,
+            log_level=args.log_level,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        print(f"costspan serve: bad setting: {problems}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"costspan serve: {exc}", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    from costspan.processor.serve._server import build_server_app
+    from costspan.processor.store._store import Store
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    store = Store(settings.store_config())
+    try:
+        app = build_server_app(settings, store, insecure_no_auth=bool(getattr(args, "insecure_no_auth", False)))
+    except ValueError as exc:
+        print(f"costspan serve: {exc}", file=sys.stderr)
+        return 2
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    out.write(f"costspan serve: listening on http://{settings.host}:{settings.port}, data in {settings.data_dir}\n")
+    out.flush()
+    try:
+        server.run()
+    except OSError as exc:  # e.g. the port is taken
+        print(f"costspan serve: {exc}", file=sys.stderr)
+        return 1
+    return 0 if server.started else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``serve`` alone: ``python -m costspan.processor.serve [flags]``."""
+    parser = argparse.ArgumentParser(prog="costspan")
+    add_serve_command(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    return run_serve(args)

@@ -1,0 +1,104 @@
+"""Exactly one record per LLM call.
+
+Two kinds of duplicates are dropped:
+
+* the same span twice (an exporter's retry, a replayed batch): its trace id + span id was seen;
+* two spans for one call — e.g. the anthropic SDK's own span and a wrapper's span around it, or
+  OpenLLMetry and openai-v2 both instrumenting one method. The rule: when a GenAI call span and its
+  direct parent (same trace) are both call spans with the same usage (input and output tokens), they
+  describe one call and one record is kept. Within one export batch the span costspan marked
+  (``costspan.record.source`` or ``costspan.enriched``) wins; otherwise the innermost (the child)
+  wins. Across batches the span that arrived first wins (children usually end, and so are exported,
+  first). A bounded index of recent call spans is kept for the cross-batch check.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from costspan.processor.store._batch import CallKey
+
+__all__ = ["DedupeResult", "Deduplicator"]
+
+
+@dataclass(frozen=True, slots=True)
+class DedupeResult:
+    kept: list[int]  # indices into the batch, in order
+    dropped: list[int]
+    duplicate_spans: int
+    duplicate_calls: int
+
+
+class Deduplicator:
+    """Not thread-safe: the store's single writer owns it."""
+
+    def __init__(self, *, recent_capacity: int = 50_000) -> None:
+        if recent_capacity < 1:
+            raise ValueError("recent_capacity must be at least 1")
+        self._capacity = recent_capacity
+        self.seen: set[int] = set()
+        # recent call spans: key -> (parent key, usage fingerprint); parent key -> child fingerprint
+        # an OrderedDict: popping the oldest is O(1) (a plain dict's ``next(iter())`` degrades as
+        # deleted slots pile up at its front)
+        self._recent: OrderedDict[str, tuple[str, tuple[int, int]]] = OrderedDict()
+        self._children: dict[str, tuple[int, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.seen)
+
+    def mark_seen(self, key: str) -> None:
+        self.seen.add(int(key, 16))
+
+    def remember(self, call: CallKey) -> None:
+        """Record a stored call (at replay, or once kept)."""
+        self.seen.add(int(call.key, 16))
+        self._recent[call.key] = (call.parent_key, call.fingerprint)
+        if call.parent_key:
+            self._children[call.parent_key] = call.fingerprint
+        if len(self._recent) > self._capacity:
+            _, (parent_key, _) = self._recent.popitem(last=False)
+            if parent_key:
+                self._children.pop(parent_key, None)
+
+    def filter(self, calls: list[CallKey]) -> DedupeResult:
+        """Which of ``calls`` to store; does not remember them (the caller does once they are durable)."""
+        duplicate_spans = 0
+        batch: dict[str, int] = {}
+        dropped_spans: list[int] = []
+        for i, call in enumerate(calls):
+            if call.key in batch or int(call.key, 16) in self.seen:
+                duplicate_spans += 1
+                dropped_spans.append(i)
+            else:
+                batch[call.key] = i
+        dropped: set[str] = set()
+        for call_index in batch.values():
+            call = calls[call_index]
+            if not call.parent_key:
+                continue
+            parent_index = batch.get(call.parent_key)
+            if parent_index is None:
+                continue
+            parent = calls[parent_index]
+            if parent.fingerprint != call.fingerprint:
+                continue
+            loser = call if parent.preferred and not call.preferred else parent
+            dropped.add(loser.key)
+        kept: list[int] = []
+        dropped_calls: list[int] = []
+        for key, i in batch.items():
+            call = calls[i]
+            fp = call.fingerprint
+            if key in dropped:
+                dropped_calls.append(i)
+                continue
+            recent = self._recent.get(call.parent_key) if call.parent_key else None
+            if (recent is not None and recent[1] == fp) or self._children.get(key) == fp:
+                dropped.add(key)
+                dropped_calls.append(i)
+            else:
+                kept.append(i)
+        for key in dropped:
+            self.seen.add(int(key, 16))
+        return DedupeResult(kept, sorted(dropped_spans + dropped_calls), duplicate_spans, len(dropped_calls))

@@ -1,0 +1,356 @@
+"""The store: ledger (truth) + rollups (derived) + snapshots, written by one thread with group commit.
+
+Callers submit batches of call records and get a future that resolves once the records are in the
+ledger (fsynced under the default policy) and in the rollups. Pending work is bounded: a submit
+that does not fit raises :class:`QueueFullError` (the receiver answers 503), it is never dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+from costspan.processor.store._batch import Committed, PreparedBatch, call_key, prepare, records_of
+from costspan.processor.store._dedupe import Deduplicator
+from costspan.processor.store._ledger import FsyncPolicy, Ledger, Position
+from costspan.processor.store._records import CallRecord, record_from_json
+from costspan.processor.store._rollups import GRANULARITIES, Rollups, Totals, group_records, subtract_groups
+from costspan.processor.store._snapshots import SnapshotStore
+
+__all__ = ["Committed", "IngestResult", "QueueFullError", "Store", "StoreConfig"]
+
+logger = logging.getLogger(__name__)
+
+_DAY_S = 86400
+
+
+class QueueFullError(RuntimeError):
+    """The ingest queue has no room for the batch; retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    stored: int
+    duplicate_spans: int
+    duplicate_calls: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    data_dir: Path
+    fsync: FsyncPolicy = "always"
+    max_pending_records: int = 100_000
+    snapshot_interval_s: float = 30.0
+    segment_bytes: int = 64 * 1024 * 1024
+    ledger_retention_days: int = 90
+    rollup_retention_days: int = 400
+    minute_retention_days: int = 2
+    hour_retention_days: int = 90
+    max_series: int = 10_000
+    dedupe_recent: int = 50_000
+
+    def __post_init__(self) -> None:
+        if self.max_pending_records < 1:
+            raise ValueError("max_pending_records must be at least 1")
+        if self.snapshot_interval_s <= 0:
+            raise ValueError("snapshot_interval_s must be positive")
+        if min(self.ledger_retention_days, self.rollup_retention_days) < 1:
+            raise ValueError("retention must be at least one day")
+
+
+class Store:
+    """Thread-safe facade; the ledger, dedupe index and rollup writes belong to the writer thread."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self.config = config
+        self.ledger = Ledger(config.data_dir / "ledger", fsync=config.fsync, segment_bytes=config.segment_bytes)
+        self.snapshots = SnapshotStore(config.data_dir / "snapshots", max_series=config.max_series)
+        self.rollups = Rollups(max_series=config.max_series)
+        self.lock = threading.Lock()  # guards rollups and counters for readers
+        self._commit_lock = threading.Lock()  # a snapshot never sees an append without its merge
+        self.counters: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()  # internal errors by component
+        self._dedupe = Deduplicator(recent_capacity=config.dedupe_recent)
+        self._pending: deque[tuple[PreparedBatch, Future[IngestResult]]] = deque()
+        self._pending_records = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._closed = False
+        self._snapshot_position: Position = Position(0, 0)
+        self._last_snapshot = time.monotonic()
+        self._last_retention = 0.0
+        self.started = False
+        self._listeners: list[Callable[[list[CallRecord]], None]] = []
+        self._sum_listeners: list[Callable[[Committed], None]] = []
+
+    # --- counters ---------------------------------------------------------------------------------
+    def count(self, key: str, n: int = 1, *, error: bool = False) -> None:
+        """Add ``n`` to a counter (``error``: to the internal errors of component ``key``). Thread-safe."""
+        with self.lock:
+            (self.errors if error else self.counters)[key] += n
+
+    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """A consistent copy of ``(counters, internal errors by component)``."""
+        with self.lock:
+            return dict(self.counters), dict(self.errors)
+
+    # --- life cycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the ledger, load the newest valid snapshot, replay the ledger after it, start writing."""
+        if self.started:
+            return
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger.open()
+        snapshot = self.snapshots.load()
+        after = Position(0, 0)
+        if snapshot is not None:
+            self.rollups = snapshot.rollups
+            after = snapshot.position
+        replayed = 0
+        chunk: list[CallRecord] = []
+        # the snapshot holds the rollups, not the dedupe window: the last calls before it are read
+        # back into the window so a parent/child duplicate is still caught across a restart
+        window: deque[bytes] = deque(maxlen=self.config.dedupe_recent)
+        _, ledger_duplicates = self.ledger.scan_keys(after, self._dedupe.seen, window)
+        self._remember_window(window)
+        for line in self.ledger.read(after):
+            if int(line.key, 16) in self._dedupe.seen:
+                ledger_duplicates += 1  # written by a commit that failed after a partial write
+                continue
+            try:
+                record = record_from_json(line.payload)
+            except (ValueError, KeyError, TypeError):
+                self.errors["ledger"] += 1
+                logger.warning("ledger record at %s cannot be read; skipped", line.end)
+                continue
+            self._dedupe.remember(call_key(record))
+            chunk.append(record)
+            replayed += 1
+            if len(chunk) >= 4096:
+                self.rollups.add_all(chunk)
+                chunk = []
+        self.rollups.add_all(chunk)
+        if self.ledger.corrupt_lines or self.ledger.torn_tail_bytes:
+            self.errors["ledger"] += self.ledger.corrupt_lines + (1 if self.ledger.torn_tail_bytes else 0)
+        if self.snapshots.corrupt:
+            self.errors["snapshot"] += self.snapshots.corrupt
+        self._snapshot_position = after
+        self.counters["replayed_records"] = replayed
+        self.counters["ledger_duplicates_skipped"] = ledger_duplicates
+        logger.info(
+            "store started: snapshot at %s, %d record(s) replayed, %d known span(s)",
+            after,
+            replayed,
+            len(self._dedupe),
+        )
+        self._apply_retention()
+        self._thread = threading.Thread(target=self._run, name="costspan-ledger-writer", daemon=True)
+        self._thread.start()
+        self.started = True
+
+    def _remember_window(self, payloads: deque[bytes]) -> None:
+        """Put the calls stored before the snapshot (the newest ``dedupe_recent``) in the dedupe window."""
+        for payload in payloads:
+            try:
+                record = record_from_json(payload)
+            except (ValueError, KeyError, TypeError):
+                continue  # not replayed either: the rollups came from the snapshot
+            self._dedupe.remember(call_key(record))
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Drain pending work, snapshot, close the ledger. Safe to call twice."""
+        if self._closed or not self.started:
+            self._closed = True
+            return
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        try:
+            self.snapshot()
+        except OSError:
+            self.errors["snapshot"] += 1
+            logger.exception("final snapshot failed")
+        self.ledger.close()
+        self._closed = True
+
+    @property
+    def closing(self) -> bool:
+        return self._closing or self._closed
+
+    @property
+    def pending_records(self) -> int:
+        """Records queued and not yet taken by the writer."""
+        return self._pending_records
+
+    def has_room(self) -> bool:
+        """Whether the ingest queue can take at least one more record right now."""
+        return self._pending_records < self.config.max_pending_records
+
+    # --- ingest -----------------------------------------------------------------------------------
+    def submit(self, batch: PreparedBatch) -> Future[IngestResult]:
+        """Queue ``batch``; the future resolves once it is durable. Raises QueueFullError."""
+        future: Future[IngestResult] = Future()
+        if not len(batch):
+            future.set_result(IngestResult(0, 0, 0))
+            return future
+        with self._cond:
+            if self._closing or not self.started:
+                raise QueueFullError("store is not accepting records")
+            if self._pending_records + len(batch) > self.config.max_pending_records:
+                self.counters["rejected_queue_full"] += len(batch)
+                raise QueueFullError("ingest queue is full")
+            self._pending.append((batch, future))
+            self._pending_records += len(batch)
+            self._cond.notify()
+        return future
+
+    def ingest(self, records: list[CallRecord], timeout: float = 30.0) -> IngestResult:
+        """Prepare, submit and wait (for in-process use and tests)."""
+        return self.submit(prepare(records)).result(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    remaining = self.config.snapshot_interval_s - (time.monotonic() - self._last_snapshot)
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                batches = list(self._pending)
+                self._pending.clear()
+                self._pending_records = 0
+                closing = self._closing
+            if batches:
+                self._commit(batches)
+            if time.monotonic() - self._last_snapshot >= self.config.snapshot_interval_s:
+                self._periodic()
+            if closing and not batches:
+                return
+
+    def _commit(self, batches: list[tuple[PreparedBatch, Future[IngestResult]]]) -> None:
+        with self._commit_lock:
+            self._commit_locked(batches)
+
+    def _commit_locked(self, batches: list[tuple[PreparedBatch, Future[IngestResult]]]) -> None:
+        """Group commit: dedupe every pending batch, one append + fsync, then merge the rollups."""
+        results: list[IngestResult] = []
+        lines: list[bytes] = []
+        merges = []
+        committed: list[tuple[PreparedBatch, list[int]]] = []
+        try:
+            for batch, _ in batches:
+                filtered = self._dedupe.filter(batch.keys)
+                groups = batch.groups
+                if filtered.dropped:
+                    groups = subtract_groups(groups, group_records(records_of(batch, filtered.dropped)))
+                if len(filtered.kept) == len(batch):
+                    lines.extend(batch.lines)
+                else:
+                    lines.extend(batch.lines[i] for i in filtered.kept)
+                merges.append((groups, [batch.keys[i] for i in filtered.kept]))
+                committed.append((batch, list(filtered.kept)))
+                results.append(IngestResult(len(filtered.kept), filtered.duplicate_spans, filtered.duplicate_calls))
+            if lines:
+                self.ledger.append(lines)
+        except Exception as exc:
+            with self.lock:
+                self.errors["ledger"] += 1
+            logger.exception("ledger write failed; %d batch(es) answered with an error", len(batches))
+            for _, future in batches:
+                future.set_exception(exc)
+            return
+        with self.lock:
+            for groups, kept in merges:
+                for call in kept:
+                    self._dedupe.remember(call)
+                self.rollups.merge_groups(groups)
+            for result in results:
+                self.counters["stored_records"] += result.stored
+                self.counters["duplicate_spans"] += result.duplicate_spans
+                self.counters["duplicate_calls"] += result.duplicate_calls
+        if self._listeners or self._sum_listeners:
+            self._notify(Committed(committed, self.ledger.position))
+        for (_, future), result in zip(batches, results, strict=True):
+            future.set_result(result)
+
+    def add_commit_listener(self, listener: Callable[[list[CallRecord]], None]) -> None:
+        """Call ``listener(records)`` on the writer thread with every newly stored batch of records,
+        after they are durable and before the export is acknowledged (budgets settle, indexes grow).
+        Not called for records replayed at start-up. A listener's error is logged, counted, survived."""
+        self._listeners.append(listener)
+
+    def add_sums_listener(self, listener: Callable[[Committed], None]) -> None:
+        """Like :meth:`add_commit_listener`, but ``listener(committed)`` gets a :class:`Committed`:
+        the calls summed by dimensions (cheap to fold), the records only if it asks for them."""
+        self._sum_listeners.append(listener)
+
+    def _notify(self, committed: Committed) -> None:
+        if not committed:
+            return
+        calls: list[Callable[[], None]] = [functools.partial(f, committed) for f in self._sum_listeners]
+        if self._listeners:
+            records = committed.records()
+            calls += [functools.partial(f, records) for f in self._listeners]
+        for call in calls:
+            try:
+                call()
+            except Exception:
+                with self.lock:
+                    self.errors["listener"] += 1
+                logger.exception("a commit listener failed; the records are stored")
+
+    def _periodic(self) -> None:
+        try:
+            self.snapshot()
+            if time.monotonic() - self._last_retention > 3600:
+                self._apply_retention()
+        except Exception:
+            with self.lock:
+                self.errors["snapshot"] += 1
+            logger.exception("periodic snapshot or retention failed")
+        self._last_snapshot = time.monotonic()
+
+    # --- snapshots and retention ------------------------------------------------------------------
+    def snapshot(self) -> Position:
+        """Write a snapshot of the rollups and the ledger position they include."""
+        with self._commit_lock, self.lock:
+            position = self.ledger.position
+            data = self.rollups.to_json()
+        self.ledger.sync()
+        self.snapshots.save(position, data)
+        self._snapshot_position = position
+        self._last_snapshot = time.monotonic()
+        return position
+
+    def _apply_retention(self) -> None:
+        now = time.time()
+        self._last_retention = time.monotonic()
+        keep = {
+            "minute": self.config.minute_retention_days * _DAY_S,
+            "hour": self.config.hour_retention_days * _DAY_S,
+            "day": self.config.rollup_retention_days * _DAY_S,
+        }
+        with self.lock:
+            self.rollups.prune(int(now), {g: keep[g] for g in GRANULARITIES})
+        cutoff_ns = int((now - self.config.ledger_retention_days * _DAY_S) * 1e9)
+        self.ledger.drop_segments_before(cutoff_ns, self._snapshot_position)
+
+    # --- reading ----------------------------------------------------------------------------------
+    def grand_total(self) -> Totals:
+        with self.lock:
+            return self.rollups.grand_total()
+
+    def read_records(self) -> list[CallRecord]:
+        """Every record in the ledger (for tests, recomputation and the usage API's exports)."""
+        reader = Ledger(self.ledger.directory, fsync="never")
+        return [record_from_json(line.payload) for line in reader.read()]
