@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import sys
 from pathlib import Path
 
@@ -93,3 +94,77 @@ def test_public_surface_is_all() -> None:
     assert set(pricing.__all__) == public - {"cli"}
     for name in pricing.__all__:
         assert getattr(pricing, name) is not None
+
+
+# --- the processor's public surface -------------------------------------------------------------------
+PROCESSOR_ALL = [
+    "Budget",
+    "BudgetBook",
+    "BudgetExceededError",
+    "BudgetSpanProcessor",
+    "BudgetStatus",
+    "CallRecord",
+    "CostspanSpanProcessor",
+    "InProcess",
+    "InvalidBudgetError",
+    "KeyStore",
+    "Normalizer",
+    "QueueFullError",
+    "RemoteBudgetGuard",
+    "Settings",
+    "Store",
+    "StoreConfig",
+    "UsageIndex",
+    "WebhookNotifier",
+    "budget_guard",
+    "build_server_app",
+    "create_app",
+    "include_usage_api",
+    "load_settings",
+    "track_in_process",
+]
+SUB_PACKAGES = ("ingest", "store", "budgets", "api", "serve")
+
+
+def test_processor_public_surface_is_all() -> None:
+    from costspan import processor
+
+    assert processor.__all__ == PROCESSOR_ALL  # sorted, and changed only on purpose
+    for name in processor.__all__:
+        value = getattr(processor, name)
+        assert value is not None
+        assert value.__module__.startswith(("costspan.processor.", "costspan.instrumentation.")), name
+    # what users see is what __all__ says: no other public name but the sub-packages (and import helpers)
+    public = {n for n in dir(processor) if not n.startswith("_")}
+    assert {n for n in public if not inspect.ismodule(getattr(processor, n))} == set(PROCESSOR_ALL)
+    with pytest.raises(AttributeError):
+        _ = processor.no_such_name
+    from costspan.processor import _inprocess, store
+
+    assert (processor.Store, processor.track_in_process) == (store.Store, _inprocess.track_in_process)
+
+
+@pytest.mark.parametrize("name", SUB_PACKAGES)
+def test_processor_sub_packages_all_resolve(name: str) -> None:
+    package = importlib.import_module(f"costspan.processor.{name}")
+    names = list(package.__all__)
+    assert len(set(names)) == len(names)
+    for attr_name in names:
+        assert getattr(package, attr_name) is not None, f"costspan.processor.{name}.{attr_name}"
+    # eager packages: every public name they bind is listed (lazy ones bind nothing until asked)
+    public = {n for n in vars(package) if not n.startswith("_") and not inspect.ismodule(vars(package)[n])}
+    assert public - set(names) <= {"annotations", "Any", "TYPE_CHECKING"}
+
+
+def test_processor_imports_without_fastapi_or_the_sdk() -> None:
+    """``costspan price`` imports the processor package and the CLI: neither may pull in the server side."""
+    import subprocess
+
+    code = (
+        "import sys, costspan.processor, costspan.processor.serve._cli;"
+        "heavy = ('fastapi', 'starlette', 'uvicorn', 'prometheus_client', 'opentelemetry.sdk');"
+        "bad = sorted(m for m in sys.modules if m.startswith(heavy));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Final
 
 from costspan.pricing._errors import InvalidUsageError
 
@@ -97,6 +99,39 @@ class Usage:
         if self.output_audio_tokens > self.output_tokens:
             raise InvalidUsageError("output_audio_tokens exceed output_tokens, which include them")
 
+    @classmethod
+    def of_tokens(
+        cls,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        cache_write_1h_tokens: int = 0,
+        reasoning_tokens: int = 0,
+    ) -> Usage:
+        """``Usage(input_tokens=..., ..., reasoning_tokens=...)``, the other counts at their defaults, built fast.
+
+        The same object, and the same checks and errors, as the constructor: for the hot path that builds one
+        ``Usage`` per span (the generated ``__init__`` of a frozen dataclass sets each field through
+        ``object.__setattr__``, which made it cost more than pricing the call). Each slot is set through its own
+        descriptor, then :meth:`__post_init__` checks the whole.
+        """
+        usage = _new(cls)
+        _set_input_tokens(usage, input_tokens)
+        _set_output_tokens(usage, output_tokens)
+        _set_cache_read_tokens(usage, cache_read_tokens)
+        _set_cache_write_tokens(usage, cache_write_tokens)
+        _set_cache_write_1h_tokens(usage, cache_write_1h_tokens)
+        _set_reasoning_tokens(usage, reasoning_tokens)
+        _set_input_audio_tokens(usage, 0)
+        _set_output_audio_tokens(usage, 0)
+        _set_input_image_tokens(usage, 0)
+        _set_images(usage, 0)
+        _set_requests(usage, 1)
+        _set_web_searches(usage, 0)
+        usage.__post_init__()
+        return usage
+
     @property
     def uncached_input_tokens(self) -> int:
         return self.input_tokens - self.cache_read_tokens - self.cache_write_tokens
@@ -121,3 +156,24 @@ class Usage:
             cache_write_1h_tokens=cache_write_1h_tokens,
             reasoning_tokens=reasoning_tokens,
         )
+
+
+def _setter(name: str) -> Callable[[Usage, int], None]:
+    """The ``__set__`` of ``Usage``'s slot ``name``: what a frozen instance's field is written through."""
+    return Usage.__dict__[name].__set__  # type: ignore[no-any-return]
+
+
+# Used by Usage.of_tokens, which sets every field (a test pins it to the constructor, defaults included).
+_new: Final = object.__new__
+_set_input_tokens: Final = _setter("input_tokens")
+_set_output_tokens: Final = _setter("output_tokens")
+_set_cache_read_tokens: Final = _setter("cache_read_tokens")
+_set_cache_write_tokens: Final = _setter("cache_write_tokens")
+_set_cache_write_1h_tokens: Final = _setter("cache_write_1h_tokens")
+_set_reasoning_tokens: Final = _setter("reasoning_tokens")
+_set_input_audio_tokens: Final = _setter("input_audio_tokens")
+_set_output_audio_tokens: Final = _setter("output_audio_tokens")
+_set_input_image_tokens: Final = _setter("input_image_tokens")
+_set_images: Final = _setter("images")
+_set_requests: Final = _setter("requests")
+_set_web_searches: Final = _setter("web_searches")

@@ -3,7 +3,8 @@
 Same normalization, pricing, attribution and store as `costspan serve`, inside the app. ``on_end``
 runs on the thread that ends the span: it never blocks on disk and never raises into the host —
 records go to the store's bounded queue; a full queue or an internal error is logged once and
-counted (``store.errors``), and the app carries on.
+counted (``Store.count``), and the app carries on. :func:`costspan.processor.track_in_process` adds it
+(with the store, budgets and instrumentation) in one call.
 """
 
 from __future__ import annotations

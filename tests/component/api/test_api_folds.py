@@ -12,8 +12,9 @@ import pytest
 
 from costspan.processor.api._common import Window, by_call_in, by_project_in, by_provider_in
 from costspan.processor.api._folds import hour_views
-from costspan.processor.api._index import ALL, DAY_S, HOUR_S, Agg, UsageIndex
+from costspan.processor.api._index import ALL, DAY_S, HOUR_S, UsageIndex
 from costspan.processor.store._records import CallRecord, TokenCounts
+from costspan.processor.store._sums import Sums
 
 NOW = int(time.time())
 TODAY = NOW - NOW % DAY_S
@@ -25,11 +26,13 @@ def _call(i: int, rng: random.Random, start_s: int) -> CallRecord:
     cost = None if rng.random() < 0.1 else Decimal(rng.randrange(1, 50)) / 1000
     start_ns = start_s * 10**9
     return CallRecord(
-        f"{i:032x}", f"{i + 1:016x}", "", start_ns, start_ns + rng.randrange(1, 3000) * 10**6, "svc",
-        rng.choice(["a", "b"]), "wf", "u", "", provider, rng.choice(["m1", "m2"]), "chat", "t",
-        TokenCounts(rng.randrange(1, 99), rng.randrange(1, 99)), False, "priced" if cost else "unpriced", "",
-        cost, None, None, None, None, None, "v", "timeout" if rng.random() < 0.05 else "", None,
-        f"p-{rng.randrange(3)}",
+        trace_id=f"{i:032x}", span_id=f"{i + 1:016x}", parent_span_id="", start_ns=start_ns,
+        end_ns=start_ns + rng.randrange(1, 3000) * 10**6, service="svc", tenant=rng.choice(["a", "b"]),
+        workflow="wf", user="u", session="", provider=provider, model=rng.choice(["m1", "m2"]), operation="chat",
+        source="t", tokens=TokenCounts(rng.randrange(1, 99), rng.randrange(1, 99)), tokens_estimated=False,
+        cost_status="priced" if cost else "unpriced", unpriced_reason="", cost_total=cost, cost_input=None,
+        cost_output=None, cost_cache_read=None, cost_cache_write=None, cost_other=None, pricing_version="v",
+        error_type="timeout" if rng.random() < 0.05 else "", project=f"p-{rng.randrange(3)}",
     )  # fmt: skip
 
 
@@ -46,7 +49,7 @@ def _sums(records: list[CallRecord], key: Callable[[CallRecord], object]) -> dic
     return out
 
 
-def _figures(found: dict[str, Agg] | dict[tuple[str, str, str], Agg]) -> dict[object, tuple[int, int, Decimal]]:
+def _figures(found: dict[str, Sums] | dict[tuple[str, str, str], Sums]) -> dict[object, tuple[int, int, Decimal]]:
     return {k: (a.requests, a.errors, a.cost) for k, a in found.items()}
 
 
@@ -83,7 +86,7 @@ def test_window_folds_follow_every_change(tenant: str | None) -> None:
         _check(index, records, window, tenant)  # memoized: the same
         # what a query gets is its own: changing it changes no later answer
         for agg in by_call_in(index, tenant, window).values():
-            agg.merge(Agg(requests=1000, cost=Decimal(1)))
+            agg.merge(Sums(requests=1000, cost=Decimal(1)))
         _check(index, records, window, tenant)
     for i, when in enumerate((TODAY + 60, TODAY - 2 * DAY_S + 60, TODAY - 6 * DAY_S)):  # newest, then late calls
         late = _call(10_000 + i, rng, when)._replace(tenant="a")
@@ -113,13 +116,13 @@ def test_hour_rows_follow_every_change() -> None:
     rng = random.Random(8)
     built: list[int] = []
 
-    def row(hour: int, a: Agg) -> tuple[int, int]:
+    def row(hour: int, a: Sums) -> tuple[int, int]:
         built.append(hour)
         return hour, a.requests
 
     def rows(who: str, days: int, provider: str | None, key: object) -> list[tuple[int, int]]:
         first = TODAY - (days - 1) * DAY_S
-        with index.lock:
+        with index.read():
             return hour_views(index, who, first, TODAY + DAY_S - 1, provider, row, key)
 
     for who in ("a", ALL):

@@ -26,12 +26,14 @@ def _workload(seed: int, n: int = 1500) -> list[CallRecord]:
         cost = None if rng.random() < 0.1 else Decimal(rng.randrange(1, 50)) / 1000
         tenant, workflow, user = rng.choice(["a", "b"]), f"wf-{rng.randrange(5)}", f"u-{rng.randrange(8)}"
         status = "priced" if cost is not None else "unpriced"
-        money = (cost, None, None, None, None, None)
         out.append(
             CallRecord(
-                f"{i:032x}", f"{i + 1:016x}", "", start_ns, start_ns + 10**8, "svc", tenant, workflow, user,
-                f"s-{rng.randrange(60)}", "openai", "gpt-4o", "chat", "t", TokenCounts(10, 5), False, status, "",
-                *money, "v", "", None, f"p-{rng.randrange(3)}",
+                trace_id=f"{i:032x}", span_id=f"{i + 1:016x}", parent_span_id="", start_ns=start_ns,
+                end_ns=start_ns + 10**8, service="svc", tenant=tenant, workflow=workflow, user=user,
+                session=f"s-{rng.randrange(60)}", provider="openai", model="gpt-4o", operation="chat", source="t",
+                tokens=TokenCounts(10, 5), tokens_estimated=False, cost_status=status, unpriced_reason="",
+                cost_total=cost, cost_input=None, cost_output=None, cost_cache_read=None, cost_cache_write=None,
+                cost_other=None, pricing_version="v", error_type="", project=f"p-{rng.randrange(3)}",
             )
         )  # fmt: skip
     return out

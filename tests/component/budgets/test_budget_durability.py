@@ -115,6 +115,38 @@ def test_a_corrupt_journal_fails_loudly(tmp_path: Path, clock: FakeClock) -> Non
         BudgetBook(clock=clock, data_dir=tmp_path)
 
 
+def test_a_reservation_the_journal_could_not_write_holds_nothing(
+    tmp_path: Path, pricer: Pricer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from costspan.processor.budgets._journal import Journal
+
+    clock = FakeClock(NOW)
+    book = BudgetBook(clock=clock, estimator=CostEstimator(pricer, clock=clock), data_dir=tmp_path, fsync="never")
+    book.put_budget({"id": "g", "period": "day", "limit": "1"})
+    call = Call(tenant="acme", provider="openai", model="gpt-4o", input_tokens=1000, max_tokens=1000)
+    assert book.check(call).allowed
+    (before,) = book.status("g")
+    append = Journal.append
+
+    def disk_full(self: Journal, seq: int, event: list[Any]) -> None:
+        if event[0] == "r":
+            raise OSError(28, "No space left on device")
+        append(self, seq, event)
+
+    monkeypatch.setattr(Journal, "append", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        book.check(call)
+    monkeypatch.undo()
+    assert book.open_reservations() == 1
+    assert book.status("g")[0].reserved == before.reserved
+    assert book.check(call).allowed  # the book carries on
+    book.close()
+    restarted = BudgetBook(clock=clock, data_dir=tmp_path)
+    assert restarted.open_reservations() == 2
+    assert restarted.status("g")[0].reserved == 2 * before.reserved
+    restarted.close()
+
+
 def test_bad_fsync_policy_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fsync must be"):
         BudgetBook(data_dir=tmp_path, fsync="sometimes")  # type: ignore[arg-type]

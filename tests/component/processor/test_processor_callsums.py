@@ -28,39 +28,39 @@ def make_record(rng: random.Random, i: int, *, parent: str = "", trace: str | No
     cost = Decimal(rng.randrange(1, 10_000)) / 100_000 if priced else None
     provider, model = rng.choice([("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-sonnet-4-6")])
     return CallRecord(
-        trace or f"{i:032x}",
-        f"{i + 1:016x}",
-        parent,
-        start_ns,
-        start_ns + rng.randrange(1, 5000) * 10**6,  # whole milliseconds: the latency sums are exact floats
-        rng.choice(["api", "worker", ""]),
-        rng.choice(["acme", "globex", "initech"]),
-        rng.choice(["", "wf-1", "wf-2"]),
-        rng.choice(["", "u1", "u2", "u3"]),
-        rng.choice(["", f"s{rng.randrange(12)}"]),
-        provider,
-        model,
-        rng.choice(["chat", "embeddings"]),
-        rng.choice(["costspan", "openai-v2", API_SOURCE]),
-        TokenCounts(rng.randrange(1000), rng.randrange(500), rng.choice([0, 0, 50])),
-        False,
-        "priced" if priced else "unpriced",
-        "" if priced else "unknown model",
-        cost,
-        None,
-        None,
-        None,
-        None,
-        None,
-        "v1",
-        rng.choice(["", "", "", "RateLimitError"]),
+        trace_id=trace or f"{i:032x}",
+        span_id=f"{i + 1:016x}",
+        parent_span_id=parent,
+        start_ns=start_ns,
+        end_ns=start_ns + rng.randrange(1, 5000) * 10**6,  # whole milliseconds: the latency sums are exact floats
+        service=rng.choice(["api", "worker", ""]),
+        tenant=rng.choice(["acme", "globex", "initech"]),
+        workflow=rng.choice(["", "wf-1", "wf-2"]),
+        user=rng.choice(["", "u1", "u2", "u3"]),
+        session=rng.choice(["", f"s{rng.randrange(12)}"]),
+        provider=provider,
+        model=model,
+        operation=rng.choice(["chat", "embeddings"]),
+        source=rng.choice(["costspan", "openai-v2", API_SOURCE]),
+        tokens=TokenCounts(rng.randrange(1000), rng.randrange(500), rng.choice([0, 0, 50])),
+        tokens_estimated=False,
+        cost_status="priced" if priced else "unpriced",
+        unpriced_reason="" if priced else "unknown model",
+        cost_total=cost,
+        cost_input=None,
+        cost_output=None,
+        cost_cache_read=None,
+        cost_cache_write=None,
+        cost_other=None,
+        pricing_version="v1",
+        error_type=rng.choice(["", "", "", "RateLimitError"]),
         project=rng.choice(["", "p1", "p2"]),
     )
 
 
 def same_index(a: UsageIndex, b: UsageIndex) -> None:
     assert a.records == b.records
-    assert a.days == b.days  # dataclass equality: every Agg, histogram, session and service set
+    assert a.days == b.days  # dataclass equality: every Sums, histogram, session and service set
     assert a.hours == b.hours
     assert a.session_last == b.session_last
     assert a.multi_day == b.multi_day
@@ -83,7 +83,7 @@ def test_the_index_folded_from_sums_equals_the_index_fed_call_by_call() -> None:
     for n, start in enumerate(range(0, len(records), 256), 1):
         batch = prepare(records[start : start + 256], keep_records=False)
         assert batch.sums is not None and batch.records is None  # prepared where the worker is
-        assert sum(s.agg.requests for s in batch.sums.values()) == len(batch)
+        assert sum(s.sums.requests for s in batch.sums.values()) == len(batch)
         by_sums.on_committed(committed(batch, list(range(len(batch))), n))
     same_index(by_call, by_sums)
     assert by_sums.records == 1500

@@ -25,11 +25,11 @@ def call_records(draw: st.DrawFn) -> CallRecord:
     texts = [draw(_texts) for _ in range(17)]
     money = [draw(_money) for _ in range(6)]
     return CallRecord(
-        texts[0],
-        texts[1],
-        texts[2],
-        draw(st.integers(min_value=0, max_value=2**63 - 1)),
-        draw(st.integers(min_value=0, max_value=2**63 - 1)),
+        trace_id=texts[0],
+        span_id=texts[1],
+        parent_span_id=texts[2],
+        start_ns=draw(st.integers(min_value=0, max_value=2**63 - 1)),
+        end_ns=draw(st.integers(min_value=0, max_value=2**63 - 1)),
         service=texts[3],
         tenant=texts[4],
         workflow=texts[5],
@@ -70,8 +70,11 @@ def test_orjson_and_the_hand_written_encoder_write_the_same_json_and_both_read_b
 
 def test_what_orjson_refuses_or_reads_differently_takes_the_standard_path() -> None:
     record = CallRecord(
-        "t", "s", "", 2**70, 2**70 + 1, "svc", "acme", "", "", "", "openai", "gpt-4o", "chat", "scope",
-        TokenCounts(1, 2), False, "unpriced", "unknown model", None, None, None, None, None, None, "", "",
+        trace_id="t", span_id="s", parent_span_id="", start_ns=2**70, end_ns=2**70 + 1, service="svc",
+        tenant="acme", workflow="", user="", session="", provider="openai", model="gpt-4o", operation="chat",
+        source="scope", tokens=TokenCounts(1, 2), tokens_estimated=False, cost_status="unpriced",
+        unpriced_reason="unknown model", cost_total=None, cost_input=None, cost_output=None,
+        cost_cache_read=None, cost_cache_write=None, cost_other=None, pricing_version="", error_type="",
     )  # fmt: skip
     assert record_from_json(record_to_json(record)) == record
     lone = _raw(trace_id="\ud800")[:-3]  # an older record, without ttfc and project

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import threading
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from costspan.pricing import Pricer, Usage, default_pricer
 from costspan.processor._span_processor import span_view
+from costspan.processor.ingest import _normalize as normalize_module
 from costspan.processor.ingest._normalize import _OPTIONAL_KEYS, WANTED_KEYS, Normalizer, SpanView
 from costspan.processor.store._batch import call_key
 from costspan.processor.store._dedupe import Deduplicator
@@ -336,3 +339,19 @@ def test_a_span_without_the_rarer_keys_gets_exactly_the_defaults_the_general_rea
         _view({**attrs, "costspan.budget.reservation_id": 0}, resource=dict(resource), status_error=status_error)
     )
     assert fast == general
+
+
+def test_the_normalizer_builds_its_record_from_locals_named_as_the_fields() -> None:
+    """The record is one tuple (keywords cost a microsecond a span): each value the local named as its field."""
+    tree = ast.parse(inspect.getsource(normalize_module))
+    built = [
+        node.args[1]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "_new_tuple"
+        and isinstance(node.args[0], ast.Name)
+        and node.args[0].id == "CallRecord"
+    ]
+    assert len(built) == 1 and isinstance(built[0], ast.Tuple)
+    assert [elt.id if isinstance(elt, ast.Name) else ast.dump(elt) for elt in built[0].elts] == list(CallRecord._fields)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from decimal import Decimal
@@ -9,13 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
+from costspan.processor.serve._metrics import StoreCollector
 from costspan.processor.store._batch import call_key, prepare
 from costspan.processor.store._dedupe import Deduplicator
 from costspan.processor.store._ledger import Ledger
 from costspan.processor.store._records import CallRecord, TokenCounts
 from costspan.processor.store._rollups import Rollups
+from costspan.processor.store._snapshots import SNAPSHOT_FORMAT, read_checked, write_checked
 from costspan.processor.store._store import QueueFullError, Store, StoreConfig
+from costspan.processor.store._sums import Sums
 
 BASE_NS = (time.time_ns() // 10**9 - 7200) * 10**9  # recent: retention keeps it
 
@@ -33,32 +38,32 @@ def make_record(
     start = start_ns if start_ns is not None else BASE_NS + i * 1_000_000_000
     money = None if cost is None else Decimal(cost)
     return CallRecord(
-        f"{i // 4:032x}",
-        f"{i + 1:016x}",
-        parent,
-        start,
-        start + 250_000_000 + i,
-        "svc",
-        tenant,
-        "wf-1" if i % 2 else "",
-        f"u{i % 3}",
-        "",
-        "openai",
-        "gpt-4o",
-        "chat",
-        source,
-        TokenCounts(*(tokens or (100 + i, 10 + i))),
-        False,
-        "priced" if money is not None else "unpriced",
-        "" if money is not None else "unknown model",
-        money,
-        money,
-        Decimal(0) if money is not None else None,
-        Decimal(0) if money is not None else None,
-        Decimal(0) if money is not None else None,
-        Decimal(0) if money is not None else None,
-        "2026.11.25",
-        "",
+        trace_id=f"{i // 4:032x}",
+        span_id=f"{i + 1:016x}",
+        parent_span_id=parent,
+        start_ns=start,
+        end_ns=start + 250_000_000 + i,
+        service="svc",
+        tenant=tenant,
+        workflow="wf-1" if i % 2 else "",
+        user=f"u{i % 3}",
+        session="",
+        provider="openai",
+        model="gpt-4o",
+        operation="chat",
+        source=source,
+        tokens=TokenCounts(*(tokens or (100 + i, 10 + i))),
+        tokens_estimated=False,
+        cost_status="priced" if money is not None else "unpriced",
+        unpriced_reason="" if money is not None else "unknown model",
+        cost_total=money,
+        cost_input=money,
+        cost_output=Decimal(0) if money is not None else None,
+        cost_cache_read=Decimal(0) if money is not None else None,
+        cost_cache_write=Decimal(0) if money is not None else None,
+        cost_other=Decimal(0) if money is not None else None,
+        pricing_version="2026.11.25",
+        error_type="",
     )
 
 
@@ -68,8 +73,7 @@ def canonical(rollups: Rollups) -> Any:
     def totals(entries: list[Any]) -> list[Any]:
         out = []
         for key, raw in entries:
-            t = list(raw)
-            t[15] = round(t[15], 6)
+            t = [round(x, 6) if isinstance(x, float) else x for x in raw]  # the latency and duration sums
             out.append((tuple(key), tuple(tuple(x) if isinstance(x, list) else x for x in t)))
         return sorted(out)
 
@@ -182,6 +186,50 @@ def test_a_corrupt_snapshot_is_reported_and_the_ledger_replayed(config: StoreCon
     assert reopened.errors["snapshot"] == 1
     assert reopened.counters["replayed_records"] == 8
     assert canonical(reopened.rollups) == canonical(recompute(reopened))
+    reopened.close()
+
+
+def _as_totals_json(raw: list[Any]) -> list[Any]:
+    """Sums in the 21-item list snapshots held before the one fold type (the rollups' ``Totals``)."""
+    s = Sums.from_json(raw)
+    p = s.parts()
+    costs = (p.cost_input, p.cost_output, p.cost_cache_read, p.cost_cache_write, p.cost_other)
+    return [
+        *(s.requests, s.errors, s.unpriced, p.estimated, str(s.cost), *(str(c) for c in costs)),
+        *(s.input_tokens, s.output_tokens, s.cache_read_tokens, p.cache_write_tokens, p.reasoning_tokens),
+        *(p.duration_sum, p.duration_counts, p.input_token_counts, p.output_token_counts),
+        *(p.ttfc_sum, p.ttfc_counts or [0] * len(p.duration_counts or ())),
+    ]
+
+
+def _metrics(store: Store) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(store))
+    return generate_latest(registry)
+
+
+def test_a_snapshot_written_before_the_one_fold_type_still_loads(config: StoreConfig) -> None:
+    """Rollups snapshots hold each sums as the old ``Totals`` list: they load, and /metrics is the same."""
+    store = Store(config)
+    store.start()
+    store.ingest([make_record(i, cost=None if i % 4 == 0 else "0.25") for i in range(12)])
+    store.close()
+    before = _metrics(store)
+    (snapshot,) = (config.data_dir / "snapshots").iterdir()
+    data = json.loads(read_checked(snapshot, SNAPSHOT_FORMAT))
+    rollups = data["rollups"]
+    for key in ("totals", "by_workflow", "by_user"):
+        rollups[key] = [[k, _as_totals_json(v)] for k, v in rollups[key]]
+    for g, buckets in rollups["buckets"].items():
+        rollups["buckets"][g] = [[start, [[k, _as_totals_json(v)] for k, v in e]] for start, e in buckets]
+    write_checked(snapshot, SNAPSHOT_FORMAT, json.dumps(data).encode())
+
+    reopened = Store(config)
+    reopened.start()
+    assert not reopened.errors["snapshot"]
+    assert reopened.counters["replayed_records"] == 0  # the rollups came from the old snapshot
+    assert _metrics(reopened) == before
+    assert reopened.grand_total().unpriced == 3 and reopened.grand_total().cost == Decimal("2.25")
     reopened.close()
 
 

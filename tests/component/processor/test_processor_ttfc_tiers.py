@@ -11,7 +11,7 @@ from costspan.pricing import Usage, default_pricer
 from costspan.processor.ingest._normalize import Normalizer, SpanView
 from costspan.processor.serve._metrics import StoreCollector
 from costspan.processor.store._records import record_from_json, record_to_json
-from costspan.processor.store._rollups import Totals
+from costspan.processor.store._sums import Sums
 
 START_NS = 1_764_000_000_000_000_000  # 2025-11-24
 
@@ -48,11 +48,19 @@ def test_time_to_first_chunk_round_trips_and_old_records_still_read() -> None:
     assert record_from_json(before_project) == record._replace(ttfc_s=None)
     legacy = old.removesuffix(',null,"",""]') + "]"  # a record written before ttfc existed
     assert record_from_json(legacy).ttfc_s is None
-    totals = Totals()
+    totals = Sums()
     totals.add(record, record.duration_s)
-    assert totals.ttfc_sum == 0.25 and sum(totals.ttfc_counts) == 1
-    assert Totals.from_json(totals.to_json()) == totals
-    assert Totals.from_json(totals.to_json()[:19]).ttfc_counts == [0] * len(totals.ttfc_counts)
+    p = totals.parts()
+    assert p.ttfc_sum == 0.25 and sum(p.ttfc_counts or []) == 1
+    assert Sums.from_json(totals.to_json()) == totals
+    written_before_ttfc = [  # a rollups snapshot's 19-item sums, as written before the ttfc histogram
+        *(totals.requests, totals.errors, totals.unpriced, p.estimated, str(totals.cost)),
+        *(str(c) for c in (p.cost_input, p.cost_output, p.cost_cache_read, p.cost_cache_write, p.cost_other)),
+        *(totals.input_tokens, totals.output_tokens, totals.cache_read_tokens),
+        *(p.cache_write_tokens, p.reasoning_tokens),
+        *(p.duration_sum, p.duration_counts, p.input_token_counts, p.output_token_counts),
+    ]
+    assert not any(Sums.from_json(written_before_ttfc).parts().ttfc_counts or [])
 
 
 def test_project_and_reservation_id_come_from_span_or_resource() -> None:

@@ -165,6 +165,50 @@ def test_budgets_from_env(caplog: pytest.LogCaptureFixture) -> None:
     assert budgets_from_env({}).budgets == ()
 
 
+_BUDGET_VARIABLES = (
+    "GLOBAL_DAILY_LIMIT",
+    "GLOBAL_MONTHLY_LIMIT",
+    "TENANT_DAILY_LIMIT",
+    "TENANT_MONTHLY_LIMIT",
+    "COSTSPAN_BUDGET_TIMEZONE",
+    "COST_TRACKING_ENABLED",
+    "ALERT_WEBHOOK_URL",
+    "COSTSPAN_SPIKE_DETECTION",
+    "COSTSPAN_SPIKE_FACTOR",
+    "COSTSPAN_SPIKE_BASELINE_HOURS",
+    "COSTSPAN_SPIKE_MIN_USD",
+)
+
+
+def test_budgets_from_the_process_environment_by_exact_name(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in _BUDGET_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GLOBAL_DAILY_LIMIT", " 12 ")
+    monkeypatch.setenv("tenant_daily_limit", "5")  # not the variable's name: ignored
+    monkeypatch.setenv("COSTSPAN_BUDGET_TIMEZONE", "Europe/Berlin")
+    monkeypatch.setenv("COST_TRACKING_ENABLED", "perhaps")
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", "  ")
+    monkeypatch.setenv("COSTSPAN_SPIKE_DETECTION", "OFF")
+    env = budgets_from_env()
+    assert [(b.id, b.limit, b.timezone) for b in env.budgets] == [("env-global-daily", Decimal(12), "Europe/Berlin")]
+    assert env.enabled is True  # a bad switch keeps its default, and says so
+    assert "COST_TRACKING_ENABLED='perhaps'" in caplog.text
+    assert env.webhook_url is None  # empty is unset
+    assert env.spikes is None
+
+
+def test_a_limit_that_is_not_a_valid_budget_is_logged_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    env = budgets_from_env({"GLOBAL_DAILY_LIMIT": "-1", "TENANT_DAILY_LIMIT": "NaN", "GLOBAL_MONTHLY_LIMIT": "1E+2"})
+    assert [(b.id, b.limit) for b in env.budgets] == [("env-global-monthly", Decimal(100))]
+    assert "GLOBAL_DAILY_LIMIT='-1'" in caplog.text and "TENANT_DAILY_LIMIT='NaN'" in caplog.text
+    caplog.clear()
+    assert budgets_from_env({"TENANT_DAILY_LIMIT": "3", "COSTSPAN_BUDGET_TIMEZONE": "Mars/Base"}).budgets == ()
+    assert "Mars/Base" in caplog.text
+    assert budgets_from_env({"COST_TRACKING_ENABLED": " Off "}).enabled is False
+
+
 def test_apply_env_installs_budgets_switch_and_webhook() -> None:
     from costspan.processor.budgets import BudgetBook, Call, apply_env
 

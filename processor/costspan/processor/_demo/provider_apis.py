@@ -7,10 +7,9 @@ import json
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from costspan.processor._demo.fake_provider import Behavior, FakeUsage, RecordedRequest
+from costspan.processor._demo.provider_script import Behavior, FakeUsage, RecordedRequest
 
 TEXT_CHUNKS = ("Hello", " from", " the", " fake", " provider", ".")
 

@@ -10,7 +10,6 @@ from typing import Any
 __all__ = [
     "ADMIN_KEY_ENV",
     "EXPORT_COLUMNS",
-    "Agg",
     "ApiKey",
     "IngestGuard",
     "KeyStore",
@@ -24,6 +23,7 @@ __all__ = [
     "read_scope",
     "require_admin",
     "require_ingest",
+    "require_workspace_reader",
     "run_keys",
 ]
 
@@ -31,7 +31,6 @@ __all__ = [
 _WHERE = {
     "ADMIN_KEY_ENV": "costspan.processor.api._keys",
     "EXPORT_COLUMNS": "costspan.processor.api._routes_calls",
-    "Agg": "costspan.processor.api._index",
     "ApiKey": "costspan.processor.api._keys",
     "IngestGuard": "costspan.processor.api._auth",
     "KeyStore": "costspan.processor.api._keys",
@@ -45,6 +44,7 @@ _WHERE = {
     "read_scope": "costspan.processor.api._auth",
     "require_admin": "costspan.processor.api._auth",
     "require_ingest": "costspan.processor.api._auth",
+    "require_workspace_reader": "costspan.processor.api._auth",
     "run_keys": "costspan.processor.api._keys_cli",
 }
 

@@ -26,6 +26,7 @@ __all__ = [
     "read_scope",
     "require_admin",
     "require_ingest",
+    "require_workspace_reader",
 ]
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,14 @@ def require_admin(request: Request) -> Principal:
     if principal.role != "admin":
         raise HTTPException(403, "admin key required")
     return principal
+
+
+def require_workspace_reader(request: Request, workspace_id: str) -> Principal:
+    """A workspace's own reads (``workspace_id`` is the path's): its tenant's key, or an admin key."""
+    principal = principal_of(request)
+    if principal.role == "admin" or (principal.role == "tenant" and principal.tenant == workspace_id):
+        return principal
+    raise HTTPException(403, "admin key required")
 
 
 def read_scope(request: Request, requested: str | None) -> str | None:

@@ -1,23 +1,25 @@
-"""Shared pieces of the routes: the index and pricer on app state, money, time windows, sums, JSON bodies."""
+"""Shared pieces of the routes: the index and pricer on app state, money, time windows, JSON bodies, and the
+queries over the usage index the routes share (each holds the index's :meth:`~UsageIndex.read` for its walk only)."""
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 
 import orjson
 from fastapi import HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
 from costspan.pricing import Pricer
-from costspan.processor.api._folds import fold_days
-from costspan.processor.api._index import ALL, DAY_S, Agg, CallKey, TenantDay, UsageIndex
+from costspan.processor.api._folds import fold_days, hour_views
+from costspan.processor.api._index import ALL, DAY_S, CallKey, TenantDay, UsageIndex
 from costspan.processor.api._schemas import AggFigures
+from costspan.processor.store._sums import Sums
 
 __all__ = [
     "FOLLOWS_STORE",
@@ -26,23 +28,28 @@ __all__ = [
     "JSONBody",
     "Money",
     "Window",
+    "active_in",
     "agg_json",
     "by_call_in",
     "by_project_in",
+    "by_provider_hours",
     "by_provider_in",
     "calls_in",
     "day_iso",
     "hour_iso",
+    "hour_rows",
     "index_of",
     "money_of",
     "per_day",
     "pricer_of",
+    "provider_days",
     "ratio",
     "sum_aggs",
     "tenant_key",
     "tenants_of",
 ]
 
+V = TypeVar("V")
 _Q: Final = Decimal("0.00000001")
 _ZERO: Final = Decimal(0)
 #: A query folds at most this many new ledger records itself (read-after-write); the follower does the rest.
@@ -167,51 +174,51 @@ class Window:
 
 def per_day(
     index: UsageIndex, tenant: str | None, window: Window, provider: str | None = None, project: str | None = None
-) -> list[tuple[int, Agg]]:
+) -> list[tuple[int, Sums]]:
     """Per-day totals of one tenant (or all) in a window, optionally of one provider and/or project.
 
     O(days) (a project filter: O(days × the day's projects)). The sums are the index's own: read them,
     never change them.
     """
-    out: list[tuple[int, Agg]] = []
-    with index.lock:
+    out: list[tuple[int, Sums]] = []
+    with index.read():
         if project is not None:
             for t in [tenant] if tenant is not None else index.tenant_ids():
                 for day, td in index.day_range(t, window.first, window.last):
-                    total = Agg()
+                    total = Sums()
                     for (proj, p), agg in td.by_project.items():
                         if proj == project and (provider is None or p == provider):
                             total.merge(agg, histogram=False)
                     out.append((day, total))
             if tenant is None:  # several tenants: one sum per day
-                merged: dict[int, Agg] = {}
+                merged: dict[int, Sums] = {}
                 for day, agg in out:
-                    merged.setdefault(day, Agg()).merge(agg, histogram=False)
+                    merged.setdefault(day, Sums()).merge(agg, histogram=False)
                 out = sorted(merged.items())
             return out
         for day, td in index.day_range(tenant_key(tenant), window.first, window.last):
             if provider is None:
                 out.append((day, td.total))
             else:
-                out.append((day, td.by_provider.get(provider) or Agg()))
+                out.append((day, td.by_provider.get(provider) or Sums()))
     return out
 
 
-def by_call_in(index: UsageIndex, tenant: str | None, window: Window) -> dict[CallKey, Agg]:
+def by_call_in(index: UsageIndex, tenant: str | None, window: Window) -> dict[CallKey, Sums]:
     """Totals per (provider, model, operation) of one tenant (or all) in a window (no histograms)."""
-    with index.lock:
+    with index.read():
         return fold_days(index, tenant_key(tenant), window.first, window.last, "by_call", _by_call)
 
 
-def _by_call(td: TenantDay) -> dict[CallKey, Agg]:
+def _by_call(td: TenantDay) -> dict[CallKey, Sums]:
     return td.by_call
 
 
-def _by_provider(td: TenantDay) -> dict[str, Agg]:
+def _by_provider(td: TenantDay) -> dict[str, Sums]:
     return td.by_provider
 
 
-def _by_project(td: TenantDay) -> dict[tuple[str, str], Agg]:
+def _by_project(td: TenantDay) -> dict[tuple[str, str], Sums]:
     return td.by_project
 
 
@@ -223,11 +230,11 @@ def by_provider_in(
     *,
     histogram: bool = False,
     project: str | None = None,
-) -> dict[str, Agg]:
+) -> dict[str, Sums]:
     """Totals per provider of one tenant (or all) in a window; latency histograms when asked for
     (not with ``project``: a project's sums keep none)."""
-    out: dict[str, Agg] = {}
-    with index.lock:
+    out: dict[str, Sums] = {}
+    with index.read():
         if project is not None:
             for t in tenants_of(index, tenant):
                 by_project = fold_days(index, t, window.first, window.last, "by_project", _by_project)
@@ -247,10 +254,10 @@ def by_provider_in(
     return {p: a for p, a in folded.items() if p == provider}
 
 
-def by_project_in(index: UsageIndex, tenant: str, window: Window) -> dict[str, Agg]:
+def by_project_in(index: UsageIndex, tenant: str, window: Window) -> dict[str, Sums]:
     """Totals per project of one tenant in a window (calls without a project left out)."""
-    out: dict[str, Agg] = {}
-    with index.lock:
+    out: dict[str, Sums] = {}
+    with index.read():
         by_project = fold_days(index, tenant, window.first, window.last, "by_project", _by_project)
     for (project, _), agg in by_project.items():
         into = out.get(project)
@@ -263,7 +270,7 @@ def by_project_in(index: UsageIndex, tenant: str, window: Window) -> dict[str, A
 
 def calls_in(
     index: UsageIndex, tenant: str | None, window: Window, provider: str | None = None
-) -> tuple[list[tuple[int, Agg]], dict[CallKey, Agg]]:
+) -> tuple[list[tuple[int, Sums]], dict[CallKey, Sums]]:
     """Per-day totals and totals per (provider, model, operation) of one tenant (or all) in a window."""
     by_call = by_call_in(index, tenant, window)
     if provider is not None:
@@ -271,8 +278,55 @@ def calls_in(
     return per_day(index, tenant, window, provider), by_call
 
 
-def sum_aggs(aggs: Iterable[Agg], *, histogram: bool = False) -> Agg:
-    out = Agg()
+def active_in(index: UsageIndex, tenant: str | None, window: Window) -> tuple[set[str], set[str]]:
+    """The tenants and the services with calls in a window (of one tenant, or of all)."""
+    tenants: set[str] = set()
+    services: set[str] = set()
+    with index.read():
+        for _, td in index.day_range(tenant_key(tenant), window.first, window.last):
+            tenants |= td.tenants
+            services |= td.services
+    return tenants, services
+
+
+def provider_days(index: UsageIndex, tenant: str | None, window: Window) -> list[tuple[int, list[tuple[str, Sums]]]]:
+    """Per day of a window, the day's sums per provider, sorted by provider (the index's own sums: only read)."""
+    with index.read():
+        return [
+            (day, sorted(td.by_provider.items()))
+            for day, td in index.day_range(tenant_key(tenant), window.first, window.last)
+        ]
+
+
+def by_provider_hours(index: UsageIndex, tenant: str | None, first_hour: int, last_hour: int) -> dict[str, Sums]:
+    """Totals per provider over the hours ``[first_hour, last_hour]`` (no histograms)."""
+    out: dict[str, Sums] = {}
+    with index.read():
+        for _, by_provider in index.hour_range(tenant_key(tenant), first_hour, last_hour):
+            for provider, agg in by_provider.items():
+                into = out.get(provider)
+                if into is None:
+                    into = out[provider] = Sums()
+                into.merge(agg, histogram=False)
+    return out
+
+
+def hour_rows(
+    index: UsageIndex,
+    tenant: str | None,
+    first: int,
+    last: int,
+    provider: str | None,
+    view: Callable[[int, Sums], V],
+    view_key: Hashable | None,
+) -> list[V]:
+    """:func:`~costspan.processor.api._folds.hour_views` of one tenant (or all), under the index's read."""
+    with index.read():
+        return hour_views(index, tenant_key(tenant), first, last, provider, view, view_key)
+
+
+def sum_aggs(aggs: Iterable[Sums], *, histogram: bool = False) -> Sums:
+    out = Sums()
     for a in aggs:
         out.merge(a, histogram=histogram)
     return out
@@ -282,7 +336,7 @@ def tenants_of(index: UsageIndex, tenant: str | None) -> list[str]:
     return [tenant] if tenant is not None else index.tenant_ids()
 
 
-def agg_json(a: Agg, money: Money, at: float | None = None) -> AggFigures:
+def agg_json(a: Sums, money: Money, at: float | None = None) -> AggFigures:
     """The common figures of a sum, as the API shows them."""
     n = a.requests
     return {

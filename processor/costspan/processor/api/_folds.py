@@ -21,7 +21,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Final, NamedTuple, TypeVar
 
-from costspan.processor.api._index import DAY_S, Agg, TenantDay, UsageIndex
+from costspan.processor.api._index import DAY_S, TenantDay, UsageIndex
+from costspan.processor.store._sums import Sums
 
 __all__ = ["fold_days", "hour_views", "memo_get", "memo_put", "merge_into"]
 
@@ -79,7 +80,7 @@ def _memos(index: UsageIndex) -> _Memos:
 
 def memo_get(index: UsageIndex, key: Hashable, stamp: Hashable) -> object | None:
     """What :func:`memo_put` kept under ``key`` with the same ``stamp`` (None: nothing, or stale).
-    Call under ``index.lock``."""
+    Call under ``index.read()``."""
     return _memos(index).readers.get(key, stamp)
 
 
@@ -88,35 +89,20 @@ def memo_put(index: UsageIndex, key: Hashable, stamp: Hashable, value: object) -
     _memos(index).readers.put(key, stamp, value)
 
 
-def _plain(a: Agg) -> Agg:
-    """A copy of ``a`` without its latency histogram."""
-    return Agg(
-        a.requests,
-        a.errors,
-        a.unpriced,
-        a.cache_hits,
-        a.cost,
-        a.input_tokens,
-        a.output_tokens,
-        a.cache_read_tokens,
-        a.latency_ms,
-    )
-
-
-def merge_into(into: dict[K, Agg], sums: dict[K, Agg], *, histogram: bool) -> None:
-    """Merge each of ``sums`` into ``into`` (new keys get a copy, never the index's own Agg)."""
+def merge_into(into: dict[K, Sums], sums: dict[K, Sums], *, histogram: bool) -> None:
+    """Merge each of ``sums`` into ``into`` (new keys get a copy, never the index's own Sums)."""
     for key, agg in sums.items():
         mine = into.get(key)
         if mine is None:
-            into[key] = agg.copy() if histogram else _plain(agg)
+            into[key] = agg.copy() if histogram else agg.core()
         else:
             mine.merge(agg, histogram=histogram)
 
 
 def _fold(
-    days: list[tuple[int, TenantDay]], pick: Callable[[TenantDay], dict[K, Agg]], histogram: bool
-) -> dict[K, Agg]:
-    out: dict[K, Agg] = {}
+    days: list[tuple[int, TenantDay]], pick: Callable[[TenantDay], dict[K, Sums]], histogram: bool
+) -> dict[K, Sums]:
+    out: dict[K, Sums] = {}
     for _, td in days:
         merge_into(out, pick(td), histogram=histogram)
     return out
@@ -128,13 +114,13 @@ def fold_days(
     first: int,
     last: int,
     kind: str,
-    pick: Callable[[TenantDay], dict[K, Agg]],
+    pick: Callable[[TenantDay], dict[K, Sums]],
     *,
     histogram: bool = False,
-) -> dict[K, Agg]:
+) -> dict[K, Sums]:
     """``pick(day)``'s sums merged over the days ``[first, last]`` of ``who`` (a tenant or ALL): new
-    Aggs the caller owns; latency histograms only with ``histogram``. ``kind`` names ``pick`` in the
-    memo (one kind, one pick). Call under ``index.lock``."""
+    Sums the caller owns; latency histograms only with ``histogram``. ``kind`` names ``pick`` in the
+    memo (one kind, one pick). Call under ``index.read()``."""
     days = index.day_range(who, first, last)
     if len(days) < _MIN_DAYS:
         return _fold(days, pick, histogram)
@@ -146,8 +132,8 @@ def fold_days(
     if found is None:
         found = _fold(settled, pick, histogram)
         memo.put(key, stamp, found)
-    base: dict[K, Agg] = found  # type: ignore[assignment]
-    out = {k: a.copy() if histogram else _plain(a) for k, a in base.items()}
+    base: dict[K, Sums] = found  # type: ignore[assignment]
+    out = {k: a.copy() if histogram else a.core() for k, a in base.items()}
     merge_into(out, pick(newest), histogram=histogram)
     return out
 
@@ -158,14 +144,14 @@ def hour_views(
     first: int,
     last: int,
     provider: str | None,
-    view: Callable[[int, Agg], V],
+    view: Callable[[int, Sums], V],
     view_key: Hashable | None,
 ) -> list[V]:
     """``view(hour, sums)`` of each hour of ``who`` with calls in ``[first, last]`` (sums over its
     providers, or of ``provider`` only), oldest first. With a ``view_key`` (the same key, the same
     view) the views are memoized, so read them, never change them: each hour's under the hour's
     stamp (its calls), and the list of the hours before the newest day under those days' stamp, so
-    a query builds only the newest day's hours that changed. Call under ``index.lock``."""
+    a query builds only the newest day's hours that changed. Call under ``index.read()``."""
     if view_key is None:
         return [view(hour, _hour_sum(by, provider)) for hour, by in index.hour_range(who, first, last)]
     days = index.day_range(who, first - first % DAY_S, last)
@@ -187,14 +173,14 @@ def hour_views(
     return out
 
 
-def _hour_sum(by_provider: dict[str, Agg], provider: str | None) -> Agg:
+def _hour_sum(by_provider: dict[str, Sums], provider: str | None) -> Sums:
     if provider is None:
-        total = Agg()
+        total = Sums()
         for a in by_provider.values():
             total.merge(a, histogram=False)
         return total
     one = by_provider.get(provider)
-    return Agg() if one is None else _plain(one)
+    return Sums() if one is None else one.core()
 
 
 def _per_hour(
@@ -203,7 +189,7 @@ def _per_hour(
     first: int,
     last: int,
     provider: str | None,
-    view: Callable[[int, Agg], V],
+    view: Callable[[int, Sums], V],
     view_key: Hashable,
 ) -> list[V]:
     key = (who, provider, view_key)

@@ -21,6 +21,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
@@ -28,10 +29,12 @@ from typing import Final, TypeVar
 from costspan.processor.store._batch import Committed
 from costspan.processor.store._callsums import CallDims, sum_calls
 from costspan.processor.store._ledger import Ledger, Position
-from costspan.processor.store._records import CallRecord, record_from_json
-from costspan.processor.store._sums import Agg, Series
+from costspan.processor.store._records import CallRecord
+from costspan.processor.store._series import Series
+from costspan.processor.store._snapshots import replay
+from costspan.processor.store._sums import Sums
 
-__all__ = ["ALL", "DAY_S", "DIMS", "HOUR_S", "Agg", "CallKey", "Series", "TenantDay", "UsageIndex"]
+__all__ = ["ALL", "DAY_S", "DIMS", "HOUR_S", "CallKey", "TenantDay", "UsageIndex"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +60,12 @@ class TenantDay:
     a tenant's own days only.
     """
 
-    total: Agg = field(default_factory=Agg)
-    by_call: dict[CallKey, Agg] = field(default_factory=dict)
-    by_provider: dict[str, Agg] = field(default_factory=dict)
-    by_project: dict[tuple[str, str], Agg] = field(default_factory=dict)
-    by_session: dict[str, Agg] = field(default_factory=dict)
-    sessions: Agg = field(default_factory=Agg)
+    total: Sums = field(default_factory=Sums)
+    by_call: dict[CallKey, Sums] = field(default_factory=dict)
+    by_provider: dict[str, Sums] = field(default_factory=dict)
+    by_project: dict[tuple[str, str], Sums] = field(default_factory=dict)
+    by_session: dict[str, Sums] = field(default_factory=dict)
+    sessions: Sums = field(default_factory=Sums)
     services: set[str] = field(default_factory=set)
     tenants: set[str] = field(default_factory=set)
     #: (stamp, limit) -> the day's most expensive sessions, in the day's order (see top_sessions)
@@ -80,20 +83,21 @@ class TenantDay:
         return found
 
 
-def _agg(into: dict[_K, Agg], key: _K) -> Agg:
+def _agg(into: dict[_K, Sums], key: _K) -> Sums:
     a = into.get(key)
     if a is None:
-        a = into[key] = Agg()
+        a = into[key] = Sums()
     return a
 
 
 class UsageIndex:
-    """Thread-safe: feeding happens under ``lock``; readers take it too (queries are short)."""
+    """Thread-safe: feeding happens under the index's lock; readers hold it through :meth:`read`
+    (queries are short), the snapshot loader through :meth:`write`."""
 
     def __init__(self, ledger_dir: Path | None = None, *, max_sessions_per_day: int = 100_000) -> None:
-        self.lock = threading.RLock()
+        self._lock = threading.RLock()  # feeding, and readers through read()
         self.days: dict[str, dict[int, TenantDay]] = {}  # tenant (or ALL) -> day start (s) -> sums
-        self.hours: dict[str, dict[int, dict[str, Agg]]] = {}  # tenant (or ALL) -> hour start -> provider
+        self.hours: dict[str, dict[int, dict[str, Sums]]] = {}  # tenant (or ALL) -> hour start -> provider
         self.series: dict[tuple[str, str], dict[str, Series]] = {}  # (tenant, dim) -> name -> sums over days
         self.session_last: dict[str, dict[str, int]] = {}  # tenant -> session -> last day it was counted
         self.multi_day: dict[str, dict[str, int]] = {}  # tenant -> sessions counted on 2+ days -> last day
@@ -109,12 +113,12 @@ class UsageIndex:
         self._stop = threading.Event()
         # flat views of the nested dicts, for the fold's hot path
         self._flat_days: dict[tuple[str, int], TenantDay] = {}
-        self._flat_hours: dict[tuple[str, int], dict[str, Agg]] = {}
+        self._flat_hours: dict[tuple[str, int], dict[str, Sums]] = {}
         self._thread: threading.Thread | None = None
 
     # --- feeding ------------------------------------------------------------------------------------
     def add_many(self, records: Iterable[CallRecord]) -> None:
-        with self.lock:
+        with self._lock:
             self._add_records(list(records))
 
     def add(self, record: CallRecord) -> None:
@@ -134,7 +138,7 @@ class UsageIndex:
         self._take(committed.end, lambda: self._add_committed(committed))
 
     def _take(self, end: Position, fold: Callable[[], None]) -> None:
-        with self.lock:
+        with self._lock:
             if not self.live:
                 if self._ledger is not None:
                     self._read_ledger(None)
@@ -151,14 +155,14 @@ class UsageIndex:
     def _add_records(self, records: list[CallRecord]) -> None:
         """Calls are summed first (:func:`~costspan.processor.store._callsums.sum_calls`), then folded."""
         for dims, s in sum_calls(records).items():
-            self._add_sums(dims, s.agg)
+            self._add_sums(dims, s.sums)
 
     def _add_committed(self, committed: Committed) -> None:
         for _, sums in committed.sums():
             for dims, s in sums.items():
-                self._add_sums(dims, s.agg)
+                self._add_sums(dims, s.sums)
 
-    def _add_sums(self, d: CallDims, a: Agg) -> None:
+    def _add_sums(self, d: CallDims, a: Sums) -> None:
         """:meth:`_add` for the sums of calls sharing ``d`` (the same places, merged instead of added)."""
         tenant, provider, day, hour = d.tenant, d.provider, d.day, d.hour
         key = (provider, d.model, d.operation)
@@ -194,14 +198,14 @@ class UsageIndex:
                 own.sessions.merge(a, histogram=False)
         self.records += a.requests
 
-    def _session_agg(self, tenant: str, session: str, own: TenantDay, day: int) -> Agg | None:
+    def _session_agg(self, tenant: str, session: str, own: TenantDay, day: int) -> Sums | None:
         """Where a call of ``session`` on ``day`` is summed; None once the day's sessions are at the bound."""
         sessions = own.by_session
         a = sessions.get(session)
         if a is None:
             if len(sessions) >= self.max_sessions_per_day:
                 return None  # counted nowhere (bounded memory)
-            a = sessions[session] = Agg()
+            a = sessions[session] = Sums()
             last = self.session_last.setdefault(tenant, {})
             seen = last.get(session)
             if seen is None:
@@ -218,31 +222,18 @@ class UsageIndex:
         """
         if self._ledger is None or self.live or not self._ledger.directory.exists():
             return 0
-        with self.lock:
+        with self._lock:
             if self.live:
                 return 0
             return self._read_ledger(max_records)
 
     def _read_ledger(self, max_records: int | None) -> int:
         assert self._ledger is not None
-        added = 0
-        chunk: list[CallRecord] = []
-        for line in self._ledger.read(self.position):
-            if max_records is not None and added >= max_records:
-                break
-            try:
-                record = record_from_json(line.payload)
-            except (ValueError, KeyError, TypeError):
-                logger.warning("usage index: unreadable ledger record at %s skipped", line.end)
-            else:
-                chunk.append(record)
-                added += 1
-                if len(chunk) >= 4096:
-                    self._add_records(chunk)
-                    chunk = []
-            self.position = line.end  # under the lock: readers see the position with its records
-        self._add_records(chunk)
-        return added
+
+        def advance(position: Position) -> None:
+            self.position = position  # under the lock: readers see the position with its records
+
+        return replay(self._ledger, self.position, self._add_records, limit=max_records, advance=advance).records
 
     def follow(self, interval_s: float = 0.2, *, every_hour: Callable[[], None] | None = None) -> None:
         """In a background thread until :meth:`stop`: catch up every ``interval_s`` while not fed by
@@ -279,7 +270,7 @@ class UsageIndex:
         day_cut = now_s - day_retention_days * DAY_S
         hour_cut = now_s - hour_retention_days * DAY_S
         dropped = 0
-        with self.lock:
+        with self._lock:
             self.generation += 1
             for flat, nested, cut in ((self._flat_days, self.days, day_cut), (self._flat_hours, self.hours, hour_cut)):
                 for who, start in [k for k in flat if k[1] < cut]:
@@ -300,14 +291,24 @@ class UsageIndex:
 
     def rebuild_views(self) -> None:
         """Rebuild the flat views after the nested dicts were filled directly (a snapshot load)."""
-        with self.lock:
+        with self._lock:
             self.generation += 1
             self._flat_days = {(who, d): td for who, per in self.days.items() for d, td in per.items()}
             self._flat_hours = {(who, h): by for who, per in self.hours.items() for h, by in per.items()}
 
     # --- reading ------------------------------------------------------------------------------------
+    def read(self) -> AbstractContextManager[bool]:
+        """``with index.read():`` while reading the sums (the ranges, names and days below); feeding
+        waits meanwhile, so hold it for one query's walk only. Reentrant; no copy is made."""
+        return self._lock
+
+    def write(self) -> AbstractContextManager[bool]:
+        """``with index.write():`` while changing the sums other than by feeding (a snapshot load);
+        readers and feeding wait. The same lock as :meth:`read`: the index has one."""
+        return self._lock
+
     def tenant_ids(self) -> list[str]:
-        with self.lock:
+        with self._lock:
             return sorted(t for t in self.days if t != ALL)
 
     def day_range(self, tenant: str, first_day: int, last_day: int) -> list[tuple[int, TenantDay]]:
@@ -319,7 +320,7 @@ class UsageIndex:
             return sorted((d, td) for d, td in days.items() if first_day <= d <= last_day)
         return [(d, days[d]) for d in range(first_day, last_day + 1, DAY_S) if d in days]
 
-    def hour_range(self, tenant: str, first_hour: int, last_hour: int) -> list[tuple[int, dict[str, Agg]]]:
+    def hour_range(self, tenant: str, first_hour: int, last_hour: int) -> list[tuple[int, dict[str, Sums]]]:
         hours = self.hours.get(tenant)
         if not hours:
             return []
@@ -328,5 +329,5 @@ class UsageIndex:
         return [(h, hours[h]) for h in range(first_hour, last_hour + 1, HOUR_S) if h in hours]
 
     def names(self, tenant: str, dim: str) -> dict[str, Series]:
-        """A tenant's users or workflows (``dim``) with their sums over days (read under ``lock``)."""
+        """A tenant's users or workflows (``dim``) with their sums over days (read under :meth:`read`)."""
         return self.series.get((tenant, dim), {})

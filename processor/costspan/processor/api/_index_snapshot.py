@@ -1,10 +1,9 @@
 """Snapshots of the usage index with the ledger position they include, so a restart replays only the tail.
 
-The store's pattern (:mod:`costspan.processor.store._snapshots`): a header line ``{"format", "crc32"}`` then
-the JSON body; written to a temp file, fsynced, renamed, the directory fsynced; the newest ``keep``
-are kept, named by their position. Loading takes the newest that passes its checksum and whose
-position the ledger still reaches; a corrupt one is logged, counted and skipped (an older one, or
-a full replay, takes its place).
+Written and loaded by the store's :class:`~costspan.processor.store._snapshots.Snapshots` (checked,
+atomic, the newest ``keep`` kept, named by their position); loading also asks that the ledger still
+reaches the position. A corrupt one is logged, counted and skipped (an older one, or a full replay,
+takes its place); :meth:`UsageIndex.catch_up` replays the ledger after it.
 
 A tenant-day's sums are encoded once and reused while the day does not change (past days rarely
 do), so a periodic snapshot mostly re-encodes today.
@@ -14,8 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,18 +20,18 @@ from typing import Any, Final
 
 from costspan.processor.api._index import TenantDay, UsageIndex
 from costspan.processor.store._ledger import Position
-from costspan.processor.store._snapshots import load_json, read_checked, snapshot_files, write_checked
-from costspan.processor.store._sums import Agg, Series
+from costspan.processor.store._series import Series
+from costspan.processor.store._snapshots import SNAPSHOT_FORMAT, Snapshots
+from costspan.processor.store._sums import Sums
 
 __all__ = ["IndexSnapshots", "LoadResult"]
 
 logger = logging.getLogger(__name__)
 
-_NAME_RE: Final = re.compile(r"^index-(\d{8})-(\d{12})\.json$")
-_FORMAT: Final = 1
+_FORMAT: Final = SNAPSHOT_FORMAT
 
 
-def _aggs(d: dict[Any, Agg]) -> list[Any]:
+def _aggs(d: dict[Any, Sums]) -> list[Any]:
     return [[k, a.to_json()] for k, a in d.items()]
 
 
@@ -52,11 +49,11 @@ def _day_json(td: TenantDay) -> dict[str, Any]:
 
 
 def _day_from(d: dict[str, Any]) -> TenantDay:
-    td = TenantDay(total=Agg.from_json(d["total"]), sessions=Agg.from_json(d["session_total"]))
-    td.by_call = {(k[0], k[1], k[2]): Agg.from_json(a) for k, a in d["calls"]}
-    td.by_provider = {k: Agg.from_json(a) for k, a in d["providers"]}
-    td.by_project = {(k[0], k[1]): Agg.from_json(a) for k, a in d["projects"]}
-    td.by_session = {k: Agg.from_json(a) for k, a in d["sessions"]}
+    td = TenantDay(total=Sums.from_json(d["total"]), sessions=Sums.from_json(d["session_total"]))
+    td.by_call = {(k[0], k[1], k[2]): Sums.from_json(a) for k, a in d["calls"]}
+    td.by_provider = {k: Sums.from_json(a) for k, a in d["providers"]}
+    td.by_project = {(k[0], k[1]): Sums.from_json(a) for k, a in d["projects"]}
+    td.by_session = {k: Sums.from_json(a) for k, a in d["sessions"]}
     td.services = set(d["services"])
     td.tenants = set(d["tenants"])
     return td
@@ -73,18 +70,21 @@ class IndexSnapshots:
     """Saves and loads :class:`UsageIndex` snapshots in ``directory``."""
 
     def __init__(self, directory: Path, *, keep: int = 2) -> None:
-        if keep < 1:
-            raise ValueError("keep must be at least 1")
+        self.files = Snapshots(directory, "index", keep=keep)
         self.directory = directory
         self.keep = keep
-        self.corrupt = 0
         # what was last encoded, by key: (the value's stamp, its encoded row); see _encoded
         self._days: dict[tuple[Any, ...], tuple[Any, str]] = {}
         self._hours: dict[tuple[Any, ...], tuple[Any, str]] = {}
         self._series: dict[tuple[Any, ...], tuple[Any, str]] = {}
 
+    @property
+    def corrupt(self) -> int:
+        """Snapshots found unusable."""
+        return self.files.corrupt
+
     def existing(self) -> list[tuple[Position, Path]]:
-        return snapshot_files(self.directory, _NAME_RE)
+        return self.files.existing()
 
     # --- saving -------------------------------------------------------------------------------------
     def _encode(self, index: UsageIndex) -> tuple[Position | None, bytes]:
@@ -92,7 +92,7 @@ class IndexSnapshots:
         tenant's day, an hour, a user's or workflow's series) comes encoded from the cache, so the lock
         is held for little more than a walk over the keys."""
         dumps = json.dumps
-        with index.lock:
+        with index.read():
             position = index.position
             days = self._encoded(
                 self._days,
@@ -156,34 +156,21 @@ class IndexSnapshots:
         position, body = self._encode(index)
         if position is None:
             return None
-        self.directory.mkdir(parents=True, exist_ok=True)
-        final = write_checked(
-            self.directory / f"index-{position.segment:08d}-{position.offset:012d}.json", _FORMAT, body
-        )
-        for _, path in self.existing()[self.keep :]:
-            path.unlink(missing_ok=True)
-        return final
+        return self.files.save(position, body)
 
     # --- loading ------------------------------------------------------------------------------------
     def load(self, index: UsageIndex) -> LoadResult:
         """Fill an empty ``index`` from the newest valid snapshot; its position tells where replay starts."""
-        t0 = time.perf_counter()
-        for position, path in self.existing():
-            try:
-                data = load_json(read_checked(path, _FORMAT))
-                stored = data["position"]
-                if Position(int(stored[0]), int(stored[1])) != position:
-                    raise ValueError("position does not match the file name")
-                self._check_reachable(index, position)
-                self._fill(index, data)
-            except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-                self.corrupt += 1
-                logger.warning("usage index snapshot %s is unusable (%s); trying an older one", path.name, exc)
-                _clear(index)
-                continue
+
+        def use(position: Position, data: dict[str, Any]) -> None:
+            self._check_reachable(index, position)
+            self._fill(index, data)
             index.position = position
-            return LoadResult(position, path, time.perf_counter() - t0)
-        return LoadResult(None, None, time.perf_counter() - t0)
+
+        loaded = self.files.load(use, discard=lambda: _clear(index))
+        if loaded is None:
+            return LoadResult(None, None, 0.0)
+        return LoadResult(loaded.position, loaded.path, loaded.seconds)
 
     @staticmethod
     def _check_reachable(index: UsageIndex, position: Position) -> None:
@@ -196,12 +183,12 @@ class IndexSnapshots:
 
     @staticmethod
     def _fill(index: UsageIndex, data: dict[str, Any]) -> None:
-        with index.lock:
+        with index.write():
             index.records = int(data["records"])
             for who, day, d in data["days"]:
                 index.days.setdefault(who, {})[int(day)] = _day_from(d)
             for who, hour, by in data["hours"]:
-                index.hours.setdefault(who, {})[int(hour)] = {k: Agg.from_json(a) for k, a in by}
+                index.hours.setdefault(who, {})[int(hour)] = {k: Sums.from_json(a) for k, a in by}
             for row in data["series"]:
                 if len(row) == 4:  # one name's series
                     tenant, dim, name, d = row
@@ -215,7 +202,7 @@ class IndexSnapshots:
 
 
 def _clear(index: UsageIndex) -> None:
-    with index.lock:
+    with index.write():
         index.days.clear()
         index.hours.clear()
         index.series.clear()

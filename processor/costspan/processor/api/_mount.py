@@ -29,6 +29,7 @@ from costspan.processor.api._index_snapshot import IndexSnapshots
 from costspan.processor.api._keys import KeyStore
 from costspan.processor.api._resources import ResourceLog
 from costspan.processor.api._routes_usage import BudgetView
+from costspan.processor.serve._lifespan import add_lifespan
 from costspan.processor.serve._settings import Settings
 from costspan.processor.store._store import Store
 
@@ -95,7 +96,6 @@ def include_usage_api(
     app.state.budget_view = budget_view
     app.state.resource_log = ResourceLog(settings.data_dir / "resources")
     app.add_middleware(IngestGuard, keys=app.state.api_keys)
-    inner = app.router.lifespan_context
 
     def save() -> None:
         try:
@@ -105,23 +105,29 @@ def include_usage_api(
             logger.exception("usage index: snapshot failed")
 
     @asynccontextmanager
-    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
-        async with inner(a) as state:
-            await run_in_threadpool(start_index, index, snapshots, store)  # before serving
-            # the index's millions of long-lived objects need no cyclic GC passes (keeps query p99 flat)
-            gc.collect()
-            gc.freeze()
-            # fed by the store's listener, the index never needs the ledger re-read: the thread only
-            # prunes and snapshots hourly (its ledger check, ~0.5-1 ms under the index's lock at 10M
-            # calls, ran 5 times a second and delayed the queries it overlapped)
-            index.follow(_FOLLOW_EVERY_S, every_hour=save)
-            try:
-                yield state
-            finally:
-                index.stop()
-        await run_in_threadpool(save)  # the store is closed: every acknowledged record is in
+    async def load_and_follow(_: FastAPI) -> AsyncIterator[None]:
+        """After the store started: load the index, then prune and snapshot it hourly until the app stops."""
+        await run_in_threadpool(start_index, index, snapshots, store)  # before serving
+        # the index's millions of long-lived objects need no cyclic GC passes (keeps query p99 flat)
+        gc.collect()
+        gc.freeze()
+        # fed by the store's listener, the index never needs the ledger re-read: the thread only
+        # prunes and snapshots hourly (its ledger check, ~0.5-1 ms under the index's lock at 10M
+        # calls, ran 5 times a second and delayed the queries it overlapped)
+        index.follow(_FOLLOW_EVERY_S, every_hour=save)
+        try:
+            yield
+        finally:
+            index.stop()
 
-    app.router.lifespan_context = lifespan
+    @asynccontextmanager
+    async def save_when_stopped(_: FastAPI) -> AsyncIterator[None]:
+        """Outermost: the last snapshot once the store is closed (every acknowledged record is in)."""
+        yield
+        await run_in_threadpool(save)
+
+    add_lifespan(app, load_and_follow)
+    add_lifespan(app, save_when_stopped, outermost=True)
     for module in (_routes_usage, _routes_calls, _routes_v2, _routes_workspaces, _routes_analytics):
         app.include_router(module.router)
 

@@ -10,17 +10,18 @@ from typing import Final, cast
 
 from costspan.processor.api._common import Window, tenants_of
 from costspan.processor.api._folds import memo_get, memo_put
-from costspan.processor.api._index import Agg, UsageIndex
+from costspan.processor.api._index import UsageIndex
+from costspan.processor.store._sums import Sums
 
 __all__ = ["Sessions", "dim_in", "sessions_in", "top_names", "workflow_days", "workflow_total"]
 
 _ZERO: Final = Decimal(0)
 
 
-def dim_in(index: UsageIndex, tenant: str | None, window: Window, dim: str) -> dict[str, Agg]:
+def dim_in(index: UsageIndex, tenant: str | None, window: Window, dim: str) -> dict[str, Sums]:
     """Totals per user or workflow (``dim``) of one tenant in a window (None: every tenant), O(names)."""
-    out: dict[str, Agg] = {}
-    with index.lock:
+    out: dict[str, Sums] = {}
+    with index.read():
         for t in tenants_of(index, tenant):
             for name, series in index.names(t, dim).items():
                 agg = series.between(window.first, window.last)
@@ -34,7 +35,7 @@ def dim_in(index: UsageIndex, tenant: str | None, window: Window, dim: str) -> d
     return out
 
 
-def top_names(index: UsageIndex, tenant: str | None, window: Window, dim: str, limit: int) -> list[tuple[str, Agg]]:
+def top_names(index: UsageIndex, tenant: str | None, window: Window, dim: str, limit: int) -> list[tuple[str, Sums]]:
     """The ``limit`` users or workflows with the highest cost in a window, with their totals.
 
     Ties go to the name seen first. When every call is in the window (the usual dashboard question)
@@ -43,7 +44,7 @@ def top_names(index: UsageIndex, tenant: str | None, window: Window, dim: str, l
     changes.
     """
     first, last = window.first, window.last
-    with index.lock:
+    with index.read():
         tenants = tenants_of(index, tenant)
         whole = _all_in_window(index, tenants, first, last)
         state = (index.records, index.generation)
@@ -84,10 +85,10 @@ def _all_in_window(index: UsageIndex, tenants: list[str], first: int, last: int)
 
 def _totals(
     index: UsageIndex, tenants: list[str], dim: str, chosen: list[str], first: int, last: int
-) -> list[tuple[str, Agg]]:
+) -> list[tuple[str, Sums]]:
     out = []
     for name in chosen:
-        total = Agg()
+        total = Sums()
         for t in tenants:
             found = index.names(t, dim).get(name)
             if found is not None:
@@ -96,21 +97,21 @@ def _totals(
     return out
 
 
-def workflow_days(index: UsageIndex, tenant: str | None, window: Window, workflow: str) -> dict[int, Agg]:
+def workflow_days(index: UsageIndex, tenant: str | None, window: Window, workflow: str) -> dict[int, Sums]:
     """Per-day totals of one workflow (every tenant's of that id when ``tenant`` is None)."""
-    out: dict[int, Agg] = {}
-    with index.lock:
+    out: dict[int, Sums] = {}
+    with index.read():
         for t in tenants_of(index, tenant):
             series = index.names(t, "workflow").get(workflow)
             if series is not None:
                 for day, agg in series.per_day(window.first, window.last):
-                    out.setdefault(day, Agg()).merge(agg, histogram=False)
+                    out.setdefault(day, Sums()).merge(agg, histogram=False)
     return out
 
 
-def workflow_total(index: UsageIndex, tenant: str | None, window: Window, workflow: str) -> Agg:
-    total = Agg()
-    with index.lock:
+def workflow_total(index: UsageIndex, tenant: str | None, window: Window, workflow: str) -> Sums:
+    total = Sums()
+    with index.read():
         for t in tenants_of(index, tenant):
             series = index.names(t, "workflow").get(workflow)
             if series is not None:
@@ -123,7 +124,7 @@ class Sessions:
     count: int
     calls: int
     cost: Decimal
-    top: list[tuple[str, str, Agg]]  # (tenant, session, sums in the window)
+    top: list[tuple[str, str, Sums]]  # (tenant, session, sums in the window)
 
 
 def sessions_in(index: UsageIndex, tenant: str | None, window: Window, limit: int) -> Sessions:
@@ -137,8 +138,8 @@ def sessions_in(index: UsageIndex, tenant: str | None, window: Window, limit: in
     """
     count = calls = 0
     cost = _ZERO
-    sums: list[tuple[str, str, Agg]] = []
-    with index.lock:
+    sums: list[tuple[str, str, Sums]] = []
+    with index.read():
         for t in tenants_of(index, tenant):
             days = index.day_range(t, window.first, window.last)
             for _, td in days:
@@ -157,7 +158,7 @@ def sessions_in(index: UsageIndex, tenant: str | None, window: Window, limit: in
             for s in multi:
                 candidates[s] = None
             for name in candidates:
-                total = Agg()
+                total = Sums()
                 for _, td in days:
                     found = td.by_session.get(name)
                     if found is not None:

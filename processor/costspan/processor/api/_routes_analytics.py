@@ -5,11 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
-from costspan.processor.api._auth import read_scope
 from costspan.processor.api._common import (
-    CurrencyParam,
     DaysParam,
     JSONBody,
     Money,
@@ -17,38 +15,28 @@ from costspan.processor.api._common import (
     agg_json,
     by_call_in,
     by_provider_in,
-    index_of,
-    money_of,
     ratio,
 )
-from costspan.processor.api._index import Agg
+from costspan.processor.api._deps import Currency, TenantScope
 from costspan.processor.api._names import sessions_in, top_names
 from costspan.processor.api._schemas_views import ProvidersOut, SessionsOut, TokenEfficiencyOut, TopUsersOut
+from costspan.processor.store._sums import Sums
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/analytics", tags=["analytics"], default_response_class=JSONBody)
 
 _ZERO = Decimal(0)
-TenantParam = Annotated[str | None, Query(min_length=1, max_length=200, description="tenant (admin keys)")]
 LimitParam = Annotated[int, Query(ge=1, le=1000)]
 
 
-def _per_1k(a: Agg, money: Money) -> str | None:
+def _per_1k(a: Sums, money: Money) -> str | None:
     return money.fmt(a.cost * 1000 / a.tokens) if a.tokens else None
 
 
 @router.get("/top-users", response_model=TopUsersOut)
-async def top_users(
-    request: Request,
-    days: DaysParam = 30,
-    limit: LimitParam = 10,
-    tenant: TenantParam = None,
-    currency: CurrencyParam = "USD",
-) -> JSONBody:
-    scope = read_scope(request, tenant)
-    money = money_of(request, currency)
-    rows = top_names(index_of(request), scope, Window.last_days(days), "user", limit)
+async def top_users(scope: TenantScope, money: Currency, days: DaysParam = 30, limit: LimitParam = 10) -> JSONBody:
+    rows = top_names(scope.index, scope.tenant, Window.last_days(days), "user", limit)
     body: TopUsersOut = {
         "days": days,
         "currency": money.currency,
@@ -58,13 +46,9 @@ async def top_users(
 
 
 @router.get("/providers", response_model=ProvidersOut)
-async def providers(
-    request: Request, days: DaysParam = 30, tenant: TenantParam = None, currency: CurrencyParam = "USD"
-) -> JSONBody:
+async def providers(scope: TenantScope, money: Currency, days: DaysParam = 30) -> JSONBody:
     """Providers side by side: cost, requests, cost per request and per 1k tokens, latency, error rate."""
-    scope = read_scope(request, tenant)
-    money = money_of(request, currency)
-    per = by_provider_in(index_of(request), scope, Window.last_days(days), histogram=True)
+    per = by_provider_in(scope.index, scope.tenant, Window.last_days(days), histogram=True)
     body: ProvidersOut = {
         "days": days,
         "currency": money.currency,
@@ -86,17 +70,13 @@ async def providers(
 
 
 @router.get("/token-efficiency", response_model=TokenEfficiencyOut)
-async def token_efficiency(
-    request: Request, days: DaysParam = 30, tenant: TenantParam = None, currency: CurrencyParam = "USD"
-) -> JSONBody:
+async def token_efficiency(scope: TenantScope, money: Currency, days: DaysParam = 30) -> JSONBody:
     """Per model: cost per 1k tokens, output/input ratio, share of input read from cache."""
-    scope = read_scope(request, tenant)
-    money = money_of(request, currency)
-    by_call = by_call_in(index_of(request), scope, Window.last_days(days))
-    per: dict[tuple[str, str], Agg] = {}
+    by_call = by_call_in(scope.index, scope.tenant, Window.last_days(days))
+    per: dict[tuple[str, str], Sums] = {}
     for (p, m, _), a in by_call.items():
-        per.setdefault((p, m), Agg()).merge(a)
-    total = Agg()
+        per.setdefault((p, m), Sums()).merge(a)
+    total = Sums()
     for a in per.values():
         total.merge(a)
     body: TokenEfficiencyOut = {
@@ -125,17 +105,9 @@ async def token_efficiency(
 
 
 @router.get("/sessions", response_model=SessionsOut)
-async def sessions(
-    request: Request,
-    days: DaysParam = 7,
-    limit: LimitParam = 10,
-    tenant: TenantParam = None,
-    currency: CurrencyParam = "USD",
-) -> JSONBody:
+async def sessions(scope: TenantScope, money: Currency, days: DaysParam = 7, limit: LimitParam = 10) -> JSONBody:
     """Sessions (conversations): how many, their average cost and calls, the most expensive ones."""
-    scope = read_scope(request, tenant)
-    money = money_of(request, currency)
-    found = sessions_in(index_of(request), scope, Window.last_days(days), limit)
+    found = sessions_in(scope.index, scope.tenant, Window.last_days(days), limit)
     body: SessionsOut = {
         "days": days,
         "currency": money.currency,

@@ -8,9 +8,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from costspan.processor.api._auth import read_scope
-from costspan.processor.api._common import JSONBody, Window, by_call_in, day_iso, index_of, per_day, tenant_key
-from costspan.processor.api._index import DAY_S, Agg
+from costspan.processor.api._common import JSONBody, Window, by_call_in, day_iso, per_day, sum_aggs, tenants_of
+from costspan.processor.api._deps import TenantScope
+from costspan.processor.api._index import DAY_S
 from costspan.processor.api._names import top_names
 from costspan.processor.api._schemas_views import (
     DashboardOut,
@@ -22,6 +22,7 @@ from costspan.processor.api._schemas_views import (
     DashUser,
     DashWorkflow,
 )
+from costspan.processor.store._sums import Sums
 
 __all__ = ["router"]
 
@@ -36,27 +37,22 @@ def _usd(value: Decimal) -> str:
 @router.get("/api/dashboard/summary", response_model=DashboardOut)
 async def summary(
     request: Request,
+    reader: TenantScope,
     days: Annotated[int, Query(ge=1, le=400, description="days back, today included")] = 14,
-    tenant: Annotated[str | None, Query(min_length=1, max_length=200, description="tenant (admin keys)")] = None,
 ) -> JSONBody:
     """Spend per day, by tenant and model, budgets, top workflows and users, unpriced models (USD)."""
-    scope = read_scope(request, tenant)
-    index = index_of(request)
+    scope, index = reader.tenant, reader.index
     window = Window.last_days(days)
     day_sums = per_day(index, scope, window)
     by_call = by_call_in(index, scope, window)
-    total = Agg()
+    total = Sums()
     for _, agg in day_sums:
         total.merge(agg, histogram=False)
-    tenants = [scope] if scope is not None else index.tenant_ids()
     by_tenant: list[DashTenant] = []
-    with index.lock:
-        for t in tenants:
-            agg = Agg()
-            for _, td in index.day_range(tenant_key(t), window.first, window.last):
-                agg.merge(td.total, histogram=False)
-            if agg.requests:
-                by_tenant.append({"tenant": t, "calls": agg.requests, "cost_usd": _usd(agg.cost)})
+    for t in tenants_of(index, scope):
+        agg = sum_aggs(a for _, a in per_day(index, t, window))
+        if agg.requests:
+            by_tenant.append({"tenant": t, "calls": agg.requests, "cost_usd": _usd(agg.cost)})
     by_tenant.sort(key=lambda r: Decimal(str(r["cost_usd"])), reverse=True)
     by_model: list[DashModel] = [  # a model none of whose calls has a price shows no cost, not a made-up 0
         {"provider": p, "model": m, "calls": a.requests, "cost_usd": None if a.unpriced == a.requests else _usd(a.cost)}
@@ -92,7 +88,7 @@ async def summary(
     return JSONBody(body)
 
 
-def _every_day(window: Window, per_day: list[tuple[int, Agg]]) -> list[DashDay]:
+def _every_day(window: Window, per_day: list[tuple[int, Sums]]) -> list[DashDay]:
     """Spend per day over the whole window, days without calls included (as 0)."""
     cost = {day: agg.cost for day, agg in per_day}
     return [

@@ -10,27 +10,26 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from costspan.processor.api._auth import read_scope
 from costspan.processor.api._common import (
-    CurrencyParam,
     DaysParam,
     JSONBody,
     Money,
     Window,
+    active_in,
     agg_json,
     by_call_in,
+    by_provider_hours,
     by_provider_in,
     day_iso,
     hour_iso,
-    index_of,
-    money_of,
+    hour_rows,
     per_day,
+    provider_days,
     ratio,
     sum_aggs,
-    tenant_key,
 )
-from costspan.processor.api._folds import hour_views
-from costspan.processor.api._index import DAY_S, HOUR_S, Agg
+from costspan.processor.api._deps import Currency, TenantIdScope, TenantScope
+from costspan.processor.api._index import DAY_S, HOUR_S
 from costspan.processor.api._schemas import (
     AggregatesOut,
     CostsByProviderOut,
@@ -48,6 +47,7 @@ from costspan.processor.api._schemas import (
     TenantUsageOut,
     TopOperationsOut,
 )
+from costspan.processor.store._sums import Sums
 
 __all__ = ["BudgetView", "router"]
 
@@ -57,7 +57,6 @@ BudgetView = Callable[[str | None], tuple[Decimal | None, Decimal | None]]
 router = APIRouter(tags=["usage"], default_response_class=JSONBody)
 
 ProviderParam = Annotated[str | None, Query(min_length=1, max_length=200, description="only this provider")]
-TenantParam = Annotated[str | None, Query(min_length=1, max_length=200, description="tenant (admin keys)")]
 ProjectParam = Annotated[str | None, Query(min_length=1, max_length=200, description="only this project")]
 
 
@@ -92,29 +91,24 @@ async def health(request: Request) -> JSONBody:
 @router.get("/v1/usage", response_model=TenantUsageOut | SummaryUsageOut | GlobalUsageOut)
 async def usage(
     request: Request,
+    reader: TenantIdScope,
+    money: Currency,
     scope: Literal["tenant", "summary", "global"] = "tenant",
     period: Literal["daily", "monthly"] = "daily",
-    tenant_id: TenantParam = None,
-    currency: CurrencyParam = "USD",
 ) -> JSONBody:
     """Usage of a tenant (``scope=tenant``), a summary, or every tenant (``scope=global``, admin only)."""
-    tenant = read_scope(request, tenant_id)
+    tenant, index = reader.tenant, reader.index
     if scope == "global" and tenant is not None:
         raise HTTPException(403, "scope=global is for admin keys without a tenant")
     if scope == "tenant" and tenant is None:
         raise HTTPException(400, "scope=tenant needs a tenant: send tenant_id or X-Tenant-ID")
-    money = money_of(request, currency)
-    index = index_of(request)
     now = time.time()
     today = Window.last_days(1, now)
     t = datetime.fromtimestamp(now, UTC)
     month = Window(int(datetime(t.year, t.month, 1, tzinfo=UTC).timestamp()), today.last)
     day_total = sum_aggs(a for _, a in per_day(index, tenant, today))
     limit, used, status = _budget(request, tenant)
-    with index.lock:
-        days = index.day_range(tenant_key(tenant), today.first, today.last)
-        tenants = {x for _, td in days for x in td.tenants}
-        services = {x for _, td in days for x in td.services}
+    tenants, services = active_in(index, tenant, today)
     if scope == "global":
         everyone: GlobalUsageOut = {
             "total_cost_today": money.fmt(day_total.cost),
@@ -139,9 +133,9 @@ async def usage(
     assert tenant is not None
     month_total = sum_aggs(a for _, a in per_day(index, tenant, month))
     shown = by_call_in(index, tenant, month if period == "monthly" else today)
-    by_model: dict[str, Agg] = {}
+    by_model: dict[str, Sums] = {}
     for (_, model, _), agg in shown.items():
-        by_model.setdefault(model, Agg()).merge(agg)
+        by_model.setdefault(model, Sums()).merge(agg)
     model_usage: dict[str, ModelUsage] = {
         m: {
             "request_count": a.requests,
@@ -171,32 +165,20 @@ def _key(label: str, money: Money) -> tuple[str, str] | None:
 
 
 @router.get("/api/usage/metrics/realtime", response_model=RealtimeOut)
-async def realtime(request: Request, tenant: TenantParam = None, currency: CurrencyParam = "USD") -> JSONBody:
+async def realtime(scope: TenantScope, money: Currency) -> JSONBody:
     """The last 24 hours, hour by hour, with totals per provider."""
-    scope = read_scope(request, tenant)
-    money = money_of(request, currency)
-    index = index_of(request)
     now = int(time.time())
     last = now - now % HOUR_S
-    per_provider: dict[str, Agg] = {}
-    hours: list[HourRow]
-    with index.lock:
-        who = tenant_key(scope)
-        for _, by_provider in index.hour_range(who, last - 23 * HOUR_S, last):
-            for provider, agg in by_provider.items():
-                into = per_provider.get(provider)
-                if into is None:
-                    into = per_provider[provider] = Agg()
-                into.merge(agg, histogram=False)
-        hours = hour_views(
-            index,
-            who,
-            last - 23 * HOUR_S,
-            last,
-            None,
-            lambda h, a: {"hour": hour_iso(h), **agg_json(a, money)},
-            _key("hour", money),
-        )
+    per_provider = by_provider_hours(scope.index, scope.tenant, last - 23 * HOUR_S, last)
+    hours: list[HourRow] = hour_rows(
+        scope.index,
+        scope.tenant,
+        last - 23 * HOUR_S,
+        last,
+        None,
+        lambda h, a: {"hour": hour_iso(h), **agg_json(a, money)},
+        _key("hour", money),
+    )
     total = sum_aggs(per_provider.values())
     body: RealtimeOut = {
         "window_hours": 24,
@@ -210,18 +192,14 @@ async def realtime(request: Request, tenant: TenantParam = None, currency: Curre
 
 @router.get("/api/usage/metrics/aggregates", response_model=AggregatesOut)
 async def aggregates(
-    request: Request,
+    scope: TenantScope,
+    money: Currency,
     days: DaysParam = 7,
     interval: Literal["hour", "day", "month"] = "day",
     provider: ProviderParam = None,
     project: ProjectParam = None,
-    tenant: TenantParam = None,
-    currency: CurrencyParam = "USD",
 ) -> JSONBody:
     """Totals per hour, day or month over the last ``days`` days (hours: at most 90 days, no project filter)."""
-    scope = read_scope(request, tenant)
-    money = money_of(request, currency)
-    index = index_of(request)
     window = Window.last_days(days)
     rows: list[PeriodRow] = []
     if interval == "hour":
@@ -229,20 +207,19 @@ async def aggregates(
             raise HTTPException(400, "interval=hour covers at most 90 days")
         if project is not None:
             raise HTTPException(400, "the project filter works with interval=day or month")
-        with index.lock:
-            rows = hour_views(
-                index,
-                tenant_key(scope),
-                window.first,
-                window.last + DAY_S - 1,
-                provider,
-                lambda h, a: {"period": hour_iso(h), **agg_json(a, money)},
-                _key("period", money),
-            )
+        rows = hour_rows(
+            scope.index,
+            scope.tenant,
+            window.first,
+            window.last + DAY_S - 1,
+            provider,
+            lambda h, a: {"period": hour_iso(h), **agg_json(a, money)},
+            _key("period", money),
+        )
         rows = [row for row in rows if row["request_count"]]
     else:
-        buckets: dict[str, Agg] = {}
-        for day, agg in per_day(index, scope, window, provider, project):
+        buckets: dict[str, Sums] = {}
+        for day, agg in per_day(scope.index, scope.tenant, window, provider, project):
             if not agg.requests:
                 continue
             label = day_iso(day)[: 7 if interval == "month" else 10]
@@ -265,15 +242,9 @@ async def aggregates(
 
 @router.get("/api/usage/costs/by-provider", response_model=CostsByProviderOut)
 async def costs_by_provider(
-    request: Request,
-    days: DaysParam = 30,
-    project: ProjectParam = None,
-    tenant: TenantParam = None,
-    currency: CurrencyParam = "USD",
+    scope: TenantScope, money: Currency, days: DaysParam = 30, project: ProjectParam = None
 ) -> JSONBody:
-    scope = read_scope(request, tenant)
-    money = money_of(request, currency)
-    per = by_provider_in(index_of(request), scope, Window.last_days(days), project=project)
+    per = by_provider_in(scope.index, scope.tenant, Window.last_days(days), project=project)
     total = sum_aggs(per.values())
     rows = sorted(per.items(), key=lambda kv: kv[1].cost, reverse=True)
     body: CostsByProviderOut = {
@@ -289,7 +260,7 @@ async def costs_by_provider(
     return JSONBody(body)
 
 
-def _latency(a: Agg) -> LatencyFigures:
+def _latency(a: Sums) -> LatencyFigures:
     return {
         "request_count": a.requests,
         "p50_ms": a.quantile_ms(0.5),
@@ -302,12 +273,9 @@ def _latency(a: Agg) -> LatencyFigures:
 
 
 @router.get("/api/usage/performance/latency", response_model=LatencyOut)
-async def latency(
-    request: Request, days: DaysParam = 7, provider: ProviderParam = None, tenant: TenantParam = None
-) -> JSONBody:
+async def latency(scope: TenantScope, days: DaysParam = 7, provider: ProviderParam = None) -> JSONBody:
     """Latency percentiles (from a 5 %-wide histogram) and success rate, overall and per provider."""
-    scope = read_scope(request, tenant)
-    per = by_provider_in(index_of(request), scope, Window.last_days(days), provider, histogram=True)
+    per = by_provider_in(scope.index, scope.tenant, Window.last_days(days), provider, histogram=True)
     body: LatencyOut = {
         "days": days,
         "provider": provider,
@@ -319,16 +287,13 @@ async def latency(
 
 @router.get("/api/usage/operations/top", response_model=TopOperationsOut)
 async def top_operations(
-    request: Request,
+    scope: TenantScope,
+    money: Currency,
     days: DaysParam = 7,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-    tenant: TenantParam = None,
-    currency: CurrencyParam = "USD",
 ) -> JSONBody:
     """The most expensive (provider, model, operation) combinations."""
-    scope = read_scope(request, tenant)
-    money = money_of(request, currency)
-    by_call = by_call_in(index_of(request), scope, Window.last_days(days))
+    by_call = by_call_in(scope.index, scope.tenant, Window.last_days(days))
     rows = sorted(by_call.items(), key=lambda kv: kv[1].cost, reverse=True)[:limit]
     body: TopOperationsOut = {
         "days": days,
@@ -339,26 +304,18 @@ async def top_operations(
 
 
 @router.get("/api/usage/costs/trend", response_model=CostTrendOut)
-async def cost_trend(
-    request: Request, days: DaysParam = 30, tenant: TenantParam = None, currency: CurrencyParam = "USD"
-) -> JSONBody:
+async def cost_trend(scope: TenantScope, money: Currency, days: DaysParam = 30) -> JSONBody:
     """Daily cost per provider."""
-    scope = read_scope(request, tenant)
-    money = money_of(request, currency)
-    index = index_of(request)
-    window = Window.last_days(days)
     out: dict[str, dict[str, str]] = {}
-    with index.lock:
-        for day, td in index.day_range(tenant_key(scope), window.first, window.last):
-            out[day_iso(day)] = {p: money.fmt(a.cost, day) for p, a in sorted(td.by_provider.items())}
+    for day, by_provider in provider_days(scope.index, scope.tenant, Window.last_days(days)):
+        out[day_iso(day)] = {p: money.fmt(a.cost, day) for p, a in by_provider}
     body: CostTrendOut = {"days": days, "currency": money.currency, "daily": out}
     return JSONBody(body)
 
 
 @router.get("/api/usage/errors/by-provider", response_model=ErrorsByProviderOut)
-async def errors_by_provider(request: Request, days: DaysParam = 7, tenant: TenantParam = None) -> JSONBody:
-    scope = read_scope(request, tenant)
-    per = by_provider_in(index_of(request), scope, Window.last_days(days))
+async def errors_by_provider(scope: TenantScope, days: DaysParam = 7) -> JSONBody:
+    per = by_provider_in(scope.index, scope.tenant, Window.last_days(days))
     body: ErrorsByProviderOut = {
         "days": days,
         "providers": [

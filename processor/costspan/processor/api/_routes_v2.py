@@ -10,29 +10,25 @@ from typing import Annotated, Final, Literal
 from fastapi import APIRouter, Query, Request
 
 from costspan.pricing import Usage
-from costspan.processor.api._auth import read_scope
 from costspan.processor.api._common import (
-    CurrencyParam,
     JSONBody,
     Window,
+    active_in,
     by_provider_in,
     day_iso,
-    index_of,
-    money_of,
     per_day,
     pricer_of,
     sum_aggs,
-    tenant_key,
 )
-from costspan.processor.api._index import Agg
+from costspan.processor.api._deps import Currency, TenantIdScope
 from costspan.processor.api._names import workflow_days
 from costspan.processor.api._schemas import EstimateOk, MetricsOk, ModelEstimate, V2CostsOk
+from costspan.processor.store._sums import Sums
 
 __all__ = ["COMPLEXITY_DEFAULTS", "ESTIMATE_MODELS", "router"]
 
 router = APIRouter(prefix="/api/v2", tags=["v2"], default_response_class=JSONBody)
 
-TenantParam = Annotated[str | None, Query(min_length=1, max_length=200, description="tenant (admin keys)")]
 Complexity = Literal["trivial", "simple", "moderate", "complex", "very_complex"]
 
 #: Documented defaults per task complexity: (model calls, input tokens per call, output tokens per call).
@@ -58,19 +54,16 @@ CALIBRATION_MIN_CALLS: Final = 50
 
 @router.get("/costs", response_model=V2CostsOk)
 async def costs(
-    request: Request,
+    scope: TenantIdScope,
+    money: Currency,
     workflow_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     period_days: Annotated[int, Query(ge=1, le=3660)] = 30,
-    tenant_id: TenantParam = None,
-    currency: CurrencyParam = "USD",
 ) -> JSONBody:
     """Cost of a tenant (or one of its workflows) over the last ``period_days`` UTC days."""
-    tenant = read_scope(request, tenant_id)
-    money = money_of(request, currency)
-    index = index_of(request)
+    tenant, index = scope.tenant, scope.index
     window = Window.last_days(period_days)
     daily: dict[str, str] = {}
-    total = Agg()
+    total = Sums()
     days = (
         per_day(index, tenant, window)
         if workflow_id is None
@@ -102,10 +95,10 @@ async def costs(
 @router.get("/costs/estimate", response_model=EstimateOk)
 async def estimate(
     request: Request,
+    scope: TenantIdScope,
+    money: Currency,
     complexity: Complexity = "moderate",
     tech_stack: Annotated[str | None, Query(max_length=500, description="comma-separated, e.g. python,react")] = None,
-    tenant_id: TenantParam = None,
-    currency: CurrencyParam = "USD",
 ) -> JSONBody:
     """Tokens and cost of one task, per candidate model; calibrated from the ledger when it has history.
 
@@ -114,12 +107,10 @@ async def estimate(
     default relative to ``moderate``. Recommended: the cheapest candidate of the needed capability
     (large models for complex and very_complex tasks).
     """
-    tenant = read_scope(request, tenant_id)
-    money = money_of(request, currency)
     pricer = pricer_of(request)
     calls, in_per_call, out_per_call = COMPLEXITY_DEFAULTS[complexity]
     _, base_in, base_out = COMPLEXITY_DEFAULTS["moderate"]
-    history = sum_aggs(a for _, a in per_day(index_of(request), tenant, Window.last_days(30)))
+    history = sum_aggs(a for _, a in per_day(scope.index, scope.tenant, Window.last_days(30)))
     source: Literal["defaults", "ledger"] = "defaults"
     if history.requests >= CALIBRATION_MIN_CALLS:
         source = "ledger"
@@ -160,23 +151,21 @@ async def estimate(
 
 
 @router.get("/metrics", response_model=MetricsOk)
-async def metrics(request: Request, tenant_id: TenantParam = None, currency: CurrencyParam = "USD") -> JSONBody:
+async def metrics(scope: TenantIdScope, money: Currency) -> JSONBody:
     """Headline figures; the ``costs`` block holds today, month to date and the last 30 days."""
-    tenant = read_scope(request, tenant_id)
-    money = money_of(request, currency)
-    index = index_of(request)
+    tenant, index = scope.tenant, scope.index
     now = time.time()
     t = datetime.fromtimestamp(now, UTC)
     month_first = int(datetime(t.year, t.month, 1, tzinfo=UTC).timestamp())
     window = Window.last_days(31, now)
     days = per_day(index, tenant, window)
-    today = Window.last_days(1, now).first
+    today_window = Window.last_days(1, now)
+    today = today_window.first
     day_total = sum_aggs(a for d, a in days if d == today)
     month = sum_aggs(a for d, a in days if d >= month_first)
     last30 = sum_aggs(a for d, a in days if d > today - 30 * 86400)
     per_provider = by_provider_in(index, tenant, window)
-    with index.lock:
-        tenants = {x for _, td in index.day_range(tenant_key(tenant), today, today) for x in td.tenants}
+    tenants, _ = active_in(index, tenant, today_window)
     body: MetricsOk = {
         "success": True,
         "data": {

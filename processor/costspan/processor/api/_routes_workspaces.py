@@ -11,25 +11,23 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from costspan.pricing import PricingError, Usage
-from costspan.processor.api._auth import read_scope, require_ingest
+from costspan.processor.api._auth import require_ingest
 from costspan.processor.api._common import (
-    CurrencyParam,
     JSONBody,
     Money,
     Window,
     by_call_in,
     by_project_in,
     day_iso,
-    index_of,
-    money_of,
     per_day,
     pricer_of,
 )
-from costspan.processor.api._index import DAY_S, Agg
+from costspan.processor.api._deps import Currency, Scope, WorkspaceId, WorkspaceScope, scope_of
+from costspan.processor.api._index import DAY_S
 from costspan.processor.api._keys import Principal
 from costspan.processor.api._names import workflow_total
 from costspan.processor.api._resources import RESOURCE_KINDS, ResourceEntry, ResourceLog
@@ -45,12 +43,12 @@ from costspan.processor.api._schemas_views import (
     WorkspaceCostsOut,
     WorkspaceForecastOut,
 )
+from costspan.processor.store._sums import Sums
 
 __all__ = ["SMALL_MODELS", "ResourceUsageIn", "router"]
 
 router = APIRouter(tags=["workspaces"], default_response_class=JSONBody)
 
-WorkspaceId = Annotated[str, Path(min_length=1, max_length=200)]
 _PERIOD_DAYS: Final = {"day": 1, "week": 7, "month": 30}
 #: The cheap model a downgrade recommendation points to, per provider.
 SMALL_MODELS: Final = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "google": "gemini-2.5-flash"}
@@ -59,13 +57,23 @@ CACHEABLE_SHARE: Final = Decimal("0.5")
 _HISTORY_DAYS: Final = 400
 
 
+async def _execution_scope(
+    request: Request, tenant: Annotated[str | None, Query(min_length=1, max_length=200)] = None
+) -> Scope:
+    return scope_of(request, tenant)
+
+
+#: An execution's scope: the ``tenant`` parameter (admin keys) or the key's tenant.
+ExecutionScope = Annotated[Scope, Depends(_execution_scope)]
+
+
 def _resources(request: Request) -> ResourceLog:
     log: ResourceLog = request.app.state.resource_log
     return log
 
 
-def _costs(request: Request, tenant: str, window: Window, money: Money) -> CostsBody:
-    index = index_of(request)
+def _costs(request: Request, scope: Scope, window: Window, money: Money) -> CostsBody:
+    tenant, index = scope.one_tenant, scope.index
     by_call = by_call_in(index, tenant, window)
     compute = _resources(request).days(tenant, window.first, window.last)
     llm_by_day = dict(per_day(index, tenant, window))
@@ -79,9 +87,9 @@ def _costs(request: Request, tenant: str, window: Window, money: Money) -> Costs
         compute_total += money.amount(comp, day)
         requests += llm_by_day[day].requests if day in llm_by_day else 0
         trend.append({"date": day_iso(day), "llm_cost": money.fmt(llm, day), "compute_cost": money.fmt(comp, day)})
-    by_model: dict[str, Agg] = {}
+    by_model: dict[str, Sums] = {}
     for (_, model, _), a in by_call.items():
-        by_model.setdefault(model, Agg()).merge(a)
+        by_model.setdefault(model, Sums()).merge(a)
     by_resource: dict[str, Decimal] = {}
     for day_costs in compute.values():
         for r, c in day_costs.items():
@@ -105,15 +113,15 @@ def _costs(request: Request, tenant: str, window: Window, money: Money) -> Costs
     }
 
 
-def _forecast(request: Request, tenant: str, money: Money, now: float | None = None) -> ForecastFigures:
+def _forecast(request: Request, scope: Scope, money: Money, now: float | None = None) -> ForecastFigures:
     """End-of-month forecast: month to date + the last 14 days' daily average × the days left.
 
     Confidence comes from the data: how many of the 14 days have data and how much they vary
     (coefficient of variation); the range is ±1.96 σ·√(days left).
     """
+    tenant, index = scope.one_tenant, scope.index
     t = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     window = Window.last_days(14, t.timestamp())
-    index = index_of(request)
     compute = _resources(request).days(tenant, window.first, window.last)
     llm = {d: a.cost for d, a in per_day(index, tenant, window)}
     daily = [
@@ -151,57 +159,44 @@ def _forecast(request: Request, tenant: str, money: Money, now: float | None = N
 
 @router.get("/api/workspaces/{workspace_id}/costs", response_model=WorkspaceCostsOut)
 async def workspace_costs(
-    request: Request,
-    workspace_id: WorkspaceId,
-    period: Literal["day", "week", "month"] = "month",
-    currency: CurrencyParam = "USD",
+    request: Request, scope: WorkspaceScope, money: Currency, period: Literal["day", "week", "month"] = "month"
 ) -> JSONBody:
     """Totals, LLM vs compute, by model and resource, the daily trend and the end-of-month forecast."""
-    tenant = read_scope(request, workspace_id)
-    assert tenant is not None
-    money = money_of(request, currency)
-    costs = _costs(request, tenant, Window.last_days(_PERIOD_DAYS[period]), money)
+    costs = _costs(request, scope, Window.last_days(_PERIOD_DAYS[period]), money)
     body: WorkspaceCostsOut = {
-        "workspace_id": tenant,
+        "workspace_id": scope.one_tenant,
         "period": period,
         "currency": money.currency,
         **costs,
-        "forecast_eom": _forecast(request, tenant, money)["forecast_eom"],
+        "forecast_eom": _forecast(request, scope, money)["forecast_eom"],
     }
     return JSONBody(body)
 
 
 @router.get("/api/workspaces/{workspace_id}/cost-forecast", response_model=WorkspaceForecastOut)
-async def workspace_forecast(request: Request, workspace_id: WorkspaceId, currency: CurrencyParam = "USD") -> JSONBody:
-    tenant = read_scope(request, workspace_id)
-    assert tenant is not None
-    money = money_of(request, currency)
+async def workspace_forecast(request: Request, scope: WorkspaceScope, money: Currency) -> JSONBody:
     body: WorkspaceForecastOut = {
-        "workspace_id": tenant,
+        "workspace_id": scope.one_tenant,
         "currency": money.currency,
-        **_forecast(request, tenant, money),
+        **_forecast(request, scope, money),
     }
     return JSONBody(body)
 
 
 @router.get("/api/workspaces/{workspace_id}/cost-optimization", response_model=OptimizationOut)
-async def workspace_optimization(
-    request: Request, workspace_id: WorkspaceId, currency: CurrencyParam = "USD"
-) -> JSONBody:
+async def workspace_optimization(request: Request, scope: WorkspaceScope, money: Currency) -> JSONBody:
     """Model-downgrade and prompt-caching recommendations, savings priced from the catalog.
 
     From the last 30 days per (provider, model): the average call is re-priced on the provider's
     small model (:data:`SMALL_MODELS`) and with :data:`CACHEABLE_SHARE` of its input read from
     cache; monthly savings = (current − alternative) × the calls of 30 days.
     """
-    tenant = read_scope(request, workspace_id)
-    assert tenant is not None
-    money = money_of(request, currency)
+    tenant = scope.one_tenant
     pricer = pricer_of(request)
-    by_call = by_call_in(index_of(request), tenant, Window.last_days(30))
-    per_model: dict[tuple[str, str], Agg] = {}
+    by_call = by_call_in(scope.index, tenant, Window.last_days(30))
+    per_model: dict[tuple[str, str], Sums] = {}
     for (p, m, _), a in by_call.items():
-        per_model.setdefault((p, m), Agg()).merge(a)
+        per_model.setdefault((p, m), Sums()).merge(a)
     recs: list[Downgrade | Caching] = []
     for (provider, model), a in sorted(per_model.items()):
         priced = a.requests - a.unpriced
@@ -263,25 +258,19 @@ async def workspace_optimization(
 
 @router.get("/api/workspaces/{workspace_id}/cost-stats", response_model=StatsOut)
 async def workspace_stats(
-    request: Request,
-    workspace_id: WorkspaceId,
-    days: Annotated[int, Query(ge=1, le=3660)] = 30,
-    currency: CurrencyParam = "USD",
+    scope: WorkspaceScope, money: Currency, days: Annotated[int, Query(ge=1, le=3660)] = 30
 ) -> JSONBody:
-    tenant = read_scope(request, workspace_id)
-    assert tenant is not None
-    money = money_of(request, currency)
-    index = index_of(request)
+    tenant, index = scope.one_tenant, scope.index
     window = Window.last_days(days)
     days_sums = per_day(index, tenant, window)
     by_call = by_call_in(index, tenant, window)
-    total = Agg()
+    total = Sums()
     for _, a in days_sums:
         total.merge(a, histogram=False)
     costs = sorted(days_sums, key=lambda da: da[1].cost)
-    per_op: dict[str, Agg] = {}
+    per_op: dict[str, Sums] = {}
     for (_, _, op), a in by_call.items():
-        per_op.setdefault(op, Agg()).merge(a)
+        per_op.setdefault(op, Sums()).merge(a)
     body: StatsOut = {
         "workspace_id": tenant,
         "days": days,
@@ -303,16 +292,11 @@ async def workspace_stats(
 
 @router.get("/api/executions/{execution_id}/costs", response_model=ExecutionCostsOut)
 async def execution_costs(
-    request: Request,
-    execution_id: WorkspaceId,
-    tenant: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-    currency: CurrencyParam = "USD",
+    request: Request, execution_id: WorkspaceId, scope: ExecutionScope, money: Currency
 ) -> JSONBody:
     """One execution (workflow) over the retained history: LLM calls plus compute resources."""
-    scope = read_scope(request, tenant)
-    money = money_of(request, currency)
-    llm = workflow_total(index_of(request), scope, Window.last_days(_HISTORY_DAYS), execution_id)
-    compute = _resources(request).workflow(scope, execution_id)
+    llm = workflow_total(scope.index, scope.tenant, Window.last_days(_HISTORY_DAYS), execution_id)
+    compute = _resources(request).workflow(scope.tenant, execution_id)
     comp_total = sum(compute.values(), Decimal(0))
     if not llm.requests and not compute:
         raise HTTPException(404, f"no costs recorded for execution {execution_id!r}")

@@ -12,7 +12,7 @@ book=book)`` to answer the check before FastAPI routes it; remote apps use :clas
 """
 
 from costspan.processor.budgets._alerts import Alert, Delivery, SpikeDetector, WebhookNotifier
-from costspan.processor.budgets._api import budget_router
+from costspan.processor.budgets._api import BudgetAccess, budget_router
 from costspan.processor.budgets._book import BudgetBook
 from costspan.processor.budgets._endpoint import BudgetCheckEndpoint
 from costspan.processor.budgets._env import BudgetEnv, apply_env, budgets_from_env
@@ -53,6 +53,7 @@ __all__ = [
     "Alert",
     "Block",
     "Budget",
+    "BudgetAccess",
     "BudgetBook",
     "BudgetCheckEndpoint",
     "BudgetCollector",

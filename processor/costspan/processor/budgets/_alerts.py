@@ -308,16 +308,25 @@ def spikes(detector: SpikeDetector | None, dims: tuple[str | None, ...], usd: De
 
 
 class AlertBoard:
-    """What happens to a raised alert: kept (the last 1,000), counted, and handed to every sink.
+    """A book's alerts: the spike rule that spend feeds, and what happens to a raised alert — kept
+    (the last 1,000), counted, and handed to every sink.
 
     Sinks run on the caller's thread, outside the budget lock; a sink's error is logged, not raised.
     """
 
-    def __init__(self, sinks: Iterable[Callable[[Alert], None]] = ()) -> None:
+    def __init__(
+        self, sinks: Iterable[Callable[[Alert], None]] = (), spike_detector: SpikeDetector | None = None
+    ) -> None:
         self.sinks: list[Callable[[Alert], None]] = list(sinks)
         self.recent: deque[Alert] = deque(maxlen=1000)
         #: (type, budget id, threshold) → alerts raised
         self.counts: dict[tuple[str, str, str], int] = {}
+        #: the cost-spike rule (None: off); replaceable at any time
+        self.spike_detector = spike_detector
+
+    def spikes(self, dims: tuple[str | None, ...], usd: Decimal | None, at: float) -> list[Alert]:
+        """Feed a call's spend to the spike rule (under the book's lock); the spikes it raises."""
+        return spikes(self.spike_detector, dims, usd, at)
 
     def emit(self, alerts: list[Alert]) -> None:
         for alert in alerts:

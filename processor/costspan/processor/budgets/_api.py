@@ -1,17 +1,19 @@
 """HTTP routes for budgets: the pre-call check, CRUD, status, audit, alerts, and the seed's routes.
 
-``budget_router(book)`` returns an ``APIRouter``; the server app mounts it (with its auth as
-``dependencies``). Domain errors become HTTP errors here and nowhere else.
+``budget_router(book)`` returns an ``APIRouter``; the server app mounts it with its access rules
+(:class:`BudgetAccess`: who may send, read a workspace's budget, or manage), each declared on the
+routes it guards. Domain errors become HTTP errors here and nowhere else.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -19,7 +21,7 @@ from costspan.processor.budgets._alerts import WebhookNotifier
 from costspan.processor.budgets._book import BudgetBook
 from costspan.processor.budgets._model import DEFAULT_THRESHOLDS, Budget, Call, InvalidBudgetError, Mode, money
 
-__all__ = ["budget_router"]
+__all__ = ["BudgetAccess", "budget_router"]
 
 ACTOR_HEADER = "X-Costspan-Actor"
 CHECK_PATH = "/v1/budgets/check"
@@ -120,18 +122,36 @@ def check_answer(book: BudgetBook, body: bytes, *, show_spend: bool = True) -> t
     return 429, _json(payload), [("retry-after", str(retry))] if retry is not None else []
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetAccess:
+    """Who may call which budget route: FastAPI dependencies that return to allow and raise
+    ``HTTPException`` to refuse (they may take the ``Request``).
+
+    ``send`` guards what an application calls around an LLM call (check, settle, release);
+    ``read_workspace`` a workspace's budget and its status (GET; it also takes the path's
+    ``workspace_id``); ``manage`` every other route.
+    """
+
+    send: Callable[..., object]
+    read_workspace: Callable[..., object]
+    manage: Callable[..., object]
+
+
 def budget_router(
     book: BudgetBook,
     *,
     show_spend: bool = True,
     notifier: WebhookNotifier | None = None,
-    dependencies: Sequence[Any] = (),
+    access: BudgetAccess | None = None,
 ) -> APIRouter:
     """Routes over ``book``; ``show_spend=False`` leaves spend figures out of 429 answers.
 
-    ``dependencies`` are FastAPI ``Depends(...)`` objects applied to every route (the server's auth).
+    ``access``: the rules each route declares (None: every caller may call every route).
     """
-    router = APIRouter(dependencies=list(dependencies))
+    router = APIRouter()
+    send = [Depends(access.send)] if access is not None else []
+    read_workspace = [Depends(access.read_workspace)] if access is not None else []
+    manage = [Depends(access.manage)] if access is not None else []
 
     def actor(request: Request) -> str:
         return request.headers.get(ACTOR_HEADER, "api")[:200]
@@ -150,34 +170,35 @@ def budget_router(
         CHECK_PATH,
         openapi_extra={"requestBody": {"content": {"application/json": {"schema": CheckRequest.model_json_schema()}}}},
         responses={429: {"description": "a budget has no room: `type` is `budget_exceeded`; `Retry-After` header"}},
+        dependencies=send,
     )
     async def check(request: Request) -> Response:
         status, body, headers = check_answer(book, await request.body(), show_spend=show_spend)
         return Response(body, status_code=status, headers=dict(headers), media_type="application/json")
 
-    @router.post("/v1/budgets/settle")
+    @router.post("/v1/budgets/settle", dependencies=send)
     async def settle(body: SettleRequest) -> JSONResponse:
         return JSONResponse({"settled": book.settle(body.reservation_id, body.cost_usd, body.tokens, body.requests)})
 
-    @router.post("/v1/budgets/reservations/{reservation_id}/release")
+    @router.post("/v1/budgets/reservations/{reservation_id}/release", dependencies=send)
     def release(reservation_id: str) -> dict[str, bool]:
         return {"released": book.release(reservation_id)}
 
-    @router.get("/v1/budgets")
+    @router.get("/v1/budgets", dependencies=manage)
     def list_budgets() -> list[dict[str, Any]]:
         return [b.to_json() for b in book.budgets()]
 
-    @router.post("/v1/budgets", status_code=201)
+    @router.post("/v1/budgets", status_code=201, dependencies=manage)
     def create(spec: dict[str, Any], request: Request) -> dict[str, Any]:
         if spec.get("id") and book.get_budget(str(spec["id"])) is not None:
             raise HTTPException(409, detail=f"budget {spec['id']!r} exists; PUT /v1/budgets/{{id}} to change it")
         return put(spec, actor(request)).to_json()
 
-    @router.get("/v1/budgets/status")
+    @router.get("/v1/budgets/status", dependencies=manage)
     def all_status() -> list[dict[str, Any]]:
         return [s.to_json() for s in book.status()]
 
-    @router.get("/v1/budgets/alerts")
+    @router.get("/v1/budgets/alerts", dependencies=manage)
     def alerts() -> dict[str, Any]:
         out: dict[str, Any] = {"alerts": [a.to_json() for a in book.alerts]}
         if notifier is not None:
@@ -198,31 +219,31 @@ def budget_router(
             out["dropped"] = notifier.dropped
         return out
 
-    @router.get("/v1/budgets/{budget_id}")
+    @router.get("/v1/budgets/{budget_id}", dependencies=manage)
     def get(budget_id: str) -> dict[str, Any]:
         budget = book.get_budget(budget_id)
         if budget is None:
             raise HTTPException(404, detail=f"no budget {budget_id!r}")
         return budget.to_json()
 
-    @router.put("/v1/budgets/{budget_id}")
+    @router.put("/v1/budgets/{budget_id}", dependencies=manage)
     def replace(budget_id: str, spec: dict[str, Any], request: Request) -> dict[str, Any]:
         if spec.get("id", budget_id) != budget_id:
             raise HTTPException(422, detail="the body's id differs from the path's")
         return put({**spec, "id": budget_id}, actor(request)).to_json()
 
-    @router.delete("/v1/budgets/{budget_id}", status_code=204)
+    @router.delete("/v1/budgets/{budget_id}", status_code=204, dependencies=manage)
     def delete(budget_id: str, request: Request) -> None:
         if not book.delete_budget(budget_id, actor=actor(request)):
             raise HTTPException(404, detail=f"no budget {budget_id!r}")
 
-    @router.get("/v1/budgets/{budget_id}/status")
+    @router.get("/v1/budgets/{budget_id}/status", dependencies=manage)
     def one_status(budget_id: str) -> list[dict[str, Any]]:
         if book.get_budget(budget_id) is None:
             raise HTTPException(404, detail=f"no budget {budget_id!r}")
         return [s.to_json() for s in book.status(budget_id)]
 
-    @router.get("/v1/budgets/{budget_id}/audit")
+    @router.get("/v1/budgets/{budget_id}/audit", dependencies=manage)
     def audit(budget_id: str) -> list[dict[str, Any]]:
         return book.audit_log(budget_id)
 
@@ -257,16 +278,16 @@ def budget_router(
             "mode": (any_budget.mode if any_budget else Mode.HARD).value,
         }
 
-    @router.get("/api/workspaces/{workspace_id}/budget")
+    @router.get("/api/workspaces/{workspace_id}/budget", dependencies=read_workspace)
     def ws_get(workspace_id: str) -> dict[str, Any]:
         return {"workspace_id": workspace_id, **seed_view(f"ws-{workspace_id}")}
 
-    @router.post("/api/workspaces/{workspace_id}/budget")
+    @router.post("/api/workspaces/{workspace_id}/budget", dependencies=manage)
     def ws_post(workspace_id: str, body: SeedBudget, request: Request) -> dict[str, Any]:
         view = seed_put(f"ws-{workspace_id}", {"tenant": workspace_id}, body, actor(request))
         return {"workspace_id": workspace_id, **view}
 
-    @router.get("/api/workspaces/{workspace_id}/budget/status")
+    @router.get("/api/workspaces/{workspace_id}/budget/status", dependencies=read_workspace)
     def ws_status(workspace_id: str) -> dict[str, Any]:
         out: dict[str, Any] = {"workspace_id": workspace_id}
         worst = "healthy"
@@ -279,7 +300,7 @@ def budget_router(
         out["status"] = worst
         return out
 
-    @router.post("/api/projects/{project_id}/budget")
+    @router.post("/api/projects/{project_id}/budget", dependencies=manage)
     def project_post(
         project_id: str, body: SeedBudget, request: Request, workspace_id: str = Query(...)
     ) -> dict[str, Any]:

@@ -1,13 +1,15 @@
 """The budget engine: reserve before a call, settle after it, alert at thresholds, roll periods.
 
 One lock guards all state, so "check the room, then take it" is one step: 100 concurrent calls
-against room for 10 let at most 10 through. Every change goes through :meth:`BudgetBook._commit`,
-which journals the event (when a data directory is given) and applies it — replay applies the
-same events, so a restart recovers counters, reservations and fired thresholds exactly.
+against room for 10 let at most 10 through. Every change is one event that
+:class:`~._journal.JournaledState` journals (when a data directory is given) and applies — replay
+applies the same events, so a restart recovers counters, reservations and fired thresholds exactly.
 
-The check is here; budget definitions are in :mod:`._definitions` and settling in :mod:`._settle`
-(mixins over the same lock and state). The check holds reservations as integers (:mod:`._units`)
-and caches, per call scope, the counters that apply (:class:`_Match`).
+:class:`BudgetBook` makes the pre-call check itself and composes the rest, each behind a small
+interface and sharing the book's lock: the state and its journal (:class:`~._journal.JournaledState`),
+the per-scope counter cache (:class:`~._match.Matches`), the definitions (:class:`~._definitions.BudgetDefinitions`),
+settlement (:class:`~._settle.Settlement`) and alerts (:class:`~._alerts.AlertBoard`). The check holds
+reservations as integers (:mod:`._units`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -26,14 +28,14 @@ from typing import Any
 
 from costspan.processor.budgets._alerts import Alert, AlertBoard, SpikeDetector
 from costspan.processor.budgets._definitions import BudgetDefinitions
-from costspan.processor.budgets._estimate import LINEAR_UP_TO, CostEstimator, Rate
-from costspan.processor.budgets._journal import AUDIT, AuditLog, FsyncPolicy, Journal
-from costspan.processor.budgets._model import Budget, Call, Decision, Mode, Period, Unit, adaptive_candidates
-from costspan.processor.budgets._periods import window
-from costspan.processor.budgets._settle import BudgetSettlement
-from costspan.processor.budgets._state import ZERO, BudgetState, Counter, match_targets
+from costspan.processor.budgets._estimate import LINEAR_UP_TO, CostEstimator
+from costspan.processor.budgets._journal import AUDIT, AuditLog, FsyncPolicy, JournaledState
+from costspan.processor.budgets._match import Match, Matches
+from costspan.processor.budgets._model import Budget, BudgetSpec, Call, Decision, Mode, Unit, adaptive_candidates
+from costspan.processor.budgets._settle import Settlement
+from costspan.processor.budgets._state import ZERO, Counter
 from costspan.processor.budgets._status import BudgetStatus, statuses
-from costspan.processor.budgets._units import from_units, to_units, units_below
+from costspan.processor.budgets._units import from_units, to_units
 
 __all__ = ["BudgetBook"]
 
@@ -42,37 +44,12 @@ logger = logging.getLogger(__name__)
 _ALLOW = Decision(True)
 _USD, _TOKENS = Unit.USD, Unit.TOKENS
 _SOFT, _HARD, _ADAPTIVE = Mode.SOFT, Mode.HARD, Mode.ADAPTIVE
-_PER_REQUEST = Period.PER_REQUEST
 _PICO = Decimal("1E-12")
 _EXACT_BELOW = 10**28
 _new = tuple.__new__  # builds a named tuple without its Python ``__new__`` (a third of a microsecond)
 
 
-class _Match:
-    """The counters of the budgets one call scope falls in, and what the check reads of each.
-
-    Cached per scope (the call's dimension tuple) until a counter's period ends (``until``) or a
-    budget changes. Counters are mutated in place when they roll, so holding them is safe.
-    """
-
-    __slots__ = ("checks", "counters", "holds", "rate", "slots", "until")
-
-    def __init__(self, counters: list[Counter]) -> None:
-        self.counters = tuple(counters)
-        self.rate: Rate | None = None  # the call model's rates (the scope names the provider and model)
-        self.until = min((c.end for c in counters), default=math.inf)
-        # (counter, key, unit, mode, per_request, the limit in whole units: what one per-request call may take)
-        self.slots = tuple(
-            (c, c.key, b.unit, b.mode, b.period is _PER_REQUEST, units_below(b.limit, b.unit))
-            for c, b in ((c, c.budget) for c in counters)
-        )
-        # what the check reads: (counter, unit, per_request, cap) of the budgets that can refuse, and
-        # (counter, key, unit) of all, where the hold goes
-        self.checks = tuple((c, u, p, cap) for c, _, u, mode, p, cap in self.slots if mode is not _SOFT)
-        self.holds = tuple((c, k, u) for c, k, u, _, _, _ in self.slots)
-
-
-class BudgetBook(BudgetDefinitions, BudgetSettlement):
+class BudgetBook:
     """Budgets, their counters and reservations; thread-safe.
 
     ``data_dir`` (optional) holds the journal, snapshot and audit log; without it state lives in
@@ -100,21 +77,23 @@ class BudgetBook(BudgetDefinitions, BudgetSettlement):
         self._clock = clock
         self._estimator = estimator or CostEstimator(clock=clock)
         self._ttl = reservation_ttl
-        self._snapshot_every = snapshot_every
         self._unpriced_pico = to_units(unpriced_estimate_usd, Unit.USD)
         self._lock = threading.Lock()
-        self._journal = Journal(data_dir, fsync=fsync) if data_dir is not None else None
-        self._state = self._journal.load() if self._journal is not None else BudgetState()
-        self._snapshot_seq = self._state.seq
-        self._audit = AuditLog(Path(data_dir) / AUDIT if data_dir is not None else None, clock=clock)
-        self._matches: dict[tuple[str | None, ...], _Match] = {}
+        # the collaborators, each behind the same lock
+        self._log = JournaledState(data_dir, fsync=fsync, snapshot_every=snapshot_every)
+        self._state = self._log.state
+        self._matches = Matches(self._log)
+        self._match_cache = self._matches.cache  # read by the check directly (one dict lookup)
+        self._reserve = self._log.reserve  # the check's one write: ["r", ...] for the holds it took
+        self.board = AlertBoard(alert_sinks, spike_detector)
+        audit = AuditLog(Path(data_dir) / AUDIT if data_dir is not None else None, clock=clock)
+        self._definitions = BudgetDefinitions(self._lock, self._log, self._matches, audit)
+        self._settlement = Settlement(self._lock, self._log, self._matches, self.board, clock)
+        # the board's own list, deque and dict under the names the API, metrics and notifier read
+        self.alert_sinks, self.alerts, self.alert_counts = self.board.sinks, self.board.recent, self.board.counts
         self._next_expiry = -math.inf  # when the oldest open reservation expires (the first check looks)
         self._rid_prefix = uuid.uuid4().hex[:10] + "-"
         self._rids = itertools.count(1)
-        self.board = AlertBoard(alert_sinks)
-        # the board's own list, deque and dict under the names the API, metrics and notifier read
-        self.alert_sinks, self.alerts, self.alert_counts = self.board.sinks, self.board.recent, self.board.counts
-        self.spike_detector = spike_detector
         #: budget id → calls blocked / degraded
         self.blocked_by: dict[str, int] = {}
         self.rewritten_by: dict[str, int] = {}
@@ -131,8 +110,31 @@ class BudgetBook(BudgetDefinitions, BudgetSettlement):
     def estimator(self) -> CostEstimator:
         return self._estimator
 
-    def _forget_matches(self) -> None:
-        self._matches = {}
+    @property
+    def spike_detector(self) -> SpikeDetector | None:
+        """The cost-spike rule fed by every charged call (None: off); may be replaced at any time."""
+        return self.board.spike_detector
+
+    @spike_detector.setter
+    def spike_detector(self, detector: SpikeDetector | None) -> None:
+        self.board.spike_detector = detector
+
+    # --- definitions --------------------------------------------------------------------------------------
+    def put_budget(self, spec: Budget | BudgetSpec | Mapping[str, Any], *, actor: str = "system") -> Budget:
+        """Create or replace a budget (validated; raises ``InvalidBudgetError``); audited."""
+        return self._definitions.put(spec, actor=actor)
+
+    def delete_budget(self, budget_id: str, *, actor: str = "system") -> bool:
+        return self._definitions.delete(budget_id, actor=actor)
+
+    def get_budget(self, budget_id: str) -> Budget | None:
+        return self._definitions.get(budget_id)
+
+    def budgets(self) -> list[Budget]:
+        return self._definitions.all()
+
+    def audit_log(self, budget_id: str | None = None) -> list[dict[str, Any]]:
+        return self._definitions.audit_log(budget_id)
 
     # --- the hot path -----------------------------------------------------------------------------------
     def check(self, call: Call) -> Decision:
@@ -149,9 +151,9 @@ class BudgetBook(BudgetDefinitions, BudgetSettlement):
         with self._lock:
             if now >= self._next_expiry:
                 self._sweep(now)
-            match = self._matches.get(dims)
+            match = self._match_cache.get(dims)
             if match is None or match.until <= now:
-                match = self._match(dims, now)
+                match = self._matches.match(dims, now)
             if not match.counters:
                 return _ALLOW
             # the estimate, as CostEstimator.pico_and_tokens makes it, inlined for the usual call
@@ -176,13 +178,13 @@ class BudgetBook(BudgetDefinitions, BudgetSettlement):
             est = None if pico is None else _PICO * pico if pico < _EXACT_BELOW else from_units(pico, _USD)
             return _new(Decision, (True, rid, est, None, None, None, ""))
 
-    def _estimate(self, call: Call, match: _Match, now: float) -> tuple[int | None, int]:
+    def _estimate(self, call: Call, match: Match, now: float) -> tuple[int | None, int]:
         if call.model:
             rate = self._estimator.rate(call.model, call.provider, now)
             match.rate = rate if rate.base is not None else None
         return self._estimator.pico_and_tokens(call.model, call.provider, call.input_tokens, call.max_tokens, now)
 
-    def _take(self, dims: tuple[str | None, ...], match: _Match, usd: int, tokens: int, now: float) -> str | None:
+    def _take(self, dims: tuple[str | None, ...], match: Match, usd: int, tokens: int, now: float) -> str | None:
         """Reserve ``usd`` pico-dollars / ``tokens`` / one request on every counter of ``match``, if all
         non-soft ones have room (else None, nothing held): the event ``["r", ...]``, journaled first.
 
@@ -199,21 +201,16 @@ class BudgetBook(BudgetDefinitions, BudgetSettlement):
             counter.held += n
             items.append((key, n))
         rid = self._rid_prefix + str(next(self._rids))
-        expires = now + self._ttl
-        if self._journal is not None:
-            try:
-                self._journal_reserve(rid, now, expires, dims, items, match)
-            except BaseException:
-                for (counter, *_), (_, n) in zip(match.slots, items, strict=True):
-                    counter.held -= n  # not journaled: not held
-                raise
-        state = self._state
-        state.hold(rid, now, expires, dims, items)
-        state.seq += 1  # the event's number, as apply() counts it
+        try:
+            self._reserve(rid, now, now + self._ttl, dims, items)
+        except BaseException:
+            for (counter, *_), (_, n) in zip(match.holds, items, strict=True):
+                counter.held -= n  # not journaled: not held
+            raise
         return rid
 
     @staticmethod
-    def _without_room(match: _Match, usd: int, tokens: int) -> Counter:
+    def _without_room(match: Match, usd: int, tokens: int) -> Counter:
         """The counter that refuses the call: a hard budget out of room wins over an adaptive one
         (degrading cannot help then)."""
         failing: Counter | None = None
@@ -231,7 +228,7 @@ class BudgetBook(BudgetDefinitions, BudgetSettlement):
     def _refuse_or_degrade(
         self,
         call: Call,
-        match: _Match,
+        match: Match,
         usd: int,
         tokens: int,
         pico: int | None,
@@ -244,9 +241,7 @@ class BudgetBook(BudgetDefinitions, BudgetSettlement):
             for model, max_tokens in adaptive_candidates(budget, call, served):
                 alt = replace(call, model=model, max_tokens=max_tokens)
                 alt_dims = alt.dims()
-                alt_match = self._matches.get(alt_dims)
-                if alt_match is None or alt_match.until <= now:
-                    alt_match = self._match(alt_dims, now)
+                alt_match = self._matches.get(alt_dims, now)
                 alt_pico, alt_tokens = self._estimator.pico_and_tokens(
                     alt.model, alt.provider, alt.input_tokens, alt.max_tokens, now
                 )
@@ -269,50 +264,12 @@ class BudgetBook(BudgetDefinitions, BudgetSettlement):
         requested = from_units(usd if unit is _USD else tokens if unit is _TOKENS else 1, unit)
         return Decision(False, None, None if pico is None else from_units(pico, _USD), block=failing.block(requested))
 
-    def _journal_reserve(
-        self,
-        rid: str,
-        now: float,
-        expires: float,
-        dims: tuple[str | None, ...],
-        items: list[tuple[str, int]],
-        match: _Match,
-    ) -> None:
-        assert self._journal is not None
-        amounts = [(key, from_units(n, slot[2])) for (key, n), slot in zip(items, match.slots, strict=True)]
-        self._journal.append(self._state.seq + 1, ["r", rid, now, expires, dims, amounts])
-
-    def _match(self, dims: tuple[str | None, ...], now: float) -> _Match:
-        """The counters of every budget a call with these dimensions falls in (rolled to ``now``), cached."""
-        counters: list[Counter] = []
-        state_counters = self._state.counters
-        for budget, key, values in match_targets(self._state.budgets.values(), dims):
-            counter = state_counters.get(key)
-            if counter is None or counter.end <= now:
-                counter = self._roll(budget, key, values, now)
-            counters.append(counter)
-        if len(self._matches) >= 10_000:
-            self._matches = {}
-        match = self._matches[dims] = _Match(counters)
-        return match
-
-    def _counters(self, dims: tuple[str | None, ...], now: float) -> tuple[Counter, ...]:
-        match = self._matches.get(dims)
-        if match is None or match.until <= now:
-            match = self._match(dims, now)
-        return match.counters
-
-    def _roll(self, budget: Budget, key: str, values: tuple[str, ...], now: float) -> Counter:
-        start, end = window(budget.period, now, budget.timezone)
-        self._commit(["o", key, budget.id, values, start, end])
-        return self._state.counters[key]
-
     def _sweep(self, now: float) -> None:
         """Release the reservations past their TTL; note when the next one is due."""
         expired, due = self._state.due(now)
         for rid in expired:
             self.expired_total += 1
-            self._commit(["x", rid])
+            self._log.commit(["x", rid])
         # a reservation made from now on expires no sooner than now + TTL
         self._next_expiry = now + self._ttl if due is None else due
 
@@ -321,12 +278,66 @@ class BudgetBook(BudgetDefinitions, BudgetSettlement):
         with self._lock:
             self._sweep(self._clock())
 
-    # --- state, durability ----------------------------------------------------------------------------------
-    def _commit(self, event: list[Any]) -> None:
-        if self._journal is not None:
-            self._journal.append(self._state.seq + 1, event)
-        self._state.apply(event)
+    # --- after the call ---------------------------------------------------------------------------------
+    def settle(
+        self,
+        reservation_id: str,
+        cost_usd: Decimal | None,
+        tokens: int | None = None,
+        requests: int = 1,
+    ) -> bool:
+        """Replace a reservation by what the call cost; False if it is unknown (settled or expired).
 
+        An unpriced call (``cost_usd=None``) or unknown token count keeps the reserved estimate.
+        """
+        return self._settlement.settle(reservation_id, cost_usd, tokens, requests)
+
+    def release(self, reservation_id: str) -> bool:
+        """Give a reservation back unspent (the call was never sent)."""
+        return self._settlement.release(reservation_id)
+
+    def settle_call(
+        self,
+        call: Call,
+        cost_usd: Decimal | None,
+        tokens: int | None = None,
+        requests: int = 1,
+        *,
+        reservation_id: str | None = None,
+    ) -> bool:
+        """Settle a finished call's reservation, else :meth:`record` its spend. True if one was settled.
+
+        With ``reservation_id`` (the span's ``costspan.budget.reservation_id``) exactly that
+        reservation is settled; if it is no longer open (expired, or taken by another book) the spend
+        is recorded and no other reservation is touched. Without it, the oldest open reservation made
+        for the same scope and model is settled: a record whose model differs from the request's (a
+        snapshot alias) finds none, and its reservation waits for the TTL.
+        """
+        if not self.enabled:
+            return False
+        return self._settlement.settle_call(call, cost_usd, tokens, requests, reservation_id)
+
+    def record_unreserved(self, call: Call, cost_usd: Decimal | None, tokens: int | None, requests: int) -> bool:
+        """Charge ``requests`` finished calls of ``call``'s scope and model at once, as :meth:`settle_call`
+        would one by one, if no reservation of that scope and model is open (then nothing is settled by
+        them). False, charging nothing, when one is open: the caller settles the calls one by one."""
+        if not self.enabled:
+            return True
+        return self._settlement.record_unreserved(call, cost_usd, tokens, requests)
+
+    def record(
+        self,
+        call: Call,
+        cost_usd: Decimal | None,
+        tokens: int | None = None,
+        requests: int = 1,
+        at: float | None = None,
+    ) -> None:
+        """Charge spend that arrived without a reservation (e.g. another service's span)."""
+        if self.enabled:
+            self._settlement.record(call, cost_usd, tokens, requests, at)
+
+    # --- state, durability ----------------------------------------------------------------------------------
     def status(self, budget_id: str | None = None) -> list[BudgetStatus]:
         """Every budget (or one), each ``*`` scope instance on its own row."""
         now = self._clock()
@@ -339,12 +350,7 @@ class BudgetBook(BudgetDefinitions, BudgetSettlement):
     def snapshot(self) -> None:
         """Write a snapshot now (no-op without a data directory)."""
         with self._lock:
-            self._snapshot_locked()
-
-    def _snapshot_locked(self) -> None:
-        if self._journal is not None:
-            self._journal.snapshot(self._state)
-            self._snapshot_seq = self._state.seq
+            self._log.snapshot()
 
     def close(self) -> None:
         """Snapshot and close the journal. Safe to call twice."""
@@ -352,6 +358,4 @@ class BudgetBook(BudgetDefinitions, BudgetSettlement):
             return
         self._closed = True
         with self._lock:
-            self._snapshot_locked()
-            if self._journal is not None:
-                self._journal.close()
+            self._log.close()

@@ -1,23 +1,32 @@
-"""Budget defaults from the environment, as the seed gateway read them."""
+"""Budget defaults from the environment, as the seed gateway read them, on pydantic-settings.
+
+Unlike `costspan serve`'s own settings (where a bad value stops start-up), a bad value here is logged
+and replaced by its default: a budget whose limit does not parse is not created, a bad switch keeps
+its default, and a bad spike setting keeps the rule's default while the others still apply.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from pydantic import Field, ValidationError, ValidationInfo, ValidatorFunctionWrapHandler, field_validator
+from pydantic_core import PydanticUseDefault
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from costspan.processor.budgets._alerts import SpikeDetector, WebhookNotifier
 from costspan.processor.budgets._book import BudgetBook
 from costspan.processor.budgets._model import EACH, Budget, Period, parse_budget
 
-__all__ = ["BudgetEnv", "apply_env", "budgets_from_env"]
+__all__ = ["BudgetEnv", "BudgetSettings", "apply_env", "budgets_from_env"]
 
 logger = logging.getLogger(__name__)
 
-#: variable → (budget id, scope, period). Unset or empty = no such budget.
+#: variable → (budget id, scope, period). Unset or empty = no such budget. The settings field is the
+#: variable's name in lower case.
 LIMIT_VARIABLES: dict[str, tuple[str, dict[str, str], Period]] = {
     "GLOBAL_DAILY_LIMIT": ("env-global-daily", {}, Period.DAY),
     "GLOBAL_MONTHLY_LIMIT": ("env-global-monthly", {}, Period.MONTH),
@@ -32,6 +41,94 @@ SPIKE_VARIABLES = (
     "COSTSPAN_SPIKE_BASELINE_HOURS",
     "COSTSPAN_SPIKE_MIN_USD",
 )
+#: settings field → the :class:`SpikeDetector` argument it sets
+_SPIKE_OPTIONS = {"spike_factor": "factor", "spike_baseline_hours": "baseline_hours", "spike_min_usd": "min_spend_usd"}
+_TRUE = frozenset(("1", "true", "yes", "on"))
+_FALSE = frozenset(("0", "false", "no", "off"))
+
+
+class BudgetSettings(BaseSettings):
+    """The budget variables, by their exact (case-sensitive) names. Empty counts as unset; a value
+    that does not validate is logged (naming the variable) and its default used."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    enabled: bool = Field(default=True, validation_alias="COST_TRACKING_ENABLED")
+    webhook_url: str | None = Field(default=None, validation_alias="ALERT_WEBHOOK_URL")
+    timezone: str = Field(default="UTC", validation_alias=TIMEZONE_VARIABLE)
+    global_daily_limit: Decimal | None = Field(default=None, validation_alias="GLOBAL_DAILY_LIMIT")
+    global_monthly_limit: Decimal | None = Field(default=None, validation_alias="GLOBAL_MONTHLY_LIMIT")
+    tenant_daily_limit: Decimal | None = Field(default=None, validation_alias="TENANT_DAILY_LIMIT")
+    tenant_monthly_limit: Decimal | None = Field(default=None, validation_alias="TENANT_MONTHLY_LIMIT")
+    spike_detection: bool = Field(default=True, validation_alias=SPIKE_VARIABLES[0])
+    spike_factor: Decimal | None = Field(default=None, validation_alias=SPIKE_VARIABLES[1])
+    spike_baseline_hours: int | None = Field(default=None, validation_alias=SPIKE_VARIABLES[2])
+    spike_min_usd: Decimal | None = Field(default=None, validation_alias=SPIKE_VARIABLES[3])
+
+    @field_validator("enabled", "spike_detection", mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        """The words the seed gateway took (any case), nothing else."""
+        if isinstance(value, str):
+            word = value.lower()
+            if word in _TRUE or word in _FALSE:
+                return word in _TRUE
+            raise ValueError("expected true or false")
+        return value
+
+    @field_validator("spike_factor", "spike_baseline_hours", "spike_min_usd")
+    @classmethod
+    def _spike_rule_accepts(cls, value: Any, info: ValidationInfo) -> Any:
+        """The rule's own checks, one value at a time (so one bad value does not drop the others)."""
+        if value is not None and info.field_name is not None:
+            SpikeDetector(**{_SPIKE_OPTIONS[info.field_name]: value})
+        return value
+
+    # defined last, so it wraps the validators above: their errors also fall back to the default
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _default_when_unset_or_bad(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                raise PydanticUseDefault()
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            field = cls.model_fields[info.field_name] if info.field_name is not None else None
+            name = field.validation_alias if field is not None else info.field_name
+            reason = "; ".join(e["msg"] for e in exc.errors())
+            logger.warning("ignoring %s=%r: %s; using the default", name, value, reason)
+            raise PydanticUseDefault() from None
+
+    def budgets(self) -> tuple[Budget, ...]:
+        """The hard USD budgets the limits describe; one that is not a valid budget is logged and skipped."""
+        out: list[Budget] = []
+        for name, (budget_id, scope, period) in LIMIT_VARIABLES.items():
+            limit: Decimal | None = getattr(self, name.lower())  # the field is the variable's name in lower case
+            if limit is None:
+                continue
+            spec = {"id": budget_id, "name": name, "scope": scope, "period": period, "limit": limit}
+            try:
+                out.append(parse_budget({**spec, "timezone": self.timezone}))
+            except (InvalidOperation, ValueError) as exc:
+                logger.warning("ignoring %s=%r: %s", name, str(limit), exc)
+        return tuple(out)
+
+    def spike_detector(self) -> SpikeDetector | None:
+        """The cost-spike rule the variables describe (None: switched off)."""
+        if not self.spike_detection:
+            return None
+        given: dict[str, Any] = {
+            option: value
+            for option, value in (
+                ("factor", self.spike_factor),
+                ("baseline_hours", self.spike_baseline_hours),
+                ("min_spend_usd", self.spike_min_usd),
+            )
+            if value is not None
+        }
+        return SpikeDetector(**given)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,70 +139,11 @@ class BudgetEnv:
     spikes: SpikeDetector | None = None  # COSTSPAN_SPIKE_* (None: detection off)
 
 
-def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    logger.warning("ignoring %s=%r (expected true or false); using %s", name, raw, default)
-    return default
-
-
 def budgets_from_env(environ: Mapping[str, str] | None = None) -> BudgetEnv:
-    """Read the budget variables; a bad value is logged and skipped (the budget is not created)."""
-    env = os.environ if environ is None else environ
-    timezone = env.get(TIMEZONE_VARIABLE, "").strip() or "UTC"
-    budgets: list[Budget] = []
-    for name, (budget_id, scope, period) in LIMIT_VARIABLES.items():
-        raw = env.get(name, "").strip()
-        if not raw:
-            continue
-        try:
-            limit = Decimal(raw)
-            budgets.append(
-                parse_budget(
-                    {
-                        "id": budget_id,
-                        "name": name,
-                        "scope": scope,
-                        "period": period,
-                        "limit": limit,
-                        "timezone": timezone,
-                    }
-                )
-            )
-        except (InvalidOperation, ValueError) as exc:
-            logger.warning("ignoring %s=%r: %s", name, raw, exc)
-    url = env.get("ALERT_WEBHOOK_URL", "").strip() or None
-    return BudgetEnv(_flag(env, "COST_TRACKING_ENABLED", True), url, tuple(budgets), _spikes_from_env(env))
-
-
-def _spikes_from_env(env: Mapping[str, str]) -> SpikeDetector | None:
-    """The cost-spike detector the variables describe; a bad value is logged and the default kept."""
-    switch, factor_var, hours_var, spend_var = SPIKE_VARIABLES
-    if not _flag(env, switch, True):
-        return None
-    options: dict[str, Any] = {}
-    for name, key, kind in (
-        (factor_var, "factor", Decimal),
-        (hours_var, "baseline_hours", int),
-        (spend_var, "min_spend_usd", Decimal),
-    ):
-        raw = env.get(name, "").strip()
-        if not raw:
-            continue
-        try:
-            value: Any = kind(raw)
-            alone: dict[str, Any] = {key: value}
-            SpikeDetector(**alone)  # validated alone, so one bad value does not drop the others
-        except (InvalidOperation, ValueError) as exc:
-            logger.warning("ignoring %s=%r: %s", name, raw, exc)
-            continue
-        options[key] = value
-    return SpikeDetector(**options)
+    """Read the budget variables from ``environ`` (default: the process environment); a bad value is
+    logged and its default used (a limit that is bad creates no budget)."""
+    settings = BudgetSettings() if environ is None else BudgetSettings.model_validate(dict(environ))
+    return BudgetEnv(settings.enabled, settings.webhook_url, settings.budgets(), settings.spike_detector())
 
 
 def apply_env(book: BudgetBook, env: BudgetEnv, **webhook_options: Any) -> WebhookNotifier | None:

@@ -5,6 +5,9 @@ OS survives ``kill -9``; ``fsync`` decides what survives a power loss (``always`
 seconds, or ``never``). Lines carry the state's sequence number: a snapshot records the sequence it
 includes, and replay skips what the snapshot already holds, so a crash between the snapshot's rename
 and the journal's truncation double-counts nothing. A torn last line is cut off and logged.
+
+:class:`JournaledState` is the one writer of a book's state: every change is an event it journals
+(when there is a data directory) and then applies, the same way replay applies it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+from costspan.processor.budgets._model import Budget
+from costspan.processor.budgets._periods import window
 from costspan.processor.budgets._state import (
     BudgetState,
     Counter,
@@ -30,9 +35,9 @@ from costspan.processor.budgets._state import (
     decode_event,
     encode_event,
 )
-from costspan.processor.budgets._units import to_units
+from costspan.processor.budgets._units import from_units, to_units
 
-__all__ = ["AuditLog", "FsyncPolicy", "Journal"]
+__all__ = ["AuditLog", "FsyncPolicy", "Journal", "JournaledState"]
 
 logger = logging.getLogger(__name__)
 
@@ -265,3 +270,65 @@ class AuditLog:
                 except ValueError:
                     logger.warning("audit log: skipping an unreadable line")
         return [r for r in rows if budget_id is None or r.get("budget_id") == budget_id]
+
+
+class JournaledState:
+    """A book's :class:`BudgetState` and its journal: every change is one event, journaled first
+    (with a data directory), then applied. Without ``data_dir`` the state lives in memory only.
+
+    Not thread-safe: the book holds its lock around every call.
+    """
+
+    __slots__ = ("_snapshot_every", "_snapshot_seq", "journal", "reserve", "state")
+
+    def __init__(self, data_dir: str | Path | None, *, fsync: FsyncPolicy, snapshot_every: int) -> None:
+        self.journal = Journal(data_dir, fsync=fsync) if data_dir is not None else None
+        self.state = self.journal.load() if self.journal is not None else BudgetState()
+        self._snapshot_every = snapshot_every
+        self._snapshot_seq = self.state.seq
+        #: Commit the check's ``["r", rid, at, expires, dims, items]`` for holds already added to their
+        #: counters (``items``: counter key, whole units). Without a journal it is the state's own
+        #: :meth:`~BudgetState.take` (no call in between: the check's hot path). If the journal write
+        #: raises, nothing is registered: the caller takes its holds back off the counters.
+        self.reserve: Callable[[str, float, float, tuple[str | None, ...], list[tuple[str, int]]], None] = (
+            self.state.take if self.journal is None else self._journal_and_take
+        )
+
+    def commit(self, event: list[Any]) -> None:
+        """Journal ``event`` as the next sequence number, then apply it."""
+        if self.journal is not None:
+            self.journal.append(self.state.seq + 1, event)
+        self.state.apply(event)
+
+    def _journal_and_take(
+        self, rid: str, at: float, expires: float, dims: tuple[str | None, ...], items: list[tuple[str, int]]
+    ) -> None:
+        state = self.state
+        assert self.journal is not None
+        counters = state.counters  # the counters were just held on: every key is there
+        amounts = [(key, from_units(n, counters[key].budget.unit)) for key, n in items]
+        self.journal.append(state.seq + 1, ["r", rid, at, expires, dims, amounts])
+        state.take(rid, at, expires, dims, items)
+
+    def roll(self, budget: Budget, key: str, values: tuple[str, ...], now: float) -> Counter:
+        """Open the counter ``key`` of ``budget``, or roll it, to the period containing ``now``."""
+        start, end = window(budget.period, now, budget.timezone)
+        self.commit(["o", key, budget.id, values, start, end])
+        return self.state.counters[key]
+
+    def snapshot(self) -> None:
+        """Write a snapshot now (no-op without a data directory)."""
+        if self.journal is not None:
+            self.journal.snapshot(self.state)
+            self._snapshot_seq = self.state.seq
+
+    def snapshot_if_due(self) -> None:
+        """Snapshot once ``snapshot_every`` events have been journaled since the last one."""
+        if self.journal is not None and self.state.seq - self._snapshot_seq >= self._snapshot_every:
+            self.snapshot()
+
+    def close(self) -> None:
+        """Snapshot and close the journal."""
+        self.snapshot()
+        if self.journal is not None:
+            self.journal.close()

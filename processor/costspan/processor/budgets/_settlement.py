@@ -57,8 +57,8 @@ def settle_committed(book: BudgetBook, committed: Committed) -> None:
                 provider=d.provider or None,
                 model=d.model or None,
             )
-            n = s.agg.requests
-            tokens = s.agg.input_tokens + s.agg.output_tokens
+            n = s.sums.requests
+            tokens = s.sums.input_tokens + s.sums.output_tokens
             if d.api_unreserved:
                 book.record(call, s.cost, tokens, requests=n)
             elif d.reservation_id:

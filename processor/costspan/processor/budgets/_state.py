@@ -267,6 +267,20 @@ class BudgetState:
             queue = self.by_match[match] = deque()
         queue.append(rid)
 
+    def take(
+        self, rid: str, at: float, expires: float, match: tuple[str | None, ...], items: list[tuple[str, int]]
+    ) -> None:
+        """The live check's ``["r", ...]``: :meth:`hold`, counted in ``seq`` as :meth:`apply` counts an event.
+
+        :meth:`hold`'s body is repeated here, not called: this runs on every check.
+        """
+        self.reservations[rid] = _new_reservation(Reservation, (rid, at, expires, match, items))
+        queue = self.by_match.get(match)
+        if queue is None:
+            queue = self.by_match[match] = deque()
+        queue.append(rid)
+        self.seq += 1
+
     def due(self, now: float) -> tuple[list[str], float | None]:
         """Open reservations past their expiry, oldest first, and the next expiry after them (None: none open).
 

@@ -16,7 +16,6 @@ from typing import Final, NamedTuple, Protocol
 
 from costspan.instrumentation import attributes as attr
 from costspan.pricing import PriceBreakdown, Usage
-from costspan.processor.ingest._usage_build import make_usage
 from costspan.processor.store._records import CallRecord, TokenCounts
 
 __all__ = ["WANTED_KEYS", "AttrValue", "Normalizer", "SpanView"]
@@ -26,6 +25,7 @@ logger = logging.getLogger(__name__)
 AttrValue = str | bool | int | float | tuple[object, ...]
 _Money = Decimal | None
 _new_tuple: Final = tuple.__new__
+_usage_of_tokens: Final = Usage.of_tokens
 
 #: Operations that are one billable model call (agent and tool spans are not).
 CALL_OPERATIONS: Final = frozenset(
@@ -246,7 +246,7 @@ class Normalizer:
         output_tokens = output_tokens or 0
         counts = _new_tuple(TokenCounts, (input_tokens, output_tokens, cache_read, cache_write, write_1h, reasoning))
         try:
-            usage = make_usage(input_tokens, output_tokens, cache_read, cache_write, write_1h, reasoning)
+            usage = _usage_of_tokens(input_tokens, output_tokens, cache_read, cache_write, write_1h, reasoning)
         except ValueError as exc:  # InvalidUsageError
             return counts, None, f"invalid usage: {exc}"
         return counts, usage, ""
@@ -280,14 +280,14 @@ class Normalizer:
         value = attrs.get(_TENANT)
         tenant = value if value and type(value) is str else resource_tenant
         if _OPTIONAL_KEYS.isdisjoint(attrs):  # the common span: none of the rarer keys, so their defaults
-            estimated = False
+            tokens_estimated = False
             error_type = "error" if status_error else ""
             source = scope_name or "unknown"
             tier = "standard"
             workflow, user, session = resource_workflow, resource_user, resource_session
-            project, reservation, ttfc = resource_project, "", None
+            project, reservation_id, ttfc_s = resource_project, "", None
         else:
-            estimated = _bool(attrs.get(attr.TOKENS_ESTIMATED))
+            tokens_estimated = _bool(attrs.get(attr.TOKENS_ESTIMATED))
             error_type = _str(attrs, attr.ERROR_TYPE) or ("error" if status_error else "")
             if attr.RECORD_SOURCE in attrs:
                 source = "costspan"
@@ -302,12 +302,12 @@ class Normalizer:
             user = _str(attrs, attr.USER_ID, *_USER_FALLBACKS) or resource_user
             session = _str(attrs, attr.SESSION_ID, *_SESSION_FALLBACKS) or resource_session
             project = _str(attrs, attr.PROJECT_ID) or resource_project
-            reservation = _str(attrs, attr.BUDGET_RESERVATION_ID)
-            ttfc = _ttfc(attrs.get(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK))
+            reservation_id = _str(attrs, attr.BUDGET_RESERVATION_ID)
+            ttfc_s = _ttfc(attrs.get(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK))
 
         breakdown: PriceBreakdown | None = None
         if usage is None:
-            reason = invalid
+            unpriced_reason = invalid
         else:
             try:
                 breakdown = self._pricer.price_call(
@@ -316,25 +316,27 @@ class Normalizer:
             except Exception as exc:  # price_call must not raise; if it does, store unpriced and carry on
                 logger.warning("pricing failed for model %s: %s", model, type(exc).__name__)
                 breakdown = None
-                reason = f"pricing error: {type(exc).__name__}"
+                unpriced_reason = f"pricing error: {type(exc).__name__}"
             else:
-                reason = breakdown.reason
+                unpriced_reason = breakdown.reason
         if breakdown is not None and breakdown.status == "priced" and breakdown.total is not None:
-            status = attr.STATUS_ESTIMATED if estimated else _PRICED
-            cost: _Money = breakdown.total
+            cost_status = attr.STATUS_ESTIMATED if tokens_estimated else _PRICED
+            cost_total: _Money = breakdown.total
             cost_input: _Money = breakdown.input
             cost_output: _Money = breakdown.output
             cost_cache_read: _Money = breakdown.cache_read
             cost_cache_write: _Money = breakdown.cache_write
             cost_other: _Money = breakdown.other
-            version = breakdown.catalog_version
-            reason = ""
+            pricing_version = breakdown.catalog_version
+            unpriced_reason = ""
         else:
-            status = attr.STATUS_UNPRICED
-            cost = cost_input = cost_output = cost_cache_read = cost_cache_write = cost_other = None
-            version = breakdown.catalog_version if breakdown is not None else ""
-            reason = reason or "unpriced"
-        # tuple.__new__: the named tuple's own __new__ is one more Python frame per call
+            cost_status = attr.STATUS_UNPRICED
+            cost_total = cost_input = cost_output = cost_cache_read = cost_cache_write = cost_other = None
+            pricing_version = breakdown.catalog_version if breakdown is not None else ""
+            unpriced_reason = unpriced_reason or "unpriced"
+        # Every value is the local named as its field, in CallRecord's order: a test reads this call and pins
+        # the names to CallRecord._fields. Not keywords: past 15 keyword arguments CPython builds a dict for
+        # the call (over a microsecond a span); not the named tuple's __new__: one more Python frame.
         return _new_tuple(
             CallRecord,
             (
@@ -353,19 +355,19 @@ class Normalizer:
                 operation,
                 source,
                 tokens,
-                estimated,
-                status,
-                reason,
-                cost,
+                tokens_estimated,
+                cost_status,
+                unpriced_reason,
+                cost_total,
                 cost_input,
                 cost_output,
                 cost_cache_read,
                 cost_cache_write,
                 cost_other,
-                version,
+                pricing_version,
                 error_type,
-                ttfc,
+                ttfc_s,
                 project,
-                reservation,
+                reservation_id,
             ),
         )

@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.message import DecodeError
+from google.rpc.status_pb2 import Status as RpcStatus
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -376,18 +377,4 @@ def encode_error(content_type: str, code: int, message: str) -> bytes:
     """A ``google.rpc.Status`` body (the OTLP/HTTP error shape) in ``content_type``."""
     if content_type == JSON:
         return json.dumps({"code": code, "message": message}).encode()
-    # google.rpc.Status { int32 code = 1; string message = 2; } encoded by hand (no typed module for it)
-    text = message.encode()
-    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    return RpcStatus(code=code, message=message).SerializeToString()

@@ -23,6 +23,7 @@ from costspan.processor.ingest._normalize import Normalizer, Pricer
 from costspan.processor.ingest._otlp import JSON, PROTOBUF
 from costspan.processor.ingest._receiver import Receiver
 from costspan.processor.ingest._worker import init_worker, process_in_worker
+from costspan.processor.serve._lifespan import add_lifespan, composed_lifespan
 from costspan.processor.serve._metrics import StoreCollector
 from costspan.processor.serve._settings import Settings
 from costspan.processor.store._store import Store
@@ -39,7 +40,8 @@ def create_app(
     pricer: Pricer | None = None,
     registry: CollectorRegistry | None = None,
 ) -> FastAPI:
-    """The processor's app. The lifespan starts the store (load snapshot, replay) and closes it.
+    """The processor's app. Its lifespan starts the store (load snapshot, replay) and closes it; the
+    pieces added later join it with :func:`~costspan.processor.serve._lifespan.add_lifespan`.
 
     ``pricer`` replaces the default pricer (ingest then runs in-process: a custom pricer is not
     shipped to worker processes); ``registry`` is where ``/metrics`` collects from.
@@ -48,7 +50,8 @@ def create_app(
     metrics_registry.register(StoreCollector(store))
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def ingest(app: FastAPI) -> AsyncIterator[None]:
+        """The receiver's piece of the lifespan: start the store, the ingest workers and the forwarder."""
         chosen = pricer
         if chosen is None:
             from costspan.pricing import default_pricer
@@ -89,7 +92,8 @@ def create_app(
                 await run_in_threadpool(forwarder.close)
             await run_in_threadpool(store.close)
 
-    app = FastAPI(title="costspan", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="costspan", lifespan=composed_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    add_lifespan(app, ingest)
     app.state.settings = settings
     app.state.store = store
     app.state.registry = metrics_registry

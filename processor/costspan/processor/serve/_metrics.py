@@ -14,8 +14,9 @@ from typing import Final
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from costspan.processor.store._rollups import DURATION_BUCKETS, TOKEN_BUCKETS, Dims, Totals, merge_totals
+from costspan.processor.store._rollups import Dims
 from costspan.processor.store._store import Store
+from costspan.processor.store._sums import DURATION_BUCKETS, TOKEN_BUCKETS, Sums
 
 __all__ = ["StoreCollector"]
 
@@ -35,8 +36,8 @@ def _buckets(bounds: tuple[float, ...], counts: list[int], sum_value: float) -> 
     return out
 
 
-def _merge_status(totals: dict[Dims, Totals]) -> dict[tuple[str, ...], list[Totals]]:
-    out: dict[tuple[str, ...], list[Totals]] = {}
+def _merge_status(totals: dict[Dims, Sums]) -> dict[tuple[str, ...], list[Sums]]:
+    out: dict[tuple[str, ...], list[Sums]] = {}
     for dims, t in totals.items():
         out.setdefault(dims[:5], []).append(t)
     return out
@@ -85,7 +86,7 @@ class StoreCollector(Collector):
 
     def _collect(self) -> Iterator[Metric]:
         with self._store.lock:
-            snapshot = {dims: _copy(t) for dims, t in self._store.rollups.totals.items()}
+            snapshot = {dims: t.copy() for dims, t in self._store.rollups.totals.items()}
         cost = CounterMetricFamily(
             "costspan_cost_usd", "Cost of LLM calls in USD (priced and estimated).", labels=_LABELS
         )
@@ -108,7 +109,7 @@ class StoreCollector(Collector):
         )
         for dims, t in snapshot.items():
             requests.add_metric([*dims[:5], dims[5]], t.requests)
-        semconv: dict[tuple[str, str, str], Totals] = {}
+        semconv: dict[tuple[str, str, str], Sums] = {}
         for labels, parts in _merge_status(snapshot).items():
             t = parts[0] if len(parts) == 1 else _sum(parts)
             values = list(labels)
@@ -116,23 +117,27 @@ class StoreCollector(Collector):
             tokens.add_metric([*values, "input"], t.input_tokens)
             tokens.add_metric([*values, "output"], t.output_tokens)
             tokens.add_metric([*values, "cache_read"], t.cache_read_tokens)
-            tokens.add_metric([*values, "cache_write"], t.cache_write_tokens)
-            tokens.add_metric([*values, "reasoning"], t.reasoning_tokens)
+            p = t.parts()
+            tokens.add_metric([*values, "cache_write"], p.cache_write_tokens)
+            tokens.add_metric([*values, "reasoning"], p.reasoning_tokens)
             unpriced.add_metric(values, t.unpriced)
-            duration.add_metric(values, _buckets(DURATION_BUCKETS, t.duration_counts, t.duration_sum), t.duration_sum)
-            if any(t.ttfc_counts):
-                ttfc.add_metric(values, _buckets(DURATION_BUCKETS, t.ttfc_counts, t.ttfc_sum), t.ttfc_sum)
+            duration.add_metric(
+                values, _buckets(DURATION_BUCKETS, _counts(p.duration_counts), p.duration_sum), p.duration_sum
+            )
+            if p.ttfc_counts is not None and any(p.ttfc_counts):
+                ttfc.add_metric(values, _buckets(DURATION_BUCKETS, p.ttfc_counts, p.ttfc_sum), p.ttfc_sum)
             key = (labels[2], labels[3], labels[4])
             semconv[key] = _sum([semconv[key], t]) if key in semconv else t
         for (provider, model, operation), t in semconv.items():
+            p = t.parts()
             semconv_duration.add_metric(
                 [provider, model, operation],
-                _buckets(DURATION_BUCKETS, t.duration_counts, t.duration_sum),
-                t.duration_sum,
+                _buckets(DURATION_BUCKETS, _counts(p.duration_counts), p.duration_sum),
+                p.duration_sum,
             )
             for token_type, counts, total in (
-                ("input", t.input_token_counts, t.input_tokens),
-                ("output", t.output_token_counts, t.output_tokens),
+                ("input", _counts(p.input_token_counts), t.input_tokens),
+                ("output", _counts(p.output_token_counts), t.output_tokens),
             ):
                 semconv_tokens.add_metric(
                     [provider, model, operation, token_type],
@@ -150,14 +155,14 @@ class StoreCollector(Collector):
         yield from self._internal_errors()
 
 
-def _copy(t: Totals) -> Totals:
-    out = Totals()
-    merge_totals(out, t)
-    return out
+def _counts(counts: list[int] | None) -> list[int]:
+    """A histogram's counts (``parts()`` always has them: this only narrows the type)."""
+    assert counts is not None
+    return counts
 
 
-def _sum(parts: list[Totals]) -> Totals:
-    out = Totals()
+def _sum(parts: list[Sums]) -> Sums:
+    out = Sums.with_parts()
     for p in parts:
-        merge_totals(out, p)
+        out.merge(p)
     return out

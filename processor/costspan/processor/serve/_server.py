@@ -11,17 +11,18 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from costspan.pricing import Pricer
-from costspan.processor.api._auth import principal_of, require_admin, require_ingest
+from costspan.processor.api._auth import require_admin, require_ingest, require_workspace_reader
 from costspan.processor.api._keys import KeyStore
 from costspan.processor.api._mount import include_usage_api
 from costspan.processor.api._page import dashboard_router
 from costspan.processor.budgets import (
+    BudgetAccess,
     BudgetBook,
     BudgetCheckEndpoint,
     BudgetCollector,
@@ -31,10 +32,11 @@ from costspan.processor.budgets import (
     settle_committed,
 )
 from costspan.processor.serve._app import create_app
+from costspan.processor.serve._lifespan import add_lifespan
 from costspan.processor.serve._settings import Settings
 from costspan.processor.store._store import Store
 
-__all__ = ["build_server_app"]
+__all__ = ["BUDGET_ACCESS", "build_server_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,18 +54,9 @@ def _budget_view(book: BudgetBook) -> Any:
     return view
 
 
-def _check_access(request: Request) -> None:
-    """Budget routes: checking and settling need an ingest (or admin) key; everything else admin."""
-    path = request.url.path
-    if path.startswith(("/v1/budgets/check", "/v1/budgets/settle", "/v1/budgets/reservations/")):
-        require_ingest(request)
-    elif request.method == "GET" and "/api/workspaces/" in path:
-        principal = principal_of(request)
-        workspace = path.split("/api/workspaces/", 1)[1].split("/", 1)[0]
-        if principal.role != "admin" and (principal.role != "tenant" or principal.tenant != workspace):
-            require_admin(request)
-    else:
-        require_admin(request)
+#: Who may call the budget routes: checking, settling and releasing need an ingest (or admin) key, a
+#: workspace's budget and status may be read with its tenant's key, everything else needs an admin key.
+BUDGET_ACCESS: Final = BudgetAccess(send=require_ingest, read_workspace=require_workspace_reader, manage=require_admin)
 
 
 def build_server_app(
@@ -85,10 +78,10 @@ def build_server_app(
     metrics.register(BudgetCollector(book, notifier))
     store.add_sums_listener(lambda committed: settle_committed(book, committed))
     app.state.budget_book = book
-    app.include_router(budget_router(book, notifier=notifier, dependencies=[Depends(_check_access)]))
-    # the pre-call check answered before FastAPI routes it (same JSON; the auth _check_access gives that
-    # path); the route above documents it
-    app.add_middleware(BudgetCheckEndpoint, book=book, authorize=require_ingest)
+    app.include_router(budget_router(book, notifier=notifier, access=BUDGET_ACCESS))
+    # the pre-call check answered before FastAPI routes it (same JSON, the same rule as the route's);
+    # the route above documents it
+    app.add_middleware(BudgetCheckEndpoint, book=book, authorize=BUDGET_ACCESS.send)
     include_usage_api(
         app,
         store,
@@ -99,17 +92,16 @@ def build_server_app(
         budget_view=_budget_view(book),
     )
     app.include_router(dashboard_router())
-    inner = app.router.lifespan_context
 
     @asynccontextmanager
-    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
-        async with inner(a) as state:
-            try:
-                yield state
-            finally:
-                if notifier is not None:
-                    notifier.shutdown()
-                book.close()
+    async def close_budgets(_: FastAPI) -> AsyncIterator[None]:
+        """Stopped first: webhook deliveries and the book close before the index and the store."""
+        try:
+            yield
+        finally:
+            if notifier is not None:
+                notifier.shutdown()
+            book.close()
 
-    app.router.lifespan_context = lifespan
+    add_lifespan(app, close_budgets)
     return app

@@ -8,8 +8,9 @@ was stored as :class:`Committed`.
 from costspan.processor.store._batch import Committed, PreparedBatch, prepare, records_of
 from costspan.processor.store._ledger import FsyncPolicy, Ledger, Position
 from costspan.processor.store._records import API_SOURCE, RECORD_VERSION, CallRecord, TokenCounts
-from costspan.processor.store._rollups import Rollups, Totals
+from costspan.processor.store._rollups import Rollups
 from costspan.processor.store._store import IngestResult, QueueFullError, Store, StoreConfig
+from costspan.processor.store._sums import Sums
 
 __all__ = [
     "API_SOURCE",
@@ -25,8 +26,8 @@ __all__ = [
     "Rollups",
     "Store",
     "StoreConfig",
+    "Sums",
     "TokenCounts",
-    "Totals",
     "prepare",
     "records_of",
 ]

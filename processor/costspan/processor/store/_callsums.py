@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple
 
 from costspan.processor.store._records import API_SOURCE, CallRecord
-from costspan.processor.store._sums import Agg, latency_bucket
+from costspan.processor.store._sums import Sums, latency_bucket
 
 __all__ = ["CallDims", "CallSums", "sum_calls"]
 
@@ -45,17 +44,17 @@ class CallDims(NamedTuple):
     api_unreserved: bool
 
 
-@dataclass(slots=True)
-class CallSums:
-    """The sums of the calls sharing one :class:`CallDims`, and their rows in the batch."""
+class CallSums(NamedTuple):
+    """The :class:`~costspan.processor.store._sums.Sums` of the calls sharing one :class:`CallDims`,
+    and their rows in the batch."""
 
-    agg: Agg = field(default_factory=Agg)
-    rows: list[int] = field(default_factory=list)
+    sums: Sums
+    rows: list[int]
 
     @property
     def cost(self) -> Decimal | None:
         """The summed cost for budgets: ``None`` when no call of the group was priced."""
-        return None if self.agg.unpriced == self.agg.requests else self.agg.cost
+        return None if self.sums.unpriced == self.sums.requests else self.sums.cost
 
 
 def sum_calls(records: Iterable[CallRecord], rows: Iterable[int] | None = None) -> dict[CallDims, CallSums]:
@@ -83,12 +82,12 @@ def sum_calls(records: Iterable[CallRecord], rows: Iterable[int] | None = None) 
                 not reservation and r.source == API_SOURCE,
             ),
         )
-        sums = out.get(dims)
-        if sums is None:
-            sums = out[dims] = CallSums()
+        group = out.get(dims)
+        if group is None:
+            group = out[dims] = new(CallSums, (Sums(), []))
         latency_ms = max(r.end_ns - r.start_ns, 0) / 1e6
         t = r.tokens
-        sums.agg.add_values(
+        group.sums.add_values(
             1 if r.error_type else 0,
             r.cost_total,
             t.input,
@@ -97,5 +96,5 @@ def sum_calls(records: Iterable[CallRecord], rows: Iterable[int] | None = None) 
             latency_ms,
             latency_bucket(latency_ms),
         )
-        sums.rows.append(row)
+        group.rows.append(row)
     return out

@@ -15,11 +15,12 @@ Two kinds of duplicates are dropped:
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from costspan.processor.store._batch import CallKey
 
-__all__ = ["DedupeResult", "Deduplicator"]
+__all__ = ["DedupeResult", "Deduplicator", "PendingCalls"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,17 +62,27 @@ class Deduplicator:
             if parent_key:
                 self._children.pop(parent_key, None)
 
-    def filter(self, calls: list[CallKey]) -> DedupeResult:
-        """Which of ``calls`` to store; does not remember them (the caller does once they are durable)."""
+    def filter(self, calls: list[CallKey], pending: PendingCalls | None = None) -> DedupeResult:
+        """Which of ``calls`` to store; does not remember them (the caller does once they are durable).
+
+        ``pending`` holds the calls kept from the earlier batches of the same group commit (not yet
+        durable, so not yet remembered): a span sent twice in one group is still stored once. The calls
+        this batch keeps are added to it.
+        """
         duplicate_spans = 0
         batch: dict[str, int] = {}
         dropped_spans: list[int] = []
+        seen = self.seen
+        # the earlier batches of the group: checked only when there are some (most commits hold one batch)
+        pending_keys = pending.keys if pending is not None and pending.keys else None
+        pending_children = pending.children if pending is not None and pending.keys else None
         for i, call in enumerate(calls):
-            if call.key in batch or int(call.key, 16) in self.seen:
+            key = call.key
+            if key in batch or int(key, 16) in seen or (pending_keys is not None and key in pending_keys):
                 duplicate_spans += 1
                 dropped_spans.append(i)
             else:
-                batch[call.key] = i
+                batch[key] = i
         dropped: set[str] = set()
         for call_index in batch.values():
             call = calls[call_index]
@@ -94,11 +105,32 @@ class Deduplicator:
                 dropped_calls.append(i)
                 continue
             recent = self._recent.get(call.parent_key) if call.parent_key else None
-            if (recent is not None and recent[1] == fp) or self._children.get(key) == fp:
+            duplicate = (recent is not None and recent[1] == fp) or self._children.get(key) == fp
+            if not duplicate and pending_keys is not None and pending_children is not None:
+                duplicate = pending_keys.get(call.parent_key) == fp or pending_children.get(key) == fp
+            if duplicate:
                 dropped.add(key)
                 dropped_calls.append(i)
             else:
                 kept.append(i)
         for key in dropped:
             self.seen.add(int(key, 16))
+        if pending is not None:
+            pending.add(calls[i] for i in kept)
         return DedupeResult(kept, sorted(dropped_spans + dropped_calls), duplicate_spans, len(dropped_calls))
+
+
+class PendingCalls:
+    """The calls kept by the earlier batches of one group commit: key -> usage, parent key -> child's usage."""
+
+    __slots__ = ("children", "keys")
+
+    def __init__(self) -> None:
+        self.keys: dict[str, tuple[int, int]] = {}
+        self.children: dict[str, tuple[int, int]] = {}
+
+    def add(self, calls: Iterable[CallKey]) -> None:
+        for call in calls:
+            self.keys[call.key] = call.fingerprint
+            if call.parent_key:
+                self.children[call.parent_key] = call.fingerprint

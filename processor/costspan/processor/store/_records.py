@@ -97,116 +97,181 @@ class CallRecord(NamedTuple):
         return "error" if self.error_type else "ok"
 
 
+# ---------------------------------------------------------------------------------------------------
+# The JSON codec, generated from the declaration above: the field order is written once, in CallRecord.
+#
+# A record is stored as one JSON array: the format version, then every field in declared order. How a
+# field is written and read follows from its annotation (its kind, below). The encoder and the decoder
+# run for every stored and every read call, so they are generated as straight-line code at import
+# (one unpacking, one tuple, no loop and no call per field), which is what hand-written code would be.
+# ---------------------------------------------------------------------------------------------------
+
+#: A field's annotation → how it is stored: "str", "int", "bool", "tokens" (a nested array of the
+#: counts), "money" (a decimal string or null), "seconds" (a float or null).
+_KINDS: Final = {
+    "str": "str",
+    "int": "int",
+    "bool": "bool",
+    "TokenCounts": "tokens",
+    "Decimal | None": "money",
+    "float | None": "seconds",
+}
+#: The shorter layouts earlier versions wrote, each named by its last field: a record written before
+#: ``ttfc_s`` existed ends at ``error_type``, one written before ``project`` and ``reservation_id`` at
+#: ``ttfc_s``. The fields after the last one read as their declared defaults.
+_OLDER_LAYOUTS: Final = ("error_type", "ttfc_s")
+
+
+def _kinds() -> tuple[str, ...]:
+    kinds = []
+    for name in CallRecord._fields:
+        annotation = CallRecord.__annotations__[name]  # a ForwardRef: this module postpones annotations
+        kind = _KINDS.get(str(getattr(annotation, "__forward_arg__", annotation)))
+        if kind is None:
+            raise TypeError(f"CallRecord.{name}: no JSON codec for {annotation!r}; add its kind to _KINDS")
+        kinds.append(kind)
+    return tuple(kinds)
+
+
+def _unpacked(count: int, lead: str = "") -> str:
+    return lead + ", ".join(f"v{i}" for i in range(count)) + (",)" if count == 1 else "")
+
+
+def _encoder_source(kinds: tuple[str, ...]) -> str:
+    """``record_to_json``: orjson over one tuple, or the text encoder for what orjson cannot take."""
+    checks = [f"type(v{i}) is not int" for i, k in enumerate(kinds) if k == "int"]
+    checks += [f"type(v{i}) not in _FLOAT_OR_NONE" for i, k in enumerate(kinds) if k == "seconds"]
+    stored = {
+        "str": "{v}",
+        "int": "{v}",
+        "bool": "bool({v})",
+        "tokens": "tuple({v})",
+        "money": "None if {v} is None else str({v})",
+        "seconds": "{v}",
+    }
+    values = ", ".join([repr(RECORD_VERSION)] + [stored[k].format(v=f"v{i}") for i, k in enumerate(kinds)])
+    return (
+        "def record_to_json(record):\n"
+        f"    {_unpacked(len(kinds))} = record\n"
+        f"    if {' or '.join(checks) or 'False'}:\n"
+        "        return _record_to_json_text(record)\n"
+        "    try:\n"
+        f"        return _dumps(({values})).decode()\n"
+        "    except TypeError:  # orjson.JSONEncodeError is a TypeError\n"
+        "        return _record_to_json_text(record)\n"
+    )
+
+
+def _text_encoder_source(kinds: tuple[str, ...]) -> str:
+    """``_record_to_json_text``: the same array written around the C string escaper."""
+    counts = len(TokenCounts._fields)
+    written = {
+        "str": "{{_escape({v})}}",
+        "int": "{{int({v})}}",
+        "bool": "{{'true' if {v} else 'false'}}",
+        "tokens": "[" + ",".join(f"{{{{int({{v}}[{j}])}}}}" for j in range(counts)) + "]",
+        "money": "{{_money({v})}}",
+        "seconds": "{{'null' if {v} is None else repr(float({v}))}}",
+    }
+    parts = [str(RECORD_VERSION)] + [written[k].format(v=f"v{i}") for i, k in enumerate(kinds)]
+    return (
+        f'def _record_to_json_text(record):\n    {_unpacked(len(kinds))} = record\n    return f"[{",".join(parts)}]"\n'
+    )
+
+
+def _decoder_source(kinds: tuple[str, ...]) -> str:
+    """``_record``: the parsed array (any layout) back to a record, every field checked by its type."""
+    read = {
+        "str": "str({v})",
+        "int": "int({v})",
+        "bool": "bool({v})",
+        "tokens": "c{i}",
+        "money": "_money_of({v})",
+        "seconds": "None if {v} is None else float({v})",
+    }
+    counts = len(TokenCounts._fields)
+    t = ", ".join(f"t{j}" for j in range(counts))
+    ints = ", ".join(f"int(t{j})" for j in range(counts))
+    lines = [
+        "def _record(data):",
+        "    if type(data) is not list or not data or data[0] != _VERSION:",
+        "        raise ValueError(_MALFORMED)",
+        "    size = len(data)",
+    ]
+    lengths = [len(kinds)] + [CallRecord._fields.index(last) + 1 for last in _OLDER_LAYOUTS]
+    for length in lengths:
+        lines.append(f"    if size == {length + 1}:")
+        lines.append(f"        {_unpacked(length, '_, ')} = data")
+        for i in range(length):
+            if kinds[i] == "tokens":  # the common shape without a generator; any other length as it always was
+                lines += [
+                    f"        if type(v{i}) is list and len(v{i}) == {counts}:",
+                    f"            {t} = v{i}",
+                    f"            c{i} = _new(TokenCounts, ({ints},))",
+                    "        else:",
+                    f"            c{i} = TokenCounts(*(int(x) for x in v{i}))",
+                ]
+        values = [read[k].format(v=f"v{i}", i=i) for i, k in enumerate(kinds[:length])]
+        values += [f"_default_{name}" for name in CallRecord._fields[length:]]
+        # tuple.__new__: the named tuple's own __new__ is one more Python frame per record
+        lines.append(f"        return _new(CallRecord, ({', '.join(values)},))")
+    lines.append("    raise ValueError(_MALFORMED)")
+    return "\n".join(lines) + "\n"
+
+
 def _money(value: Decimal | None) -> str:
     return "null" if value is None else '"' + str(value) + '"'
 
 
-def _record_to_json_text(record: CallRecord) -> str:
-    """:func:`record_to_json` written by hand around the C string escaper (the fallback)."""
-    e = _escape
-    r = record
-    t = r.tokens
-    return (
-        f"[{RECORD_VERSION},{e(r.trace_id)},{e(r.span_id)},{e(r.parent_span_id)},{int(r.start_ns)},"
-        f"{int(r.end_ns)},{e(r.service)},{e(r.tenant)},{e(r.workflow)},{e(r.user)},{e(r.session)},"
-        f"{e(r.provider)},{e(r.model)},{e(r.operation)},{e(r.source)},"
-        f"[{int(t[0])},{int(t[1])},{int(t[2])},{int(t[3])},{int(t[4])},{int(t[5])}],"
-        f"{'true' if r.tokens_estimated else 'false'},{e(r.cost_status)},{e(r.unpriced_reason)},"
-        f"{_money(r.cost_total)},{_money(r.cost_input)},{_money(r.cost_output)},{_money(r.cost_cache_read)},"
-        f"{_money(r.cost_cache_write)},{_money(r.cost_other)},{e(r.pricing_version)},{e(r.error_type)},"
-        f"{'null' if r.ttfc_s is None else repr(float(r.ttfc_s))},{e(r.project)},{e(r.reservation_id)}]"
-    )
+def _money_of(value: object) -> Decimal | None:
+    if value is None:
+        return None
+    if value == "0":  # most calls have no cache writes and no other costs: one shared zero
+        return _ZERO
+    return Decimal(value if type(value) is str else str(value))
 
 
-_escape: Callable[[str], str] = json.encoder.encode_basestring
+_ZERO: Final = Decimal(0)
 
 
-def record_to_json(record: CallRecord) -> str:
-    """The record as one compact JSON array: the format version, then the fields in declared order.
-
-    Token counts are a nested array (input, output, cache_read, cache_write, cache_write_1h,
-    reasoning); money is a decimal string or null. Built by orjson from one tuple (this runs for
-    every stored call); a record orjson refuses (an int beyond 64 bits, a string with a lone
-    surrogate) is written by hand around the C string escaper, which decides what happens to it.
-    """
-    (
-        trace_id,
-        span_id,
-        parent_span_id,
-        start_ns,
-        end_ns,
-        service,
-        tenant,
-        workflow,
-        user,
-        session,
-        provider,
-        model,
-        operation,
-        source,
-        tokens,
-        estimated,
-        status,
-        reason,
-        c0,
-        c1,
-        c2,
-        c3,
-        c4,
-        c5,
-        version,
-        error_type,
-        ttfc,
-        project,
-        reservation,
-    ) = record
-    if type(start_ns) is not int or type(end_ns) is not int or type(ttfc) not in (float, type(None)):
-        return _record_to_json_text(record)
-    try:
-        return _dumps(
-            (
-                RECORD_VERSION,
-                trace_id,
-                span_id,
-                parent_span_id,
-                start_ns,
-                end_ns,
-                service,
-                tenant,
-                workflow,
-                user,
-                session,
-                provider,
-                model,
-                operation,
-                source,
-                tuple(tokens),
-                bool(estimated),
-                status,
-                reason,
-                None if c0 is None else str(c0),
-                None if c1 is None else str(c1),
-                None if c2 is None else str(c2),
-                None if c3 is None else str(c3),
-                None if c4 is None else str(c4),
-                None if c5 is None else str(c5),
-                version,
-                error_type,
-                ttfc,
-                project,
-                reservation,
-            )
-        ).decode()
-    except TypeError:  # orjson.JSONEncodeError is a TypeError
-        return _record_to_json_text(record)
+def _codec() -> tuple[str, dict[str, Any]]:
+    kinds = _kinds()
+    source = _encoder_source(kinds) + "\n" + _text_encoder_source(kinds) + "\n" + _decoder_source(kinds)
+    namespace: dict[str, Any] = {
+        "__name__": __name__,
+        "CallRecord": CallRecord,
+        "TokenCounts": TokenCounts,
+        "_VERSION": RECORD_VERSION,
+        "_MALFORMED": "unsupported or malformed ledger record",
+        "_FLOAT_OR_NONE": (float, type(None)),
+        "_dumps": orjson.dumps,
+        "_escape": json.encoder.encode_basestring,
+        "_money": _money,
+        "_money_of": _money_of,
+        "_new": tuple.__new__,
+        **{f"_default_{name}": value for name, value in CallRecord._field_defaults.items()},
+    }
+    exec(compile(source, f"<{__name__} codec>", "exec"), namespace)  # our own source, generated above
+    return source, namespace
 
 
-_dumps: Callable[[Any], bytes] = orjson.dumps
+#: The generated source of the codec (for a reader, or a traceback into it).
+CODEC_SOURCE, _generated = _codec()
+_record_to_json_text: Final[Callable[[CallRecord], str]] = _generated["_record_to_json_text"]
+_record: Final[Callable[[Any], CallRecord]] = _generated["_record"]
+#: The record as one compact JSON array: the format version, then the fields in declared order.
+#:
+#: Token counts are a nested array (input, output, cache_read, cache_write, cache_write_1h,
+#: reasoning); money is a decimal string or null. Built by orjson from one tuple (this runs for
+#: every stored call); a record orjson refuses (an int beyond 64 bits, a string with a lone
+#: surrogate) is written by hand around the C string escaper, which decides what happens to it.
+record_to_json: Final[Callable[[CallRecord], str]] = _generated["record_to_json"]
 
 
 def record_from_json(text: str | bytes) -> CallRecord:
     """Inverse of :func:`record_to_json`; raises ``ValueError`` (or ``TypeError``) on a malformed record.
 
+    Reads the current layout and the shorter ones earlier versions wrote (see ``_OLDER_LAYOUTS``).
     Runs for every record the usage index, a commit listener or a replay reads back, so the common
     case is parsed by orjson. orjson and the standard parser agree on everything they both take but
     integers beyond 64 bits, which orjson makes floats: a record with 20 digits in a row (a minus
@@ -226,106 +291,9 @@ def record_from_json(text: str | bytes) -> CallRecord:
     return _record(json.loads(text))
 
 
-def _record(data: Any) -> CallRecord:
-    # Records written before ``ttfc_s`` (one field fewer) or ``project``/``reservation_id`` (two fewer) are read too.
-    if type(data) is not list or not data or data[0] != RECORD_VERSION or len(data) - 1 not in _LENGTHS:
-        raise ValueError("unsupported or malformed ledger record")
-    f = data[1:]
-    tokens = f[14]
-    if type(tokens) is list and len(tokens) == 6:
-        t0, t1, t2, t3, t4, t5 = tokens
-        counts = _new_tuple(TokenCounts, (int(t0), int(t1), int(t2), int(t3), int(t4), int(t5)))
-    else:
-        counts = TokenCounts(*(int(x) for x in tokens))
-    if len(f) == _FULL:
-        (a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, _, a15, a16, a17) = f[:18]
-        (m0, m1, m2, m3, m4, m5, a24, a25, ttfc, a27, a28) = f[18:]
-        # tuple.__new__: the named tuple's own __new__ is one more Python frame per record
-        return _new_tuple(
-            CallRecord,
-            (
-                str(a0),
-                str(a1),
-                str(a2),
-                int(a3),
-                int(a4),
-                str(a5),
-                str(a6),
-                str(a7),
-                str(a8),
-                str(a9),
-                str(a10),
-                str(a11),
-                str(a12),
-                str(a13),
-                counts,
-                bool(a15),
-                str(a16),
-                str(a17),
-                _money_of(m0),
-                _money_of(m1),
-                _money_of(m2),
-                _money_of(m3),
-                _money_of(m4),
-                _money_of(m5),
-                str(a24),
-                str(a25),
-                None if ttfc is None else float(ttfc),
-                str(a27),
-                str(a28),
-            ),
-        )
-    money = [None if x is None else Decimal(str(x)) for x in f[18:24]]
-    return CallRecord(
-        str(f[0]),
-        str(f[1]),
-        str(f[2]),
-        int(f[3]),
-        int(f[4]),
-        str(f[5]),
-        str(f[6]),
-        str(f[7]),
-        str(f[8]),
-        str(f[9]),
-        str(f[10]),
-        str(f[11]),
-        str(f[12]),
-        str(f[13]),
-        counts,
-        bool(f[15]),
-        str(f[16]),
-        str(f[17]),
-        money[0],
-        money[1],
-        money[2],
-        money[3],
-        money[4],
-        money[5],
-        str(f[24]),
-        str(f[25]),
-        None if len(f) < 27 or f[26] is None else float(f[26]),
-        str(f[27]) if len(f) > 27 else "",
-        str(f[28]) if len(f) > 28 else "",
-    )
-
-
-_FULL: Final = len(CallRecord._fields)
 _fast_loads: Callable[[str | bytes], Any] = orjson.loads
 # every digit (and the minus) as "0", then one substring search: a C-speed look for a long number
 _DIGITS_AS_ZERO: Final = bytes.maketrans(b"-123456789", b"0000000000")
 _DIGITS_AS_ZERO_TEXT: Final = str.maketrans("-123456789", "0000000000")
 _TWENTY_DIGITS: Final = b"0" * 20
 _TWENTY_DIGITS_TEXT: Final = "0" * 20
-_new_tuple: Final = tuple.__new__
-_ZERO: Final = Decimal(0)
-
-
-def _money_of(value: object) -> Decimal | None:
-    if value is None:
-        return None
-    if value == "0":  # most calls have no cache writes and no other costs: one shared zero
-        return _ZERO
-    return Decimal(value if type(value) is str else str(value))
-
-
-_LENGTHS: Final = (len(CallRecord._fields), len(CallRecord._fields) - 2, len(CallRecord._fields) - 3)

@@ -1,4 +1,12 @@
-"""Atomic snapshots of the rollups with the ledger position they include (temp file, fsync, rename)."""
+"""Snapshot and replay, once for the store's rollups and the usage index: :class:`Snapshots` and :func:`replay`.
+
+A snapshot is derived state with the ledger position it includes, written atomically (temp file,
+fsync, rename, fsync of the directory) under a header line ``{"format", "crc32"}``, named
+``<prefix>-<segment>-<offset>.json``; the newest ``keep`` are kept. Loading takes the newest one
+whose checksum, position and contents check out (a corrupt one is logged, counted and skipped: an
+older one, or a full replay, takes its place). Then :func:`replay` reads the ledger after that
+position and folds its records, 4,096 at a time, into the state.
+"""
 
 from __future__ import annotations
 
@@ -6,72 +14,155 @@ import json
 import logging
 import os
 import re
+import time
 import zlib
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import orjson
 
-from costspan.processor.store._ledger import Position
-from costspan.processor.store._rollups import Rollups
+from costspan.processor.store._ledger import Ledger, Position
+from costspan.processor.store._records import CallRecord, record_from_json
 
-__all__ = ["Snapshot", "SnapshotStore", "read_checked", "write_checked"]
+__all__ = [
+    "SNAPSHOT_FORMAT",
+    "Loaded",
+    "Replayed",
+    "Snapshots",
+    "load_json",
+    "read_checked",
+    "replay",
+    "snapshot_files",
+    "write_checked",
+]
 
 logger = logging.getLogger(__name__)
 
-_NAME_RE: Final = re.compile(r"^snapshot-(\d{8})-(\d{12})\.json$")
-_FORMAT: Final = 1
+#: The header's format number of every snapshot file.
+SNAPSHOT_FORMAT: Final = 1
+#: Records folded at a time by :func:`replay`.
+REPLAY_CHUNK: Final = 4096
+_UNUSABLE: Final = (OSError, ValueError, KeyError, TypeError, IndexError)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
+class Loaded(Generic[T]):
+    """The newest usable snapshot: the ledger position it includes, its file, what was made of it."""
+
     position: Position
-    rollups: Rollups
+    path: Path
+    value: T
+    seconds: float
 
 
-class SnapshotStore:
-    """Keeps the newest ``keep`` snapshots in ``directory``; loads the newest valid one."""
+class Snapshots:
+    """The snapshots named ``<prefix>-<segment>-<offset>.json`` in ``directory``, newest first."""
 
-    def __init__(self, directory: Path, *, keep: int = 2, max_series: int = 10_000) -> None:
+    def __init__(self, directory: Path, prefix: str, *, keep: int = 2) -> None:
         if keep < 1:
             raise ValueError("keep must be at least 1")
         self.directory = directory
+        self.prefix = prefix
         self.keep = keep
-        self.max_series = max_series
-        self.corrupt = 0
+        self.corrupt = 0  # snapshots found unusable by load
+        self._name_re = re.compile(rf"^{re.escape(prefix)}-(\d{{8}})-(\d{{12}})\.json$")
 
-    def _existing(self) -> list[tuple[Position, Path]]:
-        return snapshot_files(self.directory, _NAME_RE)
+    def existing(self) -> list[tuple[Position, Path]]:
+        return snapshot_files(self.directory, self._name_re)
 
-    def save(self, position: Position, rollups_json: dict[str, Any]) -> Path:
-        """Write a snapshot atomically; older ones beyond ``keep`` are removed."""
+    def save(self, position: Position, body: bytes) -> Path:
+        """Write ``body`` (a JSON object whose ``"position"`` is ``position``) atomically; older files
+        beyond ``keep`` are removed."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        body = json.dumps(
-            {"position": [position.segment, position.offset], "rollups": rollups_json}, separators=(",", ":")
-        ).encode()
-        final = write_checked(
-            self.directory / f"snapshot-{position.segment:08d}-{position.offset:012d}.json", _FORMAT, body
-        )
-        for _, path in self._existing()[self.keep :]:
+        name = f"{self.prefix}-{position.segment:08d}-{position.offset:012d}.json"
+        final = write_checked(self.directory / name, SNAPSHOT_FORMAT, body)
+        for _, path in self.existing()[self.keep :]:
             path.unlink(missing_ok=True)
         return final
 
-    def load(self) -> Snapshot | None:
-        """The newest snapshot that passes its checksum; corrupt ones are reported and skipped."""
-        for position, path in self._existing():
+    def load(
+        self, use: Callable[[Position, dict[str, Any]], T], *, discard: Callable[[], None] | None = None
+    ) -> Loaded[T] | None:
+        """``use(position, body)`` of the newest snapshot that passes its checksum and whose body names
+        the position of its file name. A snapshot ``use`` refuses (``ValueError``, ``KeyError``,
+        ``TypeError``, ``IndexError``) is counted in :attr:`corrupt`, ``discard()`` undoes what it did,
+        and the next older one is tried. None: no usable snapshot."""
+        t0 = time.perf_counter()
+        for position, path in self.existing():
             try:
-                data = load_json(read_checked(path, _FORMAT))
-                stored = Position(int(data["position"][0]), int(data["position"][1]))
-                if stored != position:
+                data = load_json(read_checked(path, SNAPSHOT_FORMAT))
+                stored = data["position"]
+                if Position(int(stored[0]), int(stored[1])) != position:
                     raise ValueError("position does not match the file name")
-                rollups = Rollups.from_json(data["rollups"], max_series=self.max_series)
-            except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+                value = use(position, data)
+            except _UNUSABLE as exc:
                 self.corrupt += 1
-                logger.warning("snapshot %s is corrupt (%s); trying an older one", path.name, exc)
+                logger.warning("snapshot %s is unusable (%s); trying an older one", path.name, exc)
+                if discard is not None:
+                    discard()
                 continue
-            return Snapshot(position, rollups)
+            return Loaded(position, path, value, time.perf_counter() - t0)
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    records: int  # folded
+    duplicates: int  # skipped: their key was already seen
+    unreadable: int  # skipped: their JSON is not a record
+    end: Position | None  # just after the last line read (None: no line)
+
+
+def replay(
+    ledger: Ledger,
+    after: Position | None,
+    fold: Callable[[list[CallRecord]], None],
+    *,
+    seen: Container[int] | None = None,
+    remember: Callable[[CallRecord], None] | None = None,
+    limit: int | None = None,
+    advance: Callable[[Position], None] | None = None,
+) -> Replayed:
+    """Fold the records of the ledger lines after ``after`` into ``fold``, :data:`REPLAY_CHUNK` at a time.
+
+    ``seen``: keys (the line's hex key as an int) to skip as duplicates; ``remember(record)`` for each
+    record read; at most ``limit`` records; ``advance(position)`` after each fold, with the position
+    just after the lines read so far (so state and position move together).
+    """
+    folded = duplicates = unreadable = 0
+    chunk: list[CallRecord] = []
+    end: Position | None = None
+    for line in ledger.read(after):
+        if limit is not None and folded >= limit:
+            break
+        end = line.end
+        if seen is not None and int(line.key, 16) in seen:
+            duplicates += 1  # written by a commit that failed after a partial write
+            continue
+        try:
+            record = record_from_json(line.payload)
+        except (ValueError, KeyError, TypeError):
+            unreadable += 1
+            logger.warning("ledger record at %s cannot be read; skipped", line.end)
+            continue
+        if remember is not None:
+            remember(record)
+        chunk.append(record)
+        folded += 1
+        if len(chunk) >= REPLAY_CHUNK:
+            fold(chunk)
+            chunk = []
+            if advance is not None:
+                advance(end)
+    if chunk:
+        fold(chunk)
+    if advance is not None and end is not None:
+        advance(end)
+    return Replayed(folded, duplicates, unreadable, end)
 
 
 def write_checked(final: Path, file_format: int, body: bytes) -> Path:

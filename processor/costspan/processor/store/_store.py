@@ -8,6 +8,7 @@ that does not fit raises :class:`QueueFullError` (the receiver answers 503), it 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import threading
 import time
@@ -18,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from costspan.processor.store._batch import Committed, PreparedBatch, call_key, prepare, records_of
-from costspan.processor.store._dedupe import Deduplicator
+from costspan.processor.store._dedupe import Deduplicator, PendingCalls
 from costspan.processor.store._ledger import FsyncPolicy, Ledger, Position
 from costspan.processor.store._records import CallRecord, record_from_json
-from costspan.processor.store._rollups import GRANULARITIES, Rollups, Totals, group_records, subtract_groups
-from costspan.processor.store._snapshots import SnapshotStore
+from costspan.processor.store._rollups import GRANULARITIES, Rollups, group_records, subtract_groups
+from costspan.processor.store._snapshots import Snapshots, replay
+from costspan.processor.store._sums import Sums
 
 __all__ = ["Committed", "IngestResult", "QueueFullError", "Store", "StoreConfig"]
 
@@ -71,7 +73,7 @@ class Store:
     def __init__(self, config: StoreConfig) -> None:
         self.config = config
         self.ledger = Ledger(config.data_dir / "ledger", fsync=config.fsync, segment_bytes=config.segment_bytes)
-        self.snapshots = SnapshotStore(config.data_dir / "snapshots", max_series=config.max_series)
+        self.snapshots = Snapshots(config.data_dir / "snapshots", "snapshot")
         self.rollups = Rollups(max_series=config.max_series)
         self.lock = threading.Lock()  # guards rollups and counters for readers
         self._commit_lock = threading.Lock()  # a snapshot never sees an append without its merge
@@ -109,46 +111,39 @@ class Store:
             return
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self.ledger.open()
-        snapshot = self.snapshots.load()
+        max_series = self.config.max_series
+        snapshot = self.snapshots.load(lambda _, data: Rollups.from_json(data["rollups"], max_series=max_series))
         after = Position(0, 0)
         if snapshot is not None:
-            self.rollups = snapshot.rollups
+            self.rollups = snapshot.value
             after = snapshot.position
-        replayed = 0
-        chunk: list[CallRecord] = []
         # the snapshot holds the rollups, not the dedupe window: the last calls before it are read
         # back into the window so a parent/child duplicate is still caught across a restart
         window: deque[bytes] = deque(maxlen=self.config.dedupe_recent)
         _, ledger_duplicates = self.ledger.scan_keys(after, self._dedupe.seen, window)
         self._remember_window(window)
-        for line in self.ledger.read(after):
-            if int(line.key, 16) in self._dedupe.seen:
-                ledger_duplicates += 1  # written by a commit that failed after a partial write
-                continue
-            try:
-                record = record_from_json(line.payload)
-            except (ValueError, KeyError, TypeError):
-                self.errors["ledger"] += 1
-                logger.warning("ledger record at %s cannot be read; skipped", line.end)
-                continue
-            self._dedupe.remember(call_key(record))
-            chunk.append(record)
-            replayed += 1
-            if len(chunk) >= 4096:
-                self.rollups.add_all(chunk)
-                chunk = []
-        self.rollups.add_all(chunk)
+        dedupe = self._dedupe
+        replayed = replay(
+            self.ledger,
+            after,
+            self.rollups.add_all,
+            seen=dedupe.seen,
+            remember=lambda record: dedupe.remember(call_key(record)),
+        )
+        ledger_duplicates += replayed.duplicates
+        if replayed.unreadable:
+            self.errors["ledger"] += replayed.unreadable
         if self.ledger.corrupt_lines or self.ledger.torn_tail_bytes:
             self.errors["ledger"] += self.ledger.corrupt_lines + (1 if self.ledger.torn_tail_bytes else 0)
         if self.snapshots.corrupt:
             self.errors["snapshot"] += self.snapshots.corrupt
         self._snapshot_position = after
-        self.counters["replayed_records"] = replayed
+        self.counters["replayed_records"] = replayed.records
         self.counters["ledger_duplicates_skipped"] = ledger_duplicates
         logger.info(
             "store started: snapshot at %s, %d record(s) replayed, %d known span(s)",
             after,
-            replayed,
+            replayed.records,
             len(self._dedupe),
         )
         self._apply_retention()
@@ -247,9 +242,10 @@ class Store:
         lines: list[bytes] = []
         merges = []
         committed: list[tuple[PreparedBatch, list[int]]] = []
+        pending = PendingCalls() if len(batches) > 1 else None
         try:
             for batch, _ in batches:
-                filtered = self._dedupe.filter(batch.keys)
+                filtered = self._dedupe.filter(batch.keys, pending)
                 groups = batch.groups
                 if filtered.dropped:
                     groups = subtract_groups(groups, group_records(records_of(batch, filtered.dropped)))
@@ -327,7 +323,8 @@ class Store:
             position = self.ledger.position
             data = self.rollups.to_json()
         self.ledger.sync()
-        self.snapshots.save(position, data)
+        body = json.dumps({"position": [position.segment, position.offset], "rollups": data}, separators=(",", ":"))
+        self.snapshots.save(position, body.encode())
         self._snapshot_position = position
         self._last_snapshot = time.monotonic()
         return position
@@ -346,7 +343,7 @@ class Store:
         self.ledger.drop_segments_before(cutoff_ns, self._snapshot_position)
 
     # --- reading ----------------------------------------------------------------------------------
-    def grand_total(self) -> Totals:
+    def grand_total(self) -> Sums:
         with self.lock:
             return self.rollups.grand_total()
 

@@ -1,4 +1,16 @@
-"""The sums the usage index keeps: :class:`Agg` (one set of calls) and :class:`Series` (one name over days)."""
+"""The one fold type: :class:`Sums` of a set of calls, used by the rollups, the batch call sums and the usage index.
+
+Every consumer keeps the same core (requests, errors, unpriced calls, cache hits, cost, input,
+output and cache-read tokens, latency); what only some keep sits in an optional :class:`Detail`
+that stays ``None`` until used, so the usage index's millions of small sums cost no more than
+the core. The detail holds the usage index's sparse latency histogram (5 % wide, in ms) and the
+rollups' parts (cost parts, estimated calls, cache-write and reasoning tokens, the GenAI semconv
+duration, token and time-to-first-chunk histograms the Prometheus metrics expose).
+
+Snapshots: :meth:`Sums.to_json` writes the core as a 10-item list (the usage index's shape since
+it existed) and, with the rollups' parts, 14 more items; :meth:`Sums.from_json` also reads the
+rollups' older 19- and 21-item lists.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +18,27 @@ import bisect
 import math
 from dataclasses import dataclass
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, Final
 
-__all__ = ["LAT_BOUNDS", "Agg", "Series", "latency_bucket"]
+from costspan.processor.store._detail import (
+    DURATION_BUCKETS,
+    N_DURATION,
+    N_TOKEN,
+    TOKEN_BUCKETS,
+    Detail,
+    parts_from_json,
+)
+from costspan.processor.store._records import CallRecord
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "LAT_BOUNDS",
+    "TOKEN_BUCKETS",
+    "Detail",
+    "Sums",
+    "latency_bucket",
+]
 
 _ZERO: Final = Decimal(0)
 #: Latency histogram bounds in milliseconds: 5 % apart from 0.1 ms to about 30 minutes.
@@ -20,11 +50,9 @@ def latency_bucket(latency_ms: float) -> int:
 
 
 @dataclass(slots=True)
-class Agg:
-    """Sums over a set of calls. ``cost`` sums priced and estimated calls (unpriced add nothing).
-
-    ``latency`` (bucket -> calls) is kept only where a latency quantile is asked of the sums.
-    """
+class Sums:
+    """Sums over a set of calls. ``cost`` sums priced and estimated calls (unpriced add nothing);
+    ``latency_ms`` sums the calls' durations in milliseconds; ``detail``: see :class:`Detail`."""
 
     requests: int = 0
     errors: int = 0
@@ -35,12 +63,25 @@ class Agg:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     latency_ms: float = 0.0
-    latency: dict[int, int] | None = None
+    detail: Detail | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:  # compact pickles (batches travel from ingest workers)
+        return (Sums, (*_core(self), self.detail))
+
+    @classmethod
+    def with_parts(cls) -> Sums:
+        """Empty sums that keep the rollups' parts (what :meth:`add_call` needs)."""
+        parts = Detail(
+            duration_counts=[0] * N_DURATION, input_token_counts=[0] * N_TOKEN, output_token_counts=[0] * N_TOKEN
+        )
+        return cls(detail=parts)
+
+    # --- adding calls -------------------------------------------------------------------------------
     def add_values(
         self, error: int, cost: Decimal | None, tin: int, tout: int, cache_read: int, latency_ms: float, bucket: int
     ) -> None:
-        """Add one call from its pre-extracted values (``bucket`` < 0: no histogram)."""
+        """Add one call from its pre-extracted values to the core (``bucket`` >= 0: and to the latency
+        histogram). The usage index's and the batch call sums' add."""
         self.requests += 1
         self.errors += error
         if cost is None:
@@ -54,12 +95,76 @@ class Agg:
             self.cache_hits += 1
         self.latency_ms += latency_ms
         if bucket >= 0:
-            hist = self.latency
+            d = self.detail
+            if d is None:
+                self.detail = Detail({bucket: 1})
+                return
+            hist = d.latency
             if hist is None:
-                hist = self.latency = {}
-            hist[bucket] = hist.get(bucket, 0) + 1
+                d.latency = {bucket: 1}
+            else:
+                hist[bucket] = hist.get(bucket, 0) + 1
 
-    def merge(self, o: Agg, *, histogram: bool = True) -> None:
+    def add_call(self, r: CallRecord, duration: float, buckets: tuple[int, int, int, int]) -> None:
+        """Add one call to the core and the rollups' parts (sums made by :meth:`with_parts`):
+        ``duration`` in seconds; ``buckets``: the duration's, input and output tokens' and time to
+        first chunk's histogram buckets (-1: not streamed), found once per call by the caller."""
+        d: Any = self.detail
+        self.requests += 1
+        if r.error_type:
+            self.errors += 1
+        cost = r.cost_total
+        if cost is None:
+            self.unpriced += 1
+        else:
+            if r.tokens_estimated:
+                d.estimated += 1
+            self.cost += cost
+            d.cost_input += r.cost_input or _ZERO
+            d.cost_output += r.cost_output or _ZERO
+            d.cost_cache_read += r.cost_cache_read or _ZERO
+            d.cost_cache_write += r.cost_cache_write or _ZERO
+            d.cost_other += r.cost_other or _ZERO
+        t = r.tokens
+        self.input_tokens += t.input
+        self.output_tokens += t.output
+        if t.cache_read:
+            self.cache_read_tokens += t.cache_read
+            self.cache_hits += 1
+        d.cache_write_tokens += t.cache_write
+        d.reasoning_tokens += t.reasoning
+        self.latency_ms += duration * 1000.0
+        d.duration_sum += duration
+        duration_bucket, input_bucket, output_bucket, ttfc_bucket = buckets
+        d.duration_counts[duration_bucket] += 1
+        d.input_token_counts[input_bucket] += 1
+        d.output_token_counts[output_bucket] += 1
+        if ttfc_bucket >= 0:
+            d.ttfc_sum += r.ttfc_s
+            counts = d.ttfc_counts
+            if counts is None:
+                counts = d.ttfc_counts = [0] * N_DURATION
+            counts[ttfc_bucket] += 1
+
+    def add(self, r: CallRecord, duration: float) -> None:
+        """:meth:`add_call` finding the buckets itself (one call at a time)."""
+        if self.detail is None or self.detail.duration_counts is None:
+            self.merge(Sums.with_parts(), histogram=False)
+        ttfc = r.ttfc_s
+        self.add_call(
+            r,
+            duration,
+            (
+                bisect.bisect_left(DURATION_BUCKETS, duration),
+                bisect.bisect_left(TOKEN_BUCKETS, r.tokens.input),
+                bisect.bisect_left(TOKEN_BUCKETS, r.tokens.output),
+                -1 if ttfc is None else bisect.bisect_left(DURATION_BUCKETS, ttfc),
+            ),
+        )
+
+    # --- combining ----------------------------------------------------------------------------------
+    def merge(self, o: Sums, *, histogram: bool = True) -> None:
+        """Add ``o`` (its latency histogram only with ``histogram``; its rollup parts always)."""
         self.requests += o.requests
         self.errors += o.errors
         self.unpriced += o.unpriced
@@ -69,17 +174,42 @@ class Agg:
         self.output_tokens += o.output_tokens
         self.cache_read_tokens += o.cache_read_tokens
         self.latency_ms += o.latency_ms
-        if histogram and o.latency:
-            hist = self.latency
-            if hist is None:
-                self.latency = dict(o.latency)
+        od = o.detail
+        if od is None:
+            return
+        d = self.detail
+        if od.duration_counts is not None:
+            if d is None:
+                d = self.detail = Detail()
+            d.merge_parts(od)
+        if histogram and od.latency:
+            if d is None:
+                self.detail = Detail(dict(od.latency))
                 return
-            for b, n in o.latency.items():
+            hist = d.latency
+            if hist is None:
+                d.latency = dict(od.latency)
+                return
+            for b, n in od.latency.items():
                 hist[b] = hist.get(b, 0) + n
 
-    def minus(self, o: Agg) -> Agg:
-        """``self - o`` without histograms (``o`` is a part of ``self``)."""
-        return Agg(
+    def subtract(self, o: Sums) -> None:
+        """Take away ``o`` (a part of these sums), its rollup parts included, never histograms of latency."""
+        self.requests -= o.requests
+        self.errors -= o.errors
+        self.unpriced -= o.unpriced
+        self.cache_hits -= o.cache_hits
+        self.cost -= o.cost
+        self.input_tokens -= o.input_tokens
+        self.output_tokens -= o.output_tokens
+        self.cache_read_tokens -= o.cache_read_tokens
+        self.latency_ms -= o.latency_ms
+        if o.detail is not None and self.detail is not None:
+            self.detail.merge_parts(o.detail, -1)
+
+    def minus(self, o: Sums) -> Sums:
+        """``self - o``: the core only (``o`` is a part of ``self``)."""
+        return Sums(
             self.requests - o.requests,
             self.errors - o.errors,
             self.unpriced - o.unpriced,
@@ -91,23 +221,26 @@ class Agg:
             self.latency_ms - o.latency_ms,
         )
 
-    def copy(self) -> Agg:
-        return Agg(
-            self.requests,
-            self.errors,
-            self.unpriced,
-            self.cache_hits,
-            self.cost,
-            self.input_tokens,
-            self.output_tokens,
-            self.cache_read_tokens,
-            self.latency_ms,
-            None if self.latency is None else dict(self.latency),
-        )
+    def core(self) -> Sums:
+        """A copy of the core, without the detail (no histograms, no rollup parts)."""
+        return Sums(*_core(self))
 
+    def copy(self) -> Sums:
+        out = self.core()
+        if self.detail is not None:
+            out.detail = self.detail.copy()
+        return out
+
+    # --- reading ------------------------------------------------------------------------------------
     @property
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    @property
+    def latency(self) -> dict[int, int] | None:
+        """The sparse latency histogram (5 %-wide buckets of :data:`LAT_BOUNDS` -> calls), if kept."""
+        d = self.detail
+        return None if d is None else d.latency
 
     def quantile_ms(self, q: float) -> float | None:
         """Latency quantile in ms from the 5 %-wide histogram (the bucket's upper bound), None if empty."""
@@ -123,9 +256,33 @@ class Agg:
                 return LAT_BOUNDS[min(b, len(LAT_BOUNDS) - 1)]
         return LAT_BOUNDS[-1]
 
+    def parts(self) -> Detail:
+        """The rollups' parts (zeros when these sums do not keep them)."""
+        d = self.detail
+        if d is None or d.duration_counts is None:
+            return Sums.with_parts().detail  # type: ignore[return-value]
+        return d
+
+    def quantile(self, q: float) -> float | None:
+        """Duration quantile (seconds) from the semconv histogram, interpolated within its bucket."""
+        counts = self.parts().duration_counts or []
+        total = sum(counts)
+        if not total:
+            return None
+        rank = q * total
+        seen = 0
+        for i, count in enumerate(counts):
+            if seen + count >= rank and count:
+                low = DURATION_BUCKETS[i - 1] if i else 0.0
+                high = DURATION_BUCKETS[i] if i < len(DURATION_BUCKETS) else DURATION_BUCKETS[-1]
+                return low + (high - low) * (rank - seen) / count
+            seen += count
+        return DURATION_BUCKETS[-1]
+
     # --- snapshots ----------------------------------------------------------------------------------
     def to_json(self) -> list[Any]:
-        return [
+        hist = self.latency
+        out: list[Any] = [
             self.requests,
             self.errors,
             self.unpriced,
@@ -135,127 +292,52 @@ class Agg:
             self.output_tokens,
             self.cache_read_tokens,
             self.latency_ms,
-            None if self.latency is None else [x for kv in self.latency.items() for x in kv],
+            None if hist is None else [x for kv in hist.items() for x in kv],
         ]
-
-    @classmethod
-    def from_json(cls, d: list[Any]) -> Agg:
-        hist = d[9]
-        return cls(
-            int(d[0]),
-            int(d[1]),
-            int(d[2]),
-            int(d[3]),
-            Decimal(d[4]),
-            int(d[5]),
-            int(d[6]),
-            int(d[7]),
-            float(d[8]),
-            None if hist is None else {int(hist[i]): int(hist[i + 1]) for i in range(0, len(hist), 2)},
-        )
-
-
-class Series:
-    """One name's (a user's, a workflow's) sums over UTC days, kept cumulative.
-
-    ``cum[i]`` holds every call up to and including ``days[i]``, so the sums of any window are one
-    subtraction: O(log days) per name instead of a merge per day. Calls arrive for the newest day
-    (one add); a call for an older day is added to every later entry.
-    """
-
-    __slots__ = ("cum", "days")
-
-    def __init__(self) -> None:
-        self.days: list[int] = []
-        self.cum: list[Agg] = []
-
-    def add(self, day: int, values: tuple[int, Decimal | None, int, int, int, float]) -> None:
-        days = self.days
-        if days and days[-1] == day:
-            self.cum[-1].add_values(*values, -1)
-            return
-        if not days or day > days[-1]:
-            base = self.cum[-1].copy() if days else Agg()
-            base.add_values(*values, -1)
-            days.append(day)
-            self.cum.append(base)
-            return
-        i = bisect.bisect_left(days, day)
-        if days[i] != day:
-            base = self.cum[i - 1].copy() if i else Agg()
-            days.insert(i, day)
-            self.cum.insert(i, base)
-        for a in self.cum[i:]:
-            a.add_values(*values, -1)
-
-    def merge(self, day: int, sums: Agg) -> None:
-        """:meth:`add` for the sums of several calls of ``day``."""
-        days = self.days
-        if days and days[-1] == day:
-            self.cum[-1].merge(sums, histogram=False)
-            return
-        i = bisect.bisect_left(days, day)
-        if i == len(days) or days[i] != day:
-            base = self.cum[i - 1].copy() if i else Agg()
-            days.insert(i, day)
-            self.cum.insert(i, base)
-        for a in self.cum[i:]:
-            a.merge(sums, histogram=False)
-
-    def _before(self, day: int) -> Agg | None:
-        """Cumulative sums of the days before ``day`` (None: nothing before it)."""
-        i = bisect.bisect_left(self.days, day)
-        return self.cum[i - 1] if i else None
-
-    def _through(self, day: int) -> Agg | None:
-        i = bisect.bisect_right(self.days, day)
-        return self.cum[i - 1] if i else None
-
-    def between(self, first: int, last: int) -> Agg:
-        """Sums of the days in ``[first, last]`` (a new Agg)."""
-        upto = self._through(last)
-        if upto is None:
-            return Agg()
-        before = self._before(first)
-        return upto.copy() if before is None else upto.minus(before)
-
-    def cost_between(self, first: int, last: int) -> tuple[int, Decimal]:
-        """``(requests, cost)`` of the days in ``[first, last]``."""
-        days = self.days
-        if days and first <= days[0] and days[-1] <= last:  # the window holds every day: no search
-            whole = self.cum[-1]
-            return whole.requests, whole.cost
-        upto = self._through(last)
-        if upto is None:
-            return 0, _ZERO
-        before = self._before(first)
-        if before is None:
-            return upto.requests, upto.cost
-        return upto.requests - before.requests, upto.cost - before.cost
-
-    def per_day(self, first: int, last: int) -> list[tuple[int, Agg]]:
-        """``(day, sums of that day)`` for the days with calls in ``[first, last]``, oldest first."""
-        days, cum = self.days, self.cum
-        out = []
-        for i in range(bisect.bisect_left(days, first), bisect.bisect_right(days, last)):
-            out.append((days[i], cum[i].minus(cum[i - 1]) if i else cum[i].copy()))
+        d = self.detail
+        if d is not None and d.duration_counts is not None:
+            out += d.parts_json()
         return out
 
-    def drop_before(self, day: int) -> None:
-        """Forget the days before ``day``: the later entries no longer count them."""
-        i = bisect.bisect_left(self.days, day)
-        if not i:
-            return
-        gone = self.cum[i - 1]
-        self.days = self.days[i:]
-        self.cum = [a.minus(gone) for a in self.cum[i:]]
-
-    def to_json(self) -> list[Any]:
-        return [self.days, [a.to_json() for a in self.cum]]
-
     @classmethod
-    def from_json(cls, d: list[Any]) -> Series:
-        s = cls()
-        s.days = [int(x) for x in d[0]]
-        s.cum = [Agg.from_json(a) for a in d[1]]
-        return s
+    def from_json(cls, d: list[Any]) -> Sums:
+        """Sums from :meth:`to_json`'s list, or from the rollups' older 19- or 21-item lists."""
+        n = len(d)
+        if n not in {10, 24}:  # the core, or the core and the rollups' parts (literals: a hot path on load)
+            if n in (19, 21):
+                return _from_old_totals(d)
+            raise ValueError("sums entry has the wrong length")
+        out = cls(
+            int(d[0]), int(d[1]), int(d[2]), int(d[3]), Decimal(d[4]), int(d[5]), int(d[6]), int(d[7]), float(d[8])
+        )
+        raw = d[9]
+        hist = None if raw is None else {int(raw[i]): int(raw[i + 1]) for i in range(0, len(raw), 2)}
+        if n > 10:
+            p = d[10:]
+            out.detail = parts_from_json(hist, p[0], p[1:6], p[6], p[7], p[8], p[9:12], p[12], p[13])
+        elif hist is not None:
+            out.detail = Detail(hist)
+        return out
+
+
+_core: Final = attrgetter(*(name for name in Sums.__dataclass_fields__ if name != "detail"))
+
+
+def _from_old_totals(data: list[Any]) -> Sums:
+    """The rollups' sums as snapshots wrote them before :class:`Sums` (19 items: before the
+    time-to-first-chunk histogram). Their core had no cache hits nor latency in ms (left 0)."""
+    cost = Decimal(str(data[4]))
+    out = Sums(int(data[0]), int(data[1]), int(data[2]), 0, cost, int(data[10]), int(data[11]), int(data[12]), 0.0)
+    ttfc = len(data) > 19
+    out.detail = parts_from_json(
+        None,
+        data[3],
+        data[5:10],
+        data[13],
+        data[14],
+        data[15],
+        data[16:19],
+        data[19] if ttfc else 0.0,
+        data[20] if ttfc else None,
+    )
+    return out
