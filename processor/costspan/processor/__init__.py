@@ -19,8 +19,9 @@ settings, metrics, CLI). Names here load on first use: ``costspan price`` import
 must not import FastAPI or the OpenTelemetry SDK.
 """
 
-import importlib
 import typing
+
+from costspan.processor._exports import lazy_exports as _lazy_exports
 
 if typing.TYPE_CHECKING:
     from costspan.instrumentation import BudgetExceededError
@@ -101,13 +102,11 @@ _WHERE = {
 }
 
 
+_load = _lazy_exports(__name__, _WHERE)
+
+
 def __getattr__(name: str) -> typing.Any:
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(where), name)
-    globals()[name] = value  # resolved once: later lookups are plain module attributes
-    return value
+    return _load(name)
 
 
 def __dir__() -> list[str]:

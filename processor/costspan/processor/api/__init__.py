@@ -4,8 +4,9 @@ Mount it on the processor's app with :func:`include_usage_api`; register ``costs
 :func:`add_keys_command`.
 """
 
-import importlib
 from typing import Any
+
+from costspan.processor._exports import lazy_exports as _lazy_exports
 
 __all__ = [
     "ADMIN_KEY_ENV",
@@ -49,8 +50,8 @@ _WHERE = {
 }
 
 
+_load = _lazy_exports(__name__, _WHERE)
+
+
 def __getattr__(name: str) -> Any:
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(where), name)
+    return _load(name)

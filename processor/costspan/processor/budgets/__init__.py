@@ -11,10 +11,11 @@ Server side: ``app.include_router(budget_router(book))``, and ``app.add_middlewa
 book=book)`` to answer the check before FastAPI routes it; remote apps use :class:`RemoteBudgetGuard`.
 """
 
+from typing import TYPE_CHECKING, Any
+
+from costspan.processor._exports import lazy_exports as _lazy_exports
 from costspan.processor.budgets._alerts import Alert, Delivery, SpikeDetector, WebhookNotifier
-from costspan.processor.budgets._api import BudgetAccess, budget_router
 from costspan.processor.budgets._book import BudgetBook
-from costspan.processor.budgets._endpoint import BudgetCheckEndpoint
 from costspan.processor.budgets._env import BudgetEnv, apply_env, budgets_from_env
 from costspan.processor.budgets._estimate import CostEstimator, Estimate
 from costspan.processor.budgets._guard import (
@@ -25,7 +26,6 @@ from costspan.processor.budgets._guard import (
     call_from_request,
 )
 from costspan.processor.budgets._journal import FsyncPolicy
-from costspan.processor.budgets._metrics import BudgetCollector
 from costspan.processor.budgets._model import (
     DEFAULT_THRESHOLDS,
     EACH,
@@ -45,6 +45,11 @@ from costspan.processor.budgets._periods import window
 from costspan.processor.budgets._remote import RemoteBudgetGuard
 from costspan.processor.budgets._settlement import settle_committed, settle_records
 from costspan.processor.budgets._status import BudgetStatus
+
+if TYPE_CHECKING:
+    from costspan.processor.budgets._api import BudgetAccess, budget_router
+    from costspan.processor.budgets._endpoint import BudgetCheckEndpoint
+    from costspan.processor.budgets._metrics import BudgetCollector
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -86,3 +91,18 @@ __all__ = [
     "settle_records",
     "window",
 ]
+
+# the server-side pieces load on first use: in-process budgets need neither FastAPI nor prometheus_client
+_load = _lazy_exports(
+    __name__,
+    {
+        "BudgetAccess": "costspan.processor.budgets._api",
+        "budget_router": "costspan.processor.budgets._api",
+        "BudgetCheckEndpoint": "costspan.processor.budgets._endpoint",
+        "BudgetCollector": "costspan.processor.budgets._metrics",
+    },
+)
+
+
+def __getattr__(name: str) -> Any:
+    return _load(name)

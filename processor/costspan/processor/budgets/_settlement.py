@@ -7,12 +7,46 @@ oldest open reservation of the same scope and model, or are charged when none is
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from costspan.processor.budgets._book import BudgetBook
 from costspan.processor.budgets._model import Call
 from costspan.processor.store._batch import Committed
 from costspan.processor.store._records import API_SOURCE, CallRecord
 
 __all__ = ["settle_committed", "settle_records"]
+
+
+class _Scoped(Protocol):
+    """What a stored call and a group of summed calls both say about who made them, to which model."""
+
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def service(self) -> str: ...
+    @property
+    def workflow(self) -> str: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def project(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+
+
+def _call_of(c: _Scoped) -> Call:
+    """The budgets' view of a stored call (an empty dimension is no dimension)."""
+    return Call(
+        tenant=c.tenant or None,
+        service=c.service or None,
+        workflow=c.workflow or None,
+        user=c.user or None,
+        project=c.project or None,
+        provider=c.provider or None,
+        model=c.model or None,
+    )
 
 
 def settle_records(book: BudgetBook, records: list[CallRecord]) -> None:
@@ -22,15 +56,7 @@ def settle_records(book: BudgetBook, records: list[CallRecord]) -> None:
     the provider answered with); one without settles the oldest of the same scope and model.
     """
     for r in records:
-        call = Call(
-            tenant=r.tenant or None,
-            service=r.service or None,
-            workflow=r.workflow or None,
-            user=r.user or None,
-            project=r.project or None,
-            provider=r.provider or None,
-            model=r.model or None,
-        )
+        call = _call_of(r)
         tokens = r.tokens.input + r.tokens.output
         if r.source == API_SOURCE and not r.reservation_id:
             # logged over the API without the id its check answered: charge it, and never settle another
@@ -48,15 +74,7 @@ def settle_committed(book: BudgetBook, committed: Committed) -> None:
         return
     for batch, sums in committed.sums():
         for d, s in sums.items():
-            call = Call(
-                tenant=d.tenant or None,
-                service=d.service or None,
-                workflow=d.workflow or None,
-                user=d.user or None,
-                project=d.project or None,
-                provider=d.provider or None,
-                model=d.model or None,
-            )
+            call = _call_of(d)
             n = s.sums.requests
             tokens = s.sums.input_tokens + s.sums.output_tokens
             if d.api_unreserved:

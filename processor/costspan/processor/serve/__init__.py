@@ -5,8 +5,9 @@ adds budgets, the usage API and the dashboard on the same app. Loaded on first u
 must not import FastAPI.
 """
 
-import importlib
 from typing import Any
+
+from costspan.processor._exports import lazy_exports as _lazy_exports
 
 __all__ = ["Settings", "StoreCollector", "build_server_app", "create_app", "load_settings", "main", "run_serve"]
 
@@ -21,8 +22,8 @@ _WHERE = {
 }
 
 
+_load = _lazy_exports(__name__, _WHERE)
+
+
 def __getattr__(name: str) -> Any:
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(where), name)
+    return _load(name)
