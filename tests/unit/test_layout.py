@@ -168,3 +168,27 @@ def test_processor_imports_without_fastapi_or_the_sdk() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+#: processor sub-package → the other sub-packages it may import (the data path: store ← ingest ← the
+#: readers of what is stored ← the server that composes them ← the demo)
+PROCESSOR_LAYERS = {
+    "store": set(),
+    "ingest": {"store"},
+    "budgets": {"store"},
+    "api": {"store", "ingest"},
+    "serve": {"store", "ingest", "budgets", "api", "_demo"},  # _demo: only to register `costspan demo`
+}
+
+
+@pytest.mark.parametrize("package", list(PROCESSOR_LAYERS))
+def test_processor_sub_packages_import_down_the_data_path(package: str) -> None:
+    subs = {p.name for p in (ROOT / "processor" / "costspan" / "processor").iterdir() if (p / "__init__.py").is_file()}
+    allowed = PROCESSOR_LAYERS[package] | {package}
+    offences = []
+    for path in sorted((ROOT / "processor" / "costspan" / "processor" / package).rglob("*.py")):
+        for line, module in _imports(path):
+            parts = module.split(".")
+            if parts[:2] == ["costspan", "processor"] and len(parts) > 2 and parts[2] in subs - allowed:
+                offences.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    assert offences == []

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import pytest
 from fastapi import FastAPI
 
-from costspan.processor.serve._lifespan import Lifespan, add_lifespan, composed_lifespan
+from costspan.processor._lifespan import Lifespan, add_lifespan, composed_lifespan
 
 
 def _piece(name: str, log: list[str], *, fail: bool = False) -> Lifespan:

@@ -7,7 +7,8 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -15,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from costspan.pricing import Pricer
+from costspan.processor._lifespan import add_lifespan
 from costspan.processor.api import (
     _routes_analytics,
     _routes_calls,
@@ -29,16 +31,24 @@ from costspan.processor.api._index_snapshot import IndexSnapshots
 from costspan.processor.api._keys import KeyStore
 from costspan.processor.api._resources import ResourceLog
 from costspan.processor.api._routes_usage import BudgetView
-from costspan.processor.serve._lifespan import add_lifespan
-from costspan.processor.serve._settings import Settings
 from costspan.processor.store._store import Store
 
-__all__ = ["include_usage_api", "start_index"]
+__all__ = ["UsageApiSettings", "include_usage_api", "start_index"]
 
 logger = logging.getLogger(__name__)
 
 #: How often the index's thread looks at the ledger and the clock (see the lifespan below).
 _FOLLOW_EVERY_S = 60.0
+
+
+class UsageApiSettings(Protocol):
+    """What the usage API reads of the server's settings (``costspan serve``'s ``Settings`` has them)."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def data_dir(self) -> Path: ...
 
 
 def start_index(index: UsageIndex, snapshots: IndexSnapshots, store: Store) -> None:
@@ -61,7 +71,7 @@ def start_index(index: UsageIndex, snapshots: IndexSnapshots, store: Store) -> N
 def include_usage_api(
     app: FastAPI,
     store: Store,
-    settings: Settings,
+    settings: UsageApiSettings,
     *,
     keys: KeyStore | None = None,
     insecure_no_auth: bool = False,

@@ -18,12 +18,12 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.concurrency import run_in_threadpool
 
+from costspan.processor._lifespan import add_lifespan, composed_lifespan
 from costspan.processor.ingest._forward import Forwarder
 from costspan.processor.ingest._normalize import Normalizer, Pricer
 from costspan.processor.ingest._otlp import JSON, PROTOBUF
 from costspan.processor.ingest._receiver import Receiver
 from costspan.processor.ingest._worker import init_worker, process_in_worker
-from costspan.processor.serve._lifespan import add_lifespan, composed_lifespan
 from costspan.processor.serve._metrics import StoreCollector
 from costspan.processor.serve._settings import Settings
 from costspan.processor.store._store import Store
@@ -41,7 +41,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
 ) -> FastAPI:
     """The processor's app. Its lifespan starts the store (load snapshot, replay) and closes it; the
-    pieces added later join it with :func:`~costspan.processor.serve._lifespan.add_lifespan`.
+    pieces added later join it with :func:`~costspan.processor._lifespan.add_lifespan`.
 
     ``pricer`` replaces the default pricer (ingest then runs in-process: a custom pricer is not
     shipped to worker processes); ``registry`` is where ``/metrics`` collects from.

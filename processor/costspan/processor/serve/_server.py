@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from costspan.pricing import Pricer
+from costspan.processor._lifespan import add_lifespan
 from costspan.processor.api._auth import require_admin, require_ingest, require_workspace_reader
 from costspan.processor.api._keys import KeyStore
 from costspan.processor.api._mount import include_usage_api
@@ -32,7 +33,6 @@ from costspan.processor.budgets import (
     settle_committed,
 )
 from costspan.processor.serve._app import create_app
-from costspan.processor.serve._lifespan import add_lifespan
 from costspan.processor.serve._settings import Settings
 from costspan.processor.store._store import Store
 
