@@ -243,7 +243,8 @@ def track_in_process(
     (e.g. ``meter_provider``, ``base_urls``).
 
     Raises ``ValueError`` / ``InvalidBudgetError`` / ``TypeError`` / ``OSError`` for a bad set-up,
-    leaving nothing installed.
+    leaving nothing active: no global provider set, no instrumentation, the store closed (span
+    processors already added to the app's provider are shut down and do nothing).
     """
     if fsync not in ("always", "never"):
         raise ValueError(f"fsync must be 'always' or 'never', got {fsync!r}")
@@ -265,8 +266,6 @@ def track_in_process(
     processor = CostspanSpanProcessor(store, normalizer, owns_store=True)
     guard = budget_guard(book, service=service) if book is not None else None
     handle = InProcess(provider, store, processor, book, guard, service)
-    if new_global:
-        trace.set_tracer_provider(provider)
     provider.add_span_processor(processor)
     if book is not None:
         handle._settler = _Settler(book, service=service)
@@ -277,6 +276,8 @@ def track_in_process(
         except BaseException:
             handle.shutdown()
             raise
+    if new_global:  # only once everything else is in place: a global provider cannot be taken back
+        trace.set_tracer_provider(provider)
     atexit.register(handle.shutdown)
     logger.info(
         "costspan in-process: records in %s, %d budget(s), service %s", directory, len(parsed), service or "unset"

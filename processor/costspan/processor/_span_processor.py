@@ -123,9 +123,7 @@ class CostspanSpanProcessor(SpanProcessor):
             self._fail("span_processor", "costspan could not store an LLM call record")
 
     def _fail(self, component: str, message: str) -> None:
-        if component == "queue_full":
-            self._store.count("rejected_queue_full")
-        else:
+        if component != "queue_full":  # a full queue: Store.submit counted the refused records
             self._store.count(component, error=True)
         if component not in self._warned:  # log once per kind
             self._warned.add(component)

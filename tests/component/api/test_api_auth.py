@@ -100,6 +100,13 @@ def test_requests_without_a_valid_key_are_401(api: Api) -> None:
     assert api.get(None, "/health").status_code == 200
 
 
+def test_the_key_is_checked_before_the_query_is_validated(api: Api) -> None:
+    """No key: 401 whatever the query says (nothing about the parameters leaks before the key is checked)."""
+    assert api.get(None, "/api/usage/metrics/aggregates", days=0).status_code == 401
+    assert api.get(None, "/api/analytics/top-users", days="many", currency="XXX").status_code == 401
+    assert api.get("acme", "/api/usage/metrics/aggregates", days=0).status_code == 422
+
+
 def test_roles(api: Api) -> None:
     assert api.post_call("acme", tenant_id="acme", **CALL).status_code == 403  # tenant keys only read
     assert api.get("ingest", "/v1/usage", scope="summary").status_code == 403  # ingest keys only send

@@ -1,4 +1,4 @@
-"""The memoized window folds and hour rows (api/folds.py) give what summing the calls gives, after
+"""The memoized window folds and hour rows (api/_folds.py) give what summing the calls gives, after
 every kind of change: a call for the newest day or hour, a late call for a settled one, pruning."""
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from costspan.processor.api._index import DAY_S, UsageIndex
-from costspan.processor.api._index_snapshot import _FORMAT, IndexSnapshots
+from costspan.processor.api._index_snapshot import IndexSnapshots
 from costspan.processor.api._mount import start_index
 from costspan.processor.store._ledger import Position
 from costspan.processor.store._records import CallRecord, TokenCounts
-from costspan.processor.store._snapshots import write_checked
+from costspan.processor.store._snapshots import SNAPSHOT_FORMAT, write_checked
 from costspan.processor.store._store import Store, StoreConfig
 
 
@@ -209,7 +209,7 @@ def test_a_snapshot_with_names_grouped_per_tenant_still_loads(tmp_path: Path) ->
         grouped.setdefault((tenant, dim), []).append([name, series])
     data["series"] = [[tenant, dim, names] for (tenant, dim), names in grouped.items()]
     (tmp_path / "old").mkdir()
-    write_checked(tmp_path / "old" / "index-00000001-000000000100.json", _FORMAT, json.dumps(data).encode())
+    write_checked(tmp_path / "old" / "index-00000001-000000000100.json", SNAPSHOT_FORMAT, json.dumps(data).encode())
     loaded = UsageIndex()
     assert IndexSnapshots(tmp_path / "old").load(loaded).position == Position(1, 100)
     assert _state(loaded, tmp_path / "a") == _state(index, tmp_path / "b")

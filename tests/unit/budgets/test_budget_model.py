@@ -250,3 +250,10 @@ def test_cost_spike_detection_is_on_by_default_and_set_from_env(caplog: pytest.L
     book = BudgetBook()
     apply_env(book, budgets_from_env({"COSTSPAN_SPIKE_FACTOR": "4"}))
     assert book.spike_detector is not None and book.spike_detector.factor == Decimal(4)
+
+
+@pytest.mark.parametrize(("raw", "hours"), [("5", 5), (" 7 ", 7), ("5.0", 24), ("five", 24), ("", 24)])
+def test_spike_baseline_hours_is_a_whole_number_or_the_default(raw: str, hours: int) -> None:
+    """A whole number as ``int()`` reads one; anything else (``5.0`` too) is refused for the default."""
+    spikes = budgets_from_env({"COSTSPAN_SPIKE_BASELINE_HOURS": raw}).spikes
+    assert spikes is not None and spikes.baseline_hours == hours

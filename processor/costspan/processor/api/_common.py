@@ -29,7 +29,6 @@ __all__ = [
     "Money",
     "Window",
     "active_in",
-    "agg_json",
     "by_call_in",
     "by_project_in",
     "by_provider_hours",
@@ -44,7 +43,8 @@ __all__ = [
     "pricer_of",
     "provider_days",
     "ratio",
-    "sum_aggs",
+    "sum_all",
+    "sums_json",
     "tenant_key",
     "tenants_of",
 ]
@@ -325,7 +325,7 @@ def hour_rows(
         return hour_views(index, tenant_key(tenant), first, last, provider, view, view_key)
 
 
-def sum_aggs(aggs: Iterable[Sums], *, histogram: bool = False) -> Sums:
+def sum_all(aggs: Iterable[Sums], *, histogram: bool = False) -> Sums:
     out = Sums()
     for a in aggs:
         out.merge(a, histogram=histogram)
@@ -336,7 +336,7 @@ def tenants_of(index: UsageIndex, tenant: str | None) -> list[str]:
     return [tenant] if tenant is not None else index.tenant_ids()
 
 
-def agg_json(a: Sums, money: Money, at: float | None = None) -> AggFigures:
+def sums_json(a: Sums, money: Money, at: float | None = None) -> AggFigures:
     """The common figures of a sum, as the API shows them."""
     n = a.requests
     return {

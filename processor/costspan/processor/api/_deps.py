@@ -4,7 +4,9 @@ A route names what it needs by type — ``scope: TenantScope`` (the key checked,
 or ``X-Tenant-ID`` applied, the usage index to read), ``money: Currency`` (the ``currency``
 parameter, validated against the catalog) — and FastAPI resolves it before the route runs. The
 dependencies are ``async`` functions, so none hops to the thread pool. Their query parameters are
-documented as the route's own, after the route's own parameters (hence every route takes them last).
+documented as the route's own; FastAPI lists them after the route's own parameters, wherever the
+route names the dependency. A dependency runs before the route's own parameters are validated, so an
+unauthenticated request is answered 401 before any 422.
 """
 
 from __future__ import annotations

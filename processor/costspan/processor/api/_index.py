@@ -9,7 +9,7 @@ workflow's sums over days, kept cumulative (:class:`Series`: a window is one sub
 Feeding: :meth:`UsageIndex.on_commit` (the store's commit listener: the records just made durable,
 with the ledger position after them) or :meth:`UsageIndex.catch_up` (reads the ledger from the
 position the index includes: start-up replay, or an index without a store hook). Both go by ledger
-position, under the index's lock, so a record is never counted twice. :mod:`.index_snapshot` saves
+position, under the index's lock, so a record is never counted twice. :mod:`._index_snapshot` saves
 and loads the index with its position so a restart replays only the ledger's tail.
 """
 

@@ -16,19 +16,17 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from costspan.processor.api._index import TenantDay, UsageIndex
 from costspan.processor.store._ledger import Position
 from costspan.processor.store._series import Series
-from costspan.processor.store._snapshots import SNAPSHOT_FORMAT, Snapshots
+from costspan.processor.store._snapshots import Snapshots
 from costspan.processor.store._sums import Sums
 
 __all__ = ["IndexSnapshots", "LoadResult"]
 
 logger = logging.getLogger(__name__)
-
-_FORMAT: Final = SNAPSHOT_FORMAT
 
 
 def _aggs(d: dict[Any, Sums]) -> list[Any]:
@@ -71,8 +69,6 @@ class IndexSnapshots:
 
     def __init__(self, directory: Path, *, keep: int = 2) -> None:
         self.files = Snapshots(directory, "index", keep=keep)
-        self.directory = directory
-        self.keep = keep
         # what was last encoded, by key: (the value's stamp, its encoded row); see _encoded
         self._days: dict[tuple[Any, ...], tuple[Any, str]] = {}
         self._hours: dict[tuple[Any, ...], tuple[Any, str]] = {}

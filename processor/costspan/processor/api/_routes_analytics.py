@@ -12,10 +12,10 @@ from costspan.processor.api._common import (
     JSONBody,
     Money,
     Window,
-    agg_json,
     by_call_in,
     by_provider_in,
     ratio,
+    sums_json,
 )
 from costspan.processor.api._deps import Currency, TenantScope
 from costspan.processor.api._names import sessions_in, top_names
@@ -40,7 +40,7 @@ async def top_users(scope: TenantScope, money: Currency, days: DaysParam = 30, l
     body: TopUsersOut = {
         "days": days,
         "currency": money.currency,
-        "users": [{"user_id": u, **agg_json(a, money)} for u, a in rows],
+        "users": [{"user_id": u, **sums_json(a, money)} for u, a in rows],
     }
     return JSONBody(body)
 
@@ -55,7 +55,7 @@ async def providers(scope: TenantScope, money: Currency, days: DaysParam = 30) -
         "providers": [
             {
                 "provider": p,
-                **agg_json(a, money),
+                **sums_json(a, money),
                 "avg_cost_per_request": money.fmt(a.cost / (a.requests - a.unpriced))
                 if a.requests > a.unpriced
                 else None,
@@ -114,6 +114,6 @@ async def sessions(scope: TenantScope, money: Currency, days: DaysParam = 7, lim
         "session_count": found.count,
         "avg_cost_per_session": money.fmt(found.cost / found.count) if found.count else None,
         "avg_calls_per_session": round(found.calls / found.count, 2) if found.count else None,
-        "top_sessions": [{"session_id": name, "tenant_id": t, **agg_json(agg, money)} for t, name, agg in found.top],
+        "top_sessions": [{"session_id": name, "tenant_id": t, **sums_json(agg, money)} for t, name, agg in found.top],
     }
     return JSONBody(body)

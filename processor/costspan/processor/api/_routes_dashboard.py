@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from costspan.processor.api._common import JSONBody, Window, by_call_in, day_iso, per_day, sum_aggs, tenants_of
+from costspan.processor.api._common import JSONBody, Window, by_call_in, day_iso, per_day, sum_all, tenants_of
 from costspan.processor.api._deps import TenantScope
 from costspan.processor.api._index import DAY_S
 from costspan.processor.api._names import top_names
@@ -49,10 +49,11 @@ async def summary(
     for _, agg in day_sums:
         total.merge(agg, histogram=False)
     by_tenant: list[DashTenant] = []
-    for t in tenants_of(index, scope):
-        agg = sum_aggs(a for _, a in per_day(index, t, window))
-        if agg.requests:
-            by_tenant.append({"tenant": t, "calls": agg.requests, "cost_usd": _usd(agg.cost)})
+    with index.read():  # one consistent walk (the sums per_day returns are the index's own)
+        for t in tenants_of(index, scope):
+            agg = sum_all(a for _, a in per_day(index, t, window))
+            if agg.requests:
+                by_tenant.append({"tenant": t, "calls": agg.requests, "cost_usd": _usd(agg.cost)})
     by_tenant.sort(key=lambda r: Decimal(str(r["cost_usd"])), reverse=True)
     by_model: list[DashModel] = [  # a model none of whose calls has a price shows no cost, not a made-up 0
         {"provider": p, "model": m, "calls": a.requests, "cost_usd": None if a.unpriced == a.requests else _usd(a.cost)}

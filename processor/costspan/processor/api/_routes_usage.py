@@ -16,7 +16,6 @@ from costspan.processor.api._common import (
     Money,
     Window,
     active_in,
-    agg_json,
     by_call_in,
     by_provider_hours,
     by_provider_in,
@@ -26,7 +25,8 @@ from costspan.processor.api._common import (
     per_day,
     provider_days,
     ratio,
-    sum_aggs,
+    sum_all,
+    sums_json,
 )
 from costspan.processor.api._deps import Currency, TenantIdScope, TenantScope
 from costspan.processor.api._index import DAY_S, HOUR_S
@@ -106,7 +106,7 @@ async def usage(
     today = Window.last_days(1, now)
     t = datetime.fromtimestamp(now, UTC)
     month = Window(int(datetime(t.year, t.month, 1, tzinfo=UTC).timestamp()), today.last)
-    day_total = sum_aggs(a for _, a in per_day(index, tenant, today))
+    day_total = sum_all(a for _, a in per_day(index, tenant, today))
     limit, used, status = _budget(request, tenant)
     tenants, services = active_in(index, tenant, today)
     if scope == "global":
@@ -131,7 +131,7 @@ async def usage(
         }
         return JSONBody(summary)
     assert tenant is not None
-    month_total = sum_aggs(a for _, a in per_day(index, tenant, month))
+    month_total = sum_all(a for _, a in per_day(index, tenant, month))
     shown = by_call_in(index, tenant, month if period == "monthly" else today)
     by_model: dict[str, Sums] = {}
     for (_, model, _), agg in shown.items():
@@ -176,15 +176,15 @@ async def realtime(scope: TenantScope, money: Currency) -> JSONBody:
         last - 23 * HOUR_S,
         last,
         None,
-        lambda h, a: {"hour": hour_iso(h), **agg_json(a, money)},
+        lambda h, a: {"hour": hour_iso(h), **sums_json(a, money)},
         _key("hour", money),
     )
-    total = sum_aggs(per_provider.values())
+    total = sum_all(per_provider.values())
     body: RealtimeOut = {
         "window_hours": 24,
         "currency": money.currency,
-        "totals": {**agg_json(total, money), "error_rate_percent": ratio(total.errors, total.requests)},
-        "by_provider": {p: agg_json(a, money) for p, a in sorted(per_provider.items())},
+        "totals": {**sums_json(total, money), "error_rate_percent": ratio(total.errors, total.requests)},
+        "by_provider": {p: sums_json(a, money) for p, a in sorted(per_provider.items())},
         "hourly": hours,
     }
     return JSONBody(body)
@@ -213,7 +213,7 @@ async def aggregates(
             window.first,
             window.last + DAY_S - 1,
             provider,
-            lambda h, a: {"period": hour_iso(h), **agg_json(a, money)},
+            lambda h, a: {"period": hour_iso(h), **sums_json(a, money)},
             _key("period", money),
         )
         rows = [row for row in rows if row["request_count"]]
@@ -228,7 +228,7 @@ async def aggregates(
                 buckets[label] = agg if interval == "day" else agg.copy()
             else:
                 into.merge(agg, histogram=False)
-        rows = [{"period": k, **agg_json(a, money)} for k, a in buckets.items()]
+        rows = [{"period": k, **sums_json(a, money)} for k, a in buckets.items()]
     body: AggregatesOut = {
         "interval": interval,
         "days": days,
@@ -245,7 +245,7 @@ async def costs_by_provider(
     scope: TenantScope, money: Currency, days: DaysParam = 30, project: ProjectParam = None
 ) -> JSONBody:
     per = by_provider_in(scope.index, scope.tenant, Window.last_days(days), project=project)
-    total = sum_aggs(per.values())
+    total = sum_all(per.values())
     rows = sorted(per.items(), key=lambda kv: kv[1].cost, reverse=True)
     body: CostsByProviderOut = {
         "days": days,
@@ -253,7 +253,7 @@ async def costs_by_provider(
         "currency": money.currency,
         "total_cost": money.fmt(total.cost),
         "providers": [
-            {"provider": p, **agg_json(a, money), "cost_percent": ratio(float(a.cost), float(total.cost))}
+            {"provider": p, **sums_json(a, money), "cost_percent": ratio(float(a.cost), float(total.cost))}
             for p, a in rows
         ],
     }
@@ -279,7 +279,7 @@ async def latency(scope: TenantScope, days: DaysParam = 7, provider: ProviderPar
     body: LatencyOut = {
         "days": days,
         "provider": provider,
-        **_latency(sum_aggs(per.values(), histogram=True)),
+        **_latency(sum_all(per.values(), histogram=True)),
         "by_provider": {p: _latency(a) for p, a in sorted(per.items())},
     }
     return JSONBody(body)
@@ -298,7 +298,7 @@ async def top_operations(
     body: TopOperationsOut = {
         "days": days,
         "currency": money.currency,
-        "operations": [{"provider": p, "model": m, "operation": o, **agg_json(a, money)} for (p, m, o), a in rows],
+        "operations": [{"provider": p, "model": m, "operation": o, **sums_json(a, money)} for (p, m, o), a in rows],
     }
     return JSONBody(body)
 

@@ -18,7 +18,7 @@ from costspan.processor.api._common import (
     day_iso,
     per_day,
     pricer_of,
-    sum_aggs,
+    sum_all,
 )
 from costspan.processor.api._deps import Currency, TenantIdScope
 from costspan.processor.api._names import workflow_days
@@ -110,7 +110,7 @@ async def estimate(
     pricer = pricer_of(request)
     calls, in_per_call, out_per_call = COMPLEXITY_DEFAULTS[complexity]
     _, base_in, base_out = COMPLEXITY_DEFAULTS["moderate"]
-    history = sum_aggs(a for _, a in per_day(scope.index, scope.tenant, Window.last_days(30)))
+    history = sum_all(a for _, a in per_day(scope.index, scope.tenant, Window.last_days(30)))
     source: Literal["defaults", "ledger"] = "defaults"
     if history.requests >= CALIBRATION_MIN_CALLS:
         source = "ledger"
@@ -161,9 +161,9 @@ async def metrics(scope: TenantIdScope, money: Currency) -> JSONBody:
     days = per_day(index, tenant, window)
     today_window = Window.last_days(1, now)
     today = today_window.first
-    day_total = sum_aggs(a for d, a in days if d == today)
-    month = sum_aggs(a for d, a in days if d >= month_first)
-    last30 = sum_aggs(a for d, a in days if d > today - 30 * 86400)
+    day_total = sum_all(a for d, a in days if d == today)
+    month = sum_all(a for d, a in days if d >= month_first)
+    last30 = sum_all(a for d, a in days if d > today - 30 * 86400)
     per_provider = by_provider_in(index, tenant, window)
     tenants, _ = active_in(index, tenant, today_window)
     body: MetricsOk = {

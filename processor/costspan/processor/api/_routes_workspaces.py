@@ -26,7 +26,7 @@ from costspan.processor.api._common import (
     per_day,
     pricer_of,
 )
-from costspan.processor.api._deps import Currency, Scope, WorkspaceId, WorkspaceScope, scope_of
+from costspan.processor.api._deps import Currency, Scope, TenantScope, WorkspaceId, WorkspaceScope
 from costspan.processor.api._index import DAY_S
 from costspan.processor.api._keys import Principal
 from costspan.processor.api._names import workflow_total
@@ -55,16 +55,6 @@ SMALL_MODELS: Final = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5",
 #: Share of input tokens a caching recommendation assumes could be served from cache.
 CACHEABLE_SHARE: Final = Decimal("0.5")
 _HISTORY_DAYS: Final = 400
-
-
-async def _execution_scope(
-    request: Request, tenant: Annotated[str | None, Query(min_length=1, max_length=200)] = None
-) -> Scope:
-    return scope_of(request, tenant)
-
-
-#: An execution's scope: the ``tenant`` parameter (admin keys) or the key's tenant.
-ExecutionScope = Annotated[Scope, Depends(_execution_scope)]
 
 
 def _resources(request: Request) -> ResourceLog:
@@ -291,9 +281,7 @@ async def workspace_stats(
 
 
 @router.get("/api/executions/{execution_id}/costs", response_model=ExecutionCostsOut)
-async def execution_costs(
-    request: Request, execution_id: WorkspaceId, scope: ExecutionScope, money: Currency
-) -> JSONBody:
+async def execution_costs(request: Request, execution_id: WorkspaceId, scope: TenantScope, money: Currency) -> JSONBody:
     """One execution (workflow) over the retained history: LLM calls plus compute resources."""
     llm = workflow_total(scope.index, scope.tenant, Window.last_days(_HISTORY_DAYS), execution_id)
     compute = _resources(request).workflow(scope.tenant, execution_id)

@@ -4,7 +4,7 @@ The routes build their bodies as these types (mypy checks every key and value) a
 encoded by :class:`~costspan.processor.api._common.JSONBody`, so FastAPI neither validates nor
 re-encodes them: the types are the documentation (``response_model=``), not a runtime check.
 Money is a decimal string (8 places unless said otherwise), never a float, except in forecasts.
-This module: ``/health``, ``/v1/usage``, ``/api/usage/*``, ``/api/v2/*``; :mod:`.schemas_views`:
+This module: ``/health``, ``/v1/usage``, ``/api/usage/*``, ``/api/v2/*``; :mod:`._schemas_views`:
 workspaces, executions, analytics and the dashboard.
 """
 

@@ -1,4 +1,4 @@
-"""What the workspace, execution, analytics and dashboard routes answer (see :mod:`.schemas`)."""
+"""What the workspace, execution, analytics and dashboard routes answer (see :mod:`._schemas`)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ Server side: ``app.include_router(budget_router(book))``, and ``app.add_middlewa
 book=book)`` to answer the check before FastAPI routes it; remote apps use :class:`RemoteBudgetGuard`.
 """
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from costspan.processor._exports import lazy_exports as _lazy_exports
 from costspan.processor.budgets._alerts import Alert, Delivery, SpikeDetector, WebhookNotifier
@@ -43,10 +43,10 @@ from costspan.processor.budgets._model import (
 )
 from costspan.processor.budgets._periods import window
 from costspan.processor.budgets._remote import RemoteBudgetGuard
-from costspan.processor.budgets._settlement import settle_committed, settle_records
 from costspan.processor.budgets._status import BudgetStatus
+from costspan.processor.budgets._stored_calls import settle_committed, settle_records
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from costspan.processor.budgets._api import BudgetAccess, budget_router
     from costspan.processor.budgets._endpoint import BudgetCheckEndpoint
     from costspan.processor.budgets._metrics import BudgetCollector
@@ -104,5 +104,9 @@ _load = _lazy_exports(
 )
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     return _load(name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -8,7 +8,7 @@ routes it guards. Domain errors become HTTP errors here and nowhere else.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -143,12 +143,14 @@ def budget_router(
     show_spend: bool = True,
     notifier: WebhookNotifier | None = None,
     access: BudgetAccess | None = None,
+    dependencies: Sequence[Any] = (),
 ) -> APIRouter:
     """Routes over ``book``; ``show_spend=False`` leaves spend figures out of 429 answers.
 
-    ``access``: the rules each route declares (None: every caller may call every route).
+    ``access``: the rules each route declares (None: every caller may call every route);
+    ``dependencies`` run for every route (FastAPI's ``APIRouter(dependencies=...)``).
     """
-    router = APIRouter()
+    router = APIRouter(dependencies=list(dependencies))
     send = [Depends(access.send)] if access is not None else []
     read_workspace = [Depends(access.read_workspace)] if access is not None else []
     manage = [Depends(access.manage)] if access is not None else []

@@ -65,6 +65,12 @@ class BudgetSettings(BaseSettings):
     spike_baseline_hours: int | None = Field(default=None, validation_alias=SPIKE_VARIABLES[2])
     spike_min_usd: Decimal | None = Field(default=None, validation_alias=SPIKE_VARIABLES[3])
 
+    @field_validator("spike_baseline_hours", mode="before")
+    @classmethod
+    def _whole_hours(cls, value: Any) -> Any:
+        """A whole number as Python reads one (``int("5.0")`` fails): pydantic alone would take 5.0."""
+        return int(value) if isinstance(value, str) else value
+
     @field_validator("enabled", "spike_detection", mode="before")
     @classmethod
     def _switch(cls, value: Any) -> Any:

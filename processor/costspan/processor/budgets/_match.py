@@ -30,7 +30,7 @@ class Match:
     Valid until a counter's period ends (``until``) or a budget changes (the cache is dropped).
     """
 
-    __slots__ = ("checks", "counters", "holds", "rate", "slots", "units", "until")
+    __slots__ = ("checks", "counters", "holds", "rate", "slots", "until")
 
     def __init__(self, counters: list[Counter]) -> None:
         self.counters = tuple(counters)

@@ -43,7 +43,7 @@ class PreparedBatch:
     lines: list[bytes]
     groups: RollupGroups
     records: list[CallRecord] | None = None  # kept when prepared in-process (saves re-parsing)
-    #: The calls summed for the commit listeners (see :mod:`.callsums`): prepared where the batch is
+    #: The calls summed for the commit listeners (see :mod:`._callsums`): prepared where the batch is
     #: when its records are not kept, so the store's writer folds sums instead of re-reading lines.
     sums: dict[CallDims, CallSums] | None = None
 

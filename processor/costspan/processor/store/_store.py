@@ -173,7 +173,7 @@ class Store:
         try:
             self.snapshot()
         except OSError:
-            self.errors["snapshot"] += 1
+            self.count("snapshot", error=True)
             logger.exception("final snapshot failed")
         self.ledger.close()
         self._closed = True
@@ -202,7 +202,7 @@ class Store:
             if self._closing or not self.started:
                 raise QueueFullError("store is not accepting records")
             if self._pending_records + len(batch) > self.config.max_pending_records:
-                self.counters["rejected_queue_full"] += len(batch)
+                self.count("rejected_queue_full", len(batch))
                 raise QueueFullError("ingest queue is full")
             self._pending.append((batch, future))
             self._pending_records += len(batch)

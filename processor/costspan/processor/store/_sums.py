@@ -325,9 +325,13 @@ _core: Final = attrgetter(*(name for name in Sums.__dataclass_fields__ if name !
 
 def _from_old_totals(data: list[Any]) -> Sums:
     """The rollups' sums as snapshots wrote them before :class:`Sums` (19 items: before the
-    time-to-first-chunk histogram). Their core had no cache hits nor latency in ms (left 0)."""
+    time-to-first-chunk histogram). They kept no count of cache hits (left 0); the latency in ms is
+    their duration sum."""
     cost = Decimal(str(data[4]))
-    out = Sums(int(data[0]), int(data[1]), int(data[2]), 0, cost, int(data[10]), int(data[11]), int(data[12]), 0.0)
+    latency_ms = float(data[15]) * 1000.0
+    out = Sums(
+        int(data[0]), int(data[1]), int(data[2]), 0, cost, int(data[10]), int(data[11]), int(data[12]), latency_ms
+    )
     ttfc = len(data) > 19
     out.detail = parts_from_json(
         None,
