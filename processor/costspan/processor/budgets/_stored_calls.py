@@ -7,36 +7,16 @@ oldest open reservation of the same scope and model, or are charged when none is
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from costspan.processor.budgets._book import BudgetBook
 from costspan.processor.budgets._model import Call
 from costspan.processor.store._batch import Committed
+from costspan.processor.store._callsums import CallDims
 from costspan.processor.store._records import API_SOURCE, CallRecord
 
 __all__ = ["settle_committed", "settle_records"]
 
 
-class _Scoped(Protocol):
-    """What a stored call and a group of summed calls both say about who made them, to which model."""
-
-    @property
-    def tenant(self) -> str: ...
-    @property
-    def service(self) -> str: ...
-    @property
-    def workflow(self) -> str: ...
-    @property
-    def user(self) -> str: ...
-    @property
-    def project(self) -> str: ...
-    @property
-    def provider(self) -> str: ...
-    @property
-    def model(self) -> str: ...
-
-
-def _call_of(c: _Scoped) -> Call:
+def _call_of(c: CallRecord | CallDims) -> Call:
     """The budgets' view of a stored call (an empty dimension is no dimension)."""
     return Call(
         tenant=c.tenant or None,
