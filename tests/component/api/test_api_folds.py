@@ -13,8 +13,9 @@ import pytest
 from costspan.processor.api._common import Window, by_call_in, by_project_in, by_provider_in
 from costspan.processor.api._folds import hour_views
 from costspan.processor.api._index import ALL, DAY_S, HOUR_S, UsageIndex
-from costspan.processor.store._records import CallRecord, TokenCounts
+from costspan.processor.store._records import CallRecord
 from costspan.processor.store._sums import Sums
+from tests.support.records import call_record
 
 NOW = int(time.time())
 TODAY = NOW - NOW % DAY_S
@@ -25,15 +26,20 @@ def _call(i: int, rng: random.Random, start_s: int) -> CallRecord:
     provider = rng.choice(PROVIDERS)
     cost = None if rng.random() < 0.1 else Decimal(rng.randrange(1, 50)) / 1000
     start_ns = start_s * 10**9
-    return CallRecord(
-        trace_id=f"{i:032x}", span_id=f"{i + 1:016x}", parent_span_id="", start_ns=start_ns,
-        end_ns=start_ns + rng.randrange(1, 3000) * 10**6, service="svc", tenant=rng.choice(["a", "b"]),
-        workflow="wf", user="u", session="", provider=provider, model=rng.choice(["m1", "m2"]), operation="chat",
-        source="t", tokens=TokenCounts(rng.randrange(1, 99), rng.randrange(1, 99)), tokens_estimated=False,
-        cost_status="priced" if cost else "unpriced", unpriced_reason="", cost_total=cost, cost_input=None,
-        cost_output=None, cost_cache_read=None, cost_cache_write=None, cost_other=None, pricing_version="v",
-        error_type="timeout" if rng.random() < 0.05 else "", project=f"p-{rng.randrange(3)}",
-    )  # fmt: skip
+    return call_record(
+        i,
+        start_ns=start_ns,
+        latency_ms=rng.randrange(1, 3000),
+        tenant=rng.choice(["a", "b"]),
+        workflow="wf",
+        user="u",
+        provider=provider,
+        model=rng.choice(["m1", "m2"]),
+        tokens=(rng.randrange(1, 99), rng.randrange(1, 99)),
+        cost=cost,
+        error_type="timeout" if rng.random() < 0.05 else "",
+        project=f"p-{rng.randrange(3)}",
+    )
 
 
 def _workload(seed: int, n: int = 2000) -> list[CallRecord]:

@@ -8,40 +8,21 @@ from pathlib import Path
 
 from costspan.processor.api import UsageIndex
 from costspan.processor.api._index import ALL, DAY_S
-from costspan.processor.store._records import CallRecord, TokenCounts
+from costspan.processor.store._records import CallRecord
 from costspan.processor.store._store import Store, StoreConfig
+from tests.support.records import call_record
 
 
 def _record(i: int, tenant: str, start_s: int, cost: str | None, latency_ms: int = 100) -> CallRecord:
-    start_ns = start_s * 10**9
-    money = Decimal(cost) if cost is not None else None
-    return CallRecord(
-        trace_id=f"{i:032x}",
-        span_id=f"{i + 1:016x}",
-        parent_span_id="",
-        start_ns=start_ns,
-        end_ns=start_ns + latency_ms * 10**6,
-        service="svc",
+    return call_record(
+        i,
+        start_ns=start_s * 10**9,
+        latency_ms=latency_ms,
+        cost=cost,
         tenant=tenant,
         workflow="wf",
         user="u",
         session="s",
-        provider="openai",
-        model="gpt-4o",
-        operation="chat",
-        source="test",
-        tokens=TokenCounts(100, 10),
-        tokens_estimated=False,
-        cost_status="priced" if money else "unpriced",
-        unpriced_reason="",
-        cost_total=money,
-        cost_input=None,
-        cost_output=None,
-        cost_cache_read=None,
-        cost_cache_write=None,
-        cost_other=None,
-        pricing_version="v1",
-        error_type="",
     )
 
 

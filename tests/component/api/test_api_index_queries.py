@@ -11,7 +11,8 @@ import pytest
 from costspan.processor.api._common import Window, per_day
 from costspan.processor.api._index import DAY_S, UsageIndex
 from costspan.processor.api._names import dim_in, sessions_in, top_names, workflow_days
-from costspan.processor.store._records import CallRecord, TokenCounts
+from costspan.processor.store._records import CallRecord
+from tests.support.records import call_record
 
 NOW = int(time.time())
 TODAY = NOW - NOW % DAY_S
@@ -25,17 +26,20 @@ def _workload(seed: int, n: int = 1500) -> list[CallRecord]:
         start_ns = (TODAY - day * DAY_S + rng.randrange(DAY_S // 2)) * 10**9
         cost = None if rng.random() < 0.1 else Decimal(rng.randrange(1, 50)) / 1000
         tenant, workflow, user = rng.choice(["a", "b"]), f"wf-{rng.randrange(5)}", f"u-{rng.randrange(8)}"
-        status = "priced" if cost is not None else "unpriced"
         out.append(
-            CallRecord(
-                trace_id=f"{i:032x}", span_id=f"{i + 1:016x}", parent_span_id="", start_ns=start_ns,
-                end_ns=start_ns + 10**8, service="svc", tenant=tenant, workflow=workflow, user=user,
-                session=f"s-{rng.randrange(60)}", provider="openai", model="gpt-4o", operation="chat", source="t",
-                tokens=TokenCounts(10, 5), tokens_estimated=False, cost_status=status, unpriced_reason="",
-                cost_total=cost, cost_input=None, cost_output=None, cost_cache_read=None, cost_cache_write=None,
-                cost_other=None, pricing_version="v", error_type="", project=f"p-{rng.randrange(3)}",
+            call_record(
+                i,
+                start_ns=start_ns,
+                tenant=tenant,
+                workflow=workflow,
+                user=user,
+                session=f"s-{rng.randrange(60)}",
+                tokens=(10, 5),
+                cost=cost,
+                project=f"p-{rng.randrange(3)}",
             )
-        )  # fmt: skip
+        )
+
     return out
 
 

@@ -13,41 +13,28 @@ from costspan.processor.api._index import DAY_S, UsageIndex
 from costspan.processor.api._index_snapshot import IndexSnapshots
 from costspan.processor.api._mount import start_index
 from costspan.processor.store._ledger import Position
-from costspan.processor.store._records import CallRecord, TokenCounts
+from costspan.processor.store._records import CallRecord
 from costspan.processor.store._snapshots import SNAPSHOT_FORMAT, write_checked
 from costspan.processor.store._store import Store, StoreConfig
+from tests.support.records import call_record
 
 
 def _record(i: int, *, tenant: str, day_offset: int, session: str = "", latency_ms: int = 100) -> CallRecord:
     now = int(time.time())
     start_ns = (now - now % DAY_S - day_offset * DAY_S + 3600 + i) * 10**9
     unpriced = i % 7 == 0
-    return CallRecord(
-        trace_id=f"{i:032x}",
-        span_id=f"{i + 1:016x}",
-        parent_span_id="",
+    return call_record(
+        i,
         start_ns=start_ns,
-        end_ns=start_ns + latency_ms * 10**6,
-        service="svc",
+        latency_ms=latency_ms,
         tenant=tenant,
         workflow=f"wf-{i % 3}",
         user=f"u-{i % 4}",
         session=session or f"s-{i // 5}",
         provider="openai" if i % 2 else "anthropic",
         model="gpt-4o" if i % 2 else "claude-haiku-4-5",
-        operation="chat",
-        source="test",
-        tokens=TokenCounts(100 + i, 10, i % 3),
-        tokens_estimated=False,
-        cost_status="unpriced" if unpriced else "priced",
-        unpriced_reason="",
-        cost_total=None if unpriced else Decimal("0.001") * (i + 1),
-        cost_input=None,
-        cost_output=None,
-        cost_cache_read=None,
-        cost_cache_write=None,
-        cost_other=None,
-        pricing_version="v1",
+        tokens=(100 + i, 10, i % 3),
+        cost=None if unpriced else Decimal("0.001") * (i + 1),
         error_type="timeout" if i % 11 == 0 else "",
         ttfc_s=None,
         project=f"p-{i % 2}" if i % 5 else "",

@@ -14,9 +14,10 @@ from costspan.processor.api._index import DAY_S
 from costspan.processor.budgets import BudgetBook, Call, SpikeDetector, settle_committed, settle_records
 from costspan.processor.store._batch import Committed, PreparedBatch, prepare
 from costspan.processor.store._ledger import Position
-from costspan.processor.store._records import API_SOURCE, CallRecord, TokenCounts
+from costspan.processor.store._records import API_SOURCE, CallRecord
 from costspan.processor.store._store import IngestResult, Store, StoreConfig
 from tests.component.budgets.conftest import FakeClock
+from tests.support.records import call_record
 
 NOW = int(datetime(2026, 3, 10, 12, 0, tzinfo=UTC).timestamp())
 
@@ -27,12 +28,12 @@ def make_record(rng: random.Random, i: int, *, parent: str = "", trace: str | No
     priced = rng.random() > 0.1
     cost = Decimal(rng.randrange(1, 10_000)) / 100_000 if priced else None
     provider, model = rng.choice([("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-sonnet-4-6")])
-    return CallRecord(
+    return call_record(
+        i,
         trace_id=trace or f"{i:032x}",
-        span_id=f"{i + 1:016x}",
         parent_span_id=parent,
         start_ns=start_ns,
-        end_ns=start_ns + rng.randrange(1, 5000) * 10**6,  # whole milliseconds: the latency sums are exact floats
+        latency_ms=rng.randrange(1, 5000),  # whole milliseconds: the latency sums are exact floats
         service=rng.choice(["api", "worker", ""]),
         tenant=rng.choice(["acme", "globex", "initech"]),
         workflow=rng.choice(["", "wf-1", "wf-2"]),
@@ -42,17 +43,9 @@ def make_record(rng: random.Random, i: int, *, parent: str = "", trace: str | No
         model=model,
         operation=rng.choice(["chat", "embeddings"]),
         source=rng.choice(["costspan", "openai-v2", API_SOURCE]),
-        tokens=TokenCounts(rng.randrange(1000), rng.randrange(500), rng.choice([0, 0, 50])),
-        tokens_estimated=False,
-        cost_status="priced" if priced else "unpriced",
+        tokens=(rng.randrange(1000), rng.randrange(500), rng.choice([0, 0, 50])),
+        cost=cost,
         unpriced_reason="" if priced else "unknown model",
-        cost_total=cost,
-        cost_input=None,
-        cost_output=None,
-        cost_cache_read=None,
-        cost_cache_write=None,
-        cost_other=None,
-        pricing_version="v1",
         error_type=rng.choice(["", "", "", "RateLimitError"]),
         project=rng.choice(["", "p1", "p2"]),
     )

@@ -16,11 +16,12 @@ from costspan.processor.serve._metrics import StoreCollector
 from costspan.processor.store._batch import call_key, prepare
 from costspan.processor.store._dedupe import Deduplicator
 from costspan.processor.store._ledger import Ledger
-from costspan.processor.store._records import CallRecord, TokenCounts
+from costspan.processor.store._records import CallRecord
 from costspan.processor.store._rollups import Rollups
 from costspan.processor.store._snapshots import SNAPSHOT_FORMAT, read_checked, write_checked
 from costspan.processor.store._store import QueueFullError, Store, StoreConfig
 from costspan.processor.store._sums import Sums
+from tests.support.records import call_record
 
 BASE_NS = (time.time_ns() // 10**9 - 7200) * 10**9  # recent: retention keeps it
 
@@ -37,33 +38,26 @@ def make_record(
 ) -> CallRecord:
     start = start_ns if start_ns is not None else BASE_NS + i * 1_000_000_000
     money = None if cost is None else Decimal(cost)
-    return CallRecord(
+    zero = Decimal(0) if money is not None else None
+    return call_record(
+        i,
         trace_id=f"{i // 4:032x}",
-        span_id=f"{i + 1:016x}",
         parent_span_id=parent,
         start_ns=start,
         end_ns=start + 250_000_000 + i,
-        service="svc",
         tenant=tenant,
         workflow="wf-1" if i % 2 else "",
         user=f"u{i % 3}",
-        session="",
-        provider="openai",
-        model="gpt-4o",
-        operation="chat",
         source=source,
-        tokens=TokenCounts(*(tokens or (100 + i, 10 + i))),
-        tokens_estimated=False,
-        cost_status="priced" if money is not None else "unpriced",
+        tokens=tokens or (100 + i, 10 + i),
+        cost=money,
         unpriced_reason="" if money is not None else "unknown model",
-        cost_total=money,
         cost_input=money,
-        cost_output=Decimal(0) if money is not None else None,
-        cost_cache_read=Decimal(0) if money is not None else None,
-        cost_cache_write=Decimal(0) if money is not None else None,
-        cost_other=Decimal(0) if money is not None else None,
+        cost_output=zero,
+        cost_cache_read=zero,
+        cost_cache_write=zero,
+        cost_other=zero,
         pricing_version="2026.11.25",
-        error_type="",
     )
 
 
