@@ -93,19 +93,20 @@ class SpanWorkload:
                 span.set_attribute("error.type", "500")
                 span.set_status(Status(StatusCode.ERROR))
             duration_ns = int(random.uniform(0.2, 3.0) * 1e9)
-            span.end(end_time=start + duration_ns)
             price = default_pricer().price_call(
                 model,
                 Usage(input_tokens=inp, cache_read_tokens=cached, output_tokens=out),
                 provider=provider,
                 at=start / 1e9,
             )
+            # counted before the span is exported (and so stored): what the server holds is never ahead
             with self._lock:
                 self.sent += 1
                 if price.total is None:
                     self.unpriced_sent += 1
                 else:
                     self._expected += price.total
+            span.end(end_time=start + duration_ns)
 
     def run_until(self, stop: threading.Event, interval: float) -> None:
         while not stop.is_set():
