@@ -15,6 +15,7 @@ from costspan.processor.api._common import (
     by_call_in,
     by_provider_in,
     ratio,
+    sum_all,
     sums_json,
 )
 from costspan.processor.api._deps import Currency, TenantScope
@@ -76,9 +77,7 @@ async def token_efficiency(scope: TenantScope, money: Currency, days: DaysParam 
     per: dict[tuple[str, str], Sums] = {}
     for (p, m, _), a in by_call.items():
         per.setdefault((p, m), Sums()).merge(a)
-    total = Sums()
-    for a in per.values():
-        total.merge(a)
+    total = sum_all(per.values(), histogram=True)
     body: TokenEfficiencyOut = {
         "days": days,
         "currency": money.currency,

@@ -45,9 +45,7 @@ async def summary(
     window = Window.last_days(days)
     day_sums = per_day(index, scope, window)
     by_call = by_call_in(index, scope, window)
-    total = Sums()
-    for _, agg in day_sums:
-        total.merge(agg, histogram=False)
+    total = sum_all(a for _, a in day_sums)
     by_tenant: list[DashTenant] = []
     with index.read():  # one consistent walk (the sums per_day returns are the index's own)
         for t in tenants_of(index, scope):

@@ -25,6 +25,7 @@ from costspan.processor.api._common import (
     day_iso,
     per_day,
     pricer_of,
+    sum_all,
 )
 from costspan.processor.api._deps import Currency, Scope, TenantScope, WorkspaceId, WorkspaceScope
 from costspan.processor.api._index import DAY_S
@@ -254,9 +255,7 @@ async def workspace_stats(
     window = Window.last_days(days)
     days_sums = per_day(index, tenant, window)
     by_call = by_call_in(index, tenant, window)
-    total = Sums()
-    for _, a in days_sums:
-        total.merge(a, histogram=False)
+    total = sum_all(a for _, a in days_sums)
     costs = sorted(days_sums, key=lambda da: da[1].cost)
     per_op: dict[str, Sums] = {}
     for (_, _, op), a in by_call.items():
