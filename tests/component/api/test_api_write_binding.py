@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from costspan.pricing import Pricer
 from costspan.processor._demo.server_thread import ServerThread
 from costspan.processor.api import KeyStore
+from costspan.processor.api._keys import Principal
 from costspan.processor.api._resources import ResourceLog
 from costspan.processor.serve._server import build_server_app
 from costspan.processor.serve._settings import Settings
@@ -339,3 +340,28 @@ def test_a_workspace_budget_stored_under_an_earlier_id_is_still_the_workspaces(s
         assert [(b["id"], b["limit"]) for b in budgets] == [("ws-team-1-daily", "6")]
         status = server.call("admin", "GET", "/api/workspaces/team-1/budget/status").json()
         assert status["daily"]["budget_id"] == "ws-team-1-daily", status
+
+
+class _StashPrincipal:
+    """An edge middleware that has already verified the caller: it leaves the principal in the scope."""
+
+    def __init__(self, app: Any, principal: Principal) -> None:
+        self.app = app
+        self.principal = principal
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["principal"] = self.principal
+        await self.app(scope, receive, send)
+
+
+def test_the_principal_left_in_the_scope_by_the_edge_binds_the_export(tmp_path: Path, pricer: Pricer) -> None:
+    settings = Settings(data_dir=tmp_path / "data", port=0, default_tenant=DEFAULT_TENANT)
+    store = Store(settings.store_config())
+    app = build_server_app(settings, store, insecure_no_auth=True, pricer=pricer, registry=CollectorRegistry())
+    app.add_middleware(_StashPrincipal, principal=Principal("edge-verified", "ingest", "acme"))
+    with ServerThread(app) as running:
+        answer = _export_once(running.url, "not-checked-again")
+        assert answer.partial_success.rejected_spans == 2
+        server = Server(running.url, store, {"admin": "unused"}, tmp_path)
+        assert _by_user(server.stored()) == {"u-own": "acme", "u-none": "acme", "u-span-wins": "acme"}
