@@ -286,10 +286,18 @@ def test_resource_usage_ids_are_per_tenant(serve: ServerFactory) -> None:
         for tenant in ("acme", "globex"):
             costs = server.call(tenant, "GET", f"/api/workspaces/{tenant}/costs").json()
             assert Decimal(costs["compute_cost"]) == expected, costs
+        # an execution id is the tenant's too: globex's run-7 is not acme's to read
+        run = {**USAGE, "execution_id": "run-7", "workspace_id": "globex"}
+        assert server.call("ingest", "POST", "/api/resources/usage", run).status_code == 201
+        assert server.call("acme", "GET", "/api/executions/run-7/costs").status_code == 404
+        assert Decimal(server.call("globex", "GET", "/api/executions/run-7/costs").json()["compute_cost"]) > 0
     # read back from disk, each tenant keeps its own job-1
     log = ResourceLog(server.data_dir / "resources")
     log.load()
-    assert log.ids == {("acme", "job-1"), ("globex", "job-1")}
+    assert {(tenant, entry) for tenant, entry in log.ids if entry == "job-1"} == {
+        ("acme", "job-1"),
+        ("globex", "job-1"),
+    }
 
 
 def test_workspace_budget_ids_are_per_workspace_and_project(serve: ServerFactory) -> None:
