@@ -15,31 +15,24 @@ from fastapi import HTTPException, Request
 from costspan.processor.api._auth import principal_of
 from costspan.processor.api._keys import Principal
 
-__all__ = ["named_tenant", "request_principal", "sending_tenant", "write_tenant"]
+__all__ = ["named_tenant", "sending_tenant", "write_tenant"]
 
 _TENANT_HEADER = "x-tenant-id"
 
 
-def request_principal(request: Request) -> Principal:
-    """The caller: the principal the edge middleware verified (``scope["state"]["principal"]``), or,
-    when no middleware left one, the request's key verified now (401 without a valid key)."""
-    state = request.scope.get("state")
-    principal = state.get("principal") if isinstance(state, Mapping) else None
-    if isinstance(principal, Principal):
-        return principal
-    return principal_of(request)
-
-
 def sending_tenant(request: Request) -> str:
-    """The tenant the key of an OTLP export is bound to; ``""`` for an unbound key or a server without
-    keys (``--insecure-no-auth``, or an app without the usage API)."""
+    """The tenant the key of an OTLP export is bound to (``""``: unbound, or a server without keys).
+
+    The principal is the one an edge middleware verified and left in ``scope["state"]["principal"]``,
+    or, when none did, the request's key verified now (401 without a valid key).
+    """
     state = request.scope.get("state")
     principal = state.get("principal") if isinstance(state, Mapping) else None
-    if isinstance(principal, Principal):
-        return principal.tenant
-    if getattr(request.app.state, "api_keys", None) is None:
-        return ""
-    return principal_of(request).tenant
+    if not isinstance(principal, Principal):
+        if getattr(request.app.state, "api_keys", None) is None:  # --insecure-no-auth, or no usage API
+            return ""
+        principal = principal_of(request)
+    return principal.tenant
 
 
 def named_tenant(request: Request, field: str) -> str:
