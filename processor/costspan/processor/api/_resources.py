@@ -2,6 +2,7 @@
 
 Each entry is priced by the catalog's resource prices when it arrives and appended, fsynced, as one
 JSON line to ``<data dir>/resources/usage.jsonl``; start-up reads the file back into the sums.
+Entry ids (the idempotency keys) are per tenant: two tenants' entries may carry the same id.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class ResourceLog:
         self.lock = threading.Lock()
         self.by_day: dict[tuple[str, int], dict[str, Decimal]] = {}  # (tenant, day) -> resource -> USD
         self.by_workflow: dict[tuple[str, str], dict[str, Decimal]] = {}
-        self.ids: set[str] = set()
+        self.ids: set[tuple[str, str]] = set()  # (tenant, id): each tenant has its own ids
         self._loaded = False
 
     def _fold(self, e: ResourceEntry) -> None:
@@ -59,7 +60,7 @@ class ResourceLog:
             (self.by_workflow.setdefault((e.tenant, e.workflow), {}),) if e.workflow else ()
         ):
             into[e.resource] = into.get(e.resource, Decimal(0)) + e.cost_usd
-        self.ids.add(e.id)
+        self.ids.add((e.tenant, e.id))
 
     def load(self) -> None:
         with self.lock:
@@ -78,10 +79,10 @@ class ResourceLog:
                         logger.warning("resource log: unreadable line skipped")
 
     def append(self, e: ResourceEntry) -> bool:
-        """Store ``e`` durably; False if an entry with its id is already stored."""
+        """Store ``e`` durably; False if its tenant already stored an entry with its id."""
         self.load()
         with self.lock:
-            if e.id in self.ids:
+            if (e.tenant, e.id) in self.ids:
                 return False
             line = json.dumps(
                 {

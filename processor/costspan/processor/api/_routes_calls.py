@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from costspan.pricing import Usage
 from costspan.processor.api._auth import read_scope, require_ingest
+from costspan.processor.api._binding import named_tenant, write_tenant
 from costspan.processor.api._common import Window, pricer_of
 from costspan.processor.api._index import DAY_S
 from costspan.processor.api._keys import Principal
@@ -137,11 +138,8 @@ async def log_call(
     request: Request, call: CallIn, principal: Annotated[Principal, Depends(require_ingest)]
 ) -> dict[str, Any]:
     """Price and store one call (deduplicated by ``call_id``); answered once it is in the ledger."""
-    tenant = call.tenant_id
-    if principal.tenant:
-        if tenant and tenant != principal.tenant:
-            raise HTTPException(403, "this key may only log calls for its own tenant")
-        tenant = principal.tenant
+    named = named_tenant(request, call.tenant_id)
+    tenant = write_tenant(principal, named, refusal="this key may only log calls for its own tenant")
     tenant = tenant or request.app.state.settings.default_tenant
     record = build_record(call, tenant, request)
     store: Store = request.app.state.store

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from costspan.pricing import PricingError, Usage
 from costspan.processor.api._auth import require_ingest
+from costspan.processor.api._binding import named_tenant, write_tenant
 from costspan.processor.api._common import (
     JSONBody,
     Money,
@@ -327,11 +328,8 @@ _UNIT_SECONDS: Final = {"cpu": 3600, "memory": 3600, "gpu": 3600, "storage": 30 
 def resource_usage(
     request: Request, body: ResourceUsageIn, principal: Annotated[Principal, Depends(require_ingest)]
 ) -> dict[str, Any]:
-    tenant = body.workspace_id
-    if principal.tenant:
-        if tenant and tenant != principal.tenant:
-            raise HTTPException(403, "this key may only report usage for its own workspace")
-        tenant = principal.tenant
+    named = named_tenant(request, body.workspace_id)
+    tenant = write_tenant(principal, named, refusal="this key may only report usage for its own workspace")
     if not tenant:
         raise HTTPException(422, "workspace_id is required")
     unit = _UNIT_SECONDS.get(body.resource_type)

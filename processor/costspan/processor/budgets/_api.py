@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from costspan.processor.budgets._alerts import WebhookNotifier
 from costspan.processor.budgets._book import BudgetBook
 from costspan.processor.budgets._model import DEFAULT_THRESHOLDS, Budget, Call, InvalidBudgetError, Mode, money
+from costspan.processor.budgets._workspace_ids import SEED_NAMES, SeedBudgets
 
 __all__ = ["BudgetAccess", "budget_router"]
 
@@ -250,17 +251,23 @@ def budget_router(
         return book.audit_log(budget_id)
 
     # --- the seed gateway's routes: a workspace is a tenant, a project a project within it -------------
-    def seed_put(prefix: str, scope: dict[str, str], body: SeedBudget, who: str) -> dict[str, Any]:
+    # (the budgets' ids: budgets/_workspace_ids.py — one per scope, and only a budget of exactly that
+    # scope is the workspace's)
+    def seed_put(seed: SeedBudgets, body: SeedBudget, who: str) -> dict[str, Any]:
         if body.mode is Mode.ADAPTIVE:
             raise HTTPException(422, detail="adaptive budgets need fallback_models: use POST /v1/budgets")
-        for period, limit in (("day", body.daily_limit), ("month", body.monthly_limit)):
-            budget_id = f"{prefix}-{'daily' if period == 'day' else 'monthly'}"
+        for name in SEED_NAMES:
+            if seed.taken(name):
+                raise HTTPException(409, detail=f"budget {seed.id_for(name)!r} exists with another scope")
+        for name, period, limit in (("daily", "day", body.daily_limit), ("monthly", "month", body.monthly_limit)):
+            budget_id = seed.id_for(name)
             if limit is None:
-                book.delete_budget(budget_id, actor=who)
+                if seed.get(name) is not None:
+                    book.delete_budget(budget_id, actor=who)
                 continue
             spec = {
                 "id": budget_id,
-                "scope": scope,
+                "scope": seed.scope,
                 "period": period,
                 "limit": limit,
                 "mode": body.mode,
@@ -268,10 +275,10 @@ def budget_router(
                 "timezone": body.timezone,
             }
             put(spec, who)
-        return seed_view(prefix)
+        return seed_view(seed)
 
-    def seed_view(prefix: str) -> dict[str, Any]:
-        daily, monthly = book.get_budget(f"{prefix}-daily"), book.get_budget(f"{prefix}-monthly")
+    def seed_view(seed: SeedBudgets) -> dict[str, Any]:
+        daily, monthly = seed.get("daily"), seed.get("monthly")
         any_budget = daily or monthly
         return {
             "daily_limit": None if daily is None else str(daily.limit),
@@ -282,20 +289,22 @@ def budget_router(
 
     @router.get("/api/workspaces/{workspace_id}/budget", dependencies=read_workspace)
     def ws_get(workspace_id: str) -> dict[str, Any]:
-        return {"workspace_id": workspace_id, **seed_view(f"ws-{workspace_id}")}
+        return {"workspace_id": workspace_id, **seed_view(SeedBudgets(book, workspace_id))}
 
     @router.post("/api/workspaces/{workspace_id}/budget", dependencies=manage)
     def ws_post(workspace_id: str, body: SeedBudget, request: Request) -> dict[str, Any]:
-        view = seed_put(f"ws-{workspace_id}", {"tenant": workspace_id}, body, actor(request))
+        view = seed_put(SeedBudgets(book, workspace_id), body, actor(request))
         return {"workspace_id": workspace_id, **view}
 
     @router.get("/api/workspaces/{workspace_id}/budget/status", dependencies=read_workspace)
     def ws_status(workspace_id: str) -> dict[str, Any]:
+        seed = SeedBudgets(book, workspace_id)
         out: dict[str, Any] = {"workspace_id": workspace_id}
         worst = "healthy"
         order = ["healthy", "warning", "critical", "blocked"]
-        for name in ("daily", "monthly"):
-            rows = book.status(f"ws-{workspace_id}-{name}")
+        for name in SEED_NAMES:
+            budget = seed.get(name)
+            rows = book.status(budget.id) if budget is not None else []
             out[name] = rows[0].to_json() if rows else None
             if rows and order.index(rows[0].state) > order.index(worst):
                 worst = rows[0].state
@@ -306,8 +315,7 @@ def budget_router(
     def project_post(
         project_id: str, body: SeedBudget, request: Request, workspace_id: str = Query(...)
     ) -> dict[str, Any]:
-        scope = {"tenant": workspace_id, "project": project_id}
-        view = seed_put(f"ws-{workspace_id}-p-{project_id}", scope, body, actor(request))
+        view = seed_put(SeedBudgets(book, workspace_id, project_id), body, actor(request))
         return {"workspace_id": workspace_id, "project_id": project_id, **view}
 
     return router

@@ -22,7 +22,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from costspan.instrumentation import attributes as attr
 from costspan.processor.store._records import CallRecord
 
-__all__ = ["Forwarder", "enrich"]
+__all__ = ["Forwarder", "drop_other_tenants", "enrich"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,28 @@ def enrich(request: ExportTraceServiceRequest, records: Iterable[CallRecord]) ->
                 span.attributes.extend(new)
                 enriched += 1
     return enriched
+
+
+def _tenant_of(attributes: Iterable[KeyValue]) -> str:
+    for kv in attributes:
+        if kv.key == attr.TENANT_ID and kv.value.WhichOneof("value") == "string_value":
+            return kv.value.string_value
+    return ""
+
+
+def drop_other_tenants(request: ExportTraceServiceRequest, tenant: str) -> int:
+    """Remove, in place, the spans naming a tenant other than ``tenant`` (span attribute first, then
+    resource): what a key bound to ``tenant`` may not send is not sent onward either. Returns how many."""
+    dropped = 0
+    for rs in request.resource_spans:
+        resource_tenant = _tenant_of(rs.resource.attributes)
+        for ss in rs.scope_spans:
+            kept = [span for span in ss.spans if (_tenant_of(span.attributes) or resource_tenant or tenant) == tenant]
+            if len(kept) != len(ss.spans):
+                dropped += len(ss.spans) - len(kept)
+                del ss.spans[:]
+                ss.spans.extend(kept)
+    return dropped
 
 
 class Forwarder:

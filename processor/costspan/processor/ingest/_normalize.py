@@ -200,6 +200,10 @@ class Normalizer:
         self._last_resource: Mapping[str, AttrValue] | None = None
         self._resource_dims = ("", "", "", "", "", "")
 
+    def with_default_tenant(self, tenant: str) -> Normalizer:
+        """A normalizer over the same pricer whose spans without a tenant are ``tenant``'s."""
+        return Normalizer(self._pricer, default_tenant=tenant, default_service=self._default_service)
+
     @staticmethod
     def is_call(attrs: Mapping[str, object]) -> bool:
         """Whether the span describes one model call (cheap: looks at a few keys only)."""

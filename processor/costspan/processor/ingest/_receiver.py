@@ -3,6 +3,8 @@
 The receiver refuses what it cannot queue before reading the body, decodes and prices the body inline or
 in the ingest worker processes (:mod:`._worker`), submits the prepared batch to the store, waits for the
 ledger to hold it, forwards the enriched spans when asked, and answers with OTLP partial success.
+An export sent with a key bound to a tenant names it (``tenant``): spans for another tenant are refused
+in the partial success, and spans naming no tenant are the key's tenant's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Final, Protocol
 
 from fastapi import Request, Response
 
-from costspan.processor.ingest._forward import Forwarder, enrich
+from costspan.processor.ingest._forward import Forwarder, drop_other_tenants, enrich
 from costspan.processor.ingest._normalize import Normalizer
 from costspan.processor.ingest._otlp import (
     JSON,
@@ -72,13 +74,16 @@ class Receiver:
         self.pool = pool
         self.forwarder = forwarder
 
-    def _forward(self, body: bytes, content_type: str, encoding: str, batch: PreparedBatch) -> None:
-        """Queue the export, enriched, for the forward endpoint; never fails the export itself."""
+    def _forward(self, body: bytes, content_type: str, encoding: str, batch: PreparedBatch, tenant: str) -> None:
+        """Queue the export, enriched (and without the spans a bound key may not send), for the forward
+        endpoint; never fails the export itself."""
         if self.forwarder is None:
             return
         try:
             request = decode_request(decompress(body, encoding, self.limits.max_body_bytes), content_type)
             enrich(request, records_of(batch, list(range(len(batch)))))
+            if tenant:
+                drop_other_tenants(request, tenant)
             self.forwarder.submit(request.SerializeToString())
         except Exception:
             self._count("forward", error=True)
@@ -105,14 +110,15 @@ class Receiver:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _process(self, body: bytes, content_type: str, encoding: str) -> BodyResult:
+    async def _process(self, body: bytes, content_type: str, encoding: str, tenant: str) -> BodyResult:
         limit = self.limits.max_body_bytes
         if self.pool is None:
-            return process_body(self.normalizer, body, content_type, encoding, limit)
+            return process_body(self.normalizer, body, content_type, encoding, limit, tenant=tenant)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, process_in_worker, body, content_type, encoding, limit)
+        return await loop.run_in_executor(self.pool, process_in_worker, body, content_type, encoding, limit, tenant)
 
-    async def traces(self, request: Request) -> Response:
+    async def traces(self, request: Request, tenant: str = "") -> Response:
+        """Answer one export; ``tenant`` is the tenant the sending key is bound to (``""``: none)."""
         content_type = _content_type(request)
         if content_type not in (PROTOBUF, JSON):
             self._count("rejected_bad_request")
@@ -122,7 +128,7 @@ class Receiver:
             return self._error(content_type, 503, _UNAVAILABLE, "ingest queue is full", **retry_after)
         try:
             body = await self._read_body(request)
-            result = await self._process(body, content_type, request.headers.get("content-encoding", ""))
+            result = await self._process(body, content_type, request.headers.get("content-encoding", ""), tenant)
         except BodyTooLargeError as exc:
             self._count("rejected_too_large")
             return self._error(content_type, 413, _RESOURCE_EXHAUSTED, str(exc))
@@ -140,8 +146,10 @@ class Receiver:
         if result.status != 200 or result.batch is None:
             self._count("rejected_bad_request")
             return self._error(content_type, 400, _INVALID_ARGUMENT, result.message)
-        if result.rejected:
-            self._count("rejected_invalid_span", result.rejected)
+        if result.rejected > result.rejected_tenant:
+            self._count("rejected_invalid_span", result.rejected - result.rejected_tenant)
+        if result.rejected_tenant:
+            self._count("rejected_tenant", result.rejected_tenant)
         if result.normalize_errors:
             self._count("normalize", result.normalize_errors, error=True)
         try:
@@ -153,5 +161,5 @@ class Receiver:
         except Exception:
             logger.warning("storing a batch failed; answered 503 so the exporter retries")
             return self._error(content_type, 503, _UNAVAILABLE, "ledger write failed", **retry_after)
-        self._forward(body, content_type, request.headers.get("content-encoding", ""), result.batch)
+        self._forward(body, content_type, request.headers.get("content-encoding", ""), result.batch, tenant)
         return Response(encode_response(content_type, result.rejected, result.message), media_type=content_type)

@@ -22,7 +22,7 @@ from costspan.processor.ingest._otlp import (
 from costspan.processor.store._batch import PreparedBatch, prepare
 from costspan.processor.store._records import CallRecord
 
-__all__ = ["BodyResult", "init_worker", "process_body", "process_in_worker"]
+__all__ = ["BodyResult", "foreign_tenant_message", "init_worker", "process_body", "process_in_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +33,30 @@ class BodyResult(NamedTuple):
     rejected: int  # spans refused individually (partial success)
     batch: PreparedBatch | None
     normalize_errors: int
+    rejected_tenant: int = 0  # of ``rejected``: spans naming a tenant the sending key may not write
+
+
+def foreign_tenant_message(tenant: str, count: int) -> str:
+    """The partial-success message for ``count`` spans refused because they name another tenant."""
+    return f"{count} span(s) name a tenant other than {tenant!r}, the only tenant this key may send"
 
 
 def process_body(
-    normalizer: Normalizer, body: bytes, content_type: str, encoding: str, limit: int, *, keep_records: bool = True
+    normalizer: Normalizer,
+    body: bytes,
+    content_type: str,
+    encoding: str,
+    limit: int,
+    *,
+    keep_records: bool = True,
+    tenant: str = "",
 ) -> BodyResult:
-    """Never raises for bad input: a refused body is a 400/413 result with the reason."""
+    """Never raises for bad input: a refused body is a 400/413 result with the reason.
+
+    ``tenant``: the tenant the sending key is bound to (``""``: any tenant, the normalizer's default
+    for spans that name none).
+    """
+    foreign = 0
     try:
         raw = decompress(body, encoding, limit)
         request = decode_for_ingest(raw, content_type)
@@ -46,6 +64,8 @@ def process_body(
         rejected = 0
         errors = 0
         message = ""
+        if tenant:
+            normalizer = normalizer.with_default_tenant(tenant)
         normalize = normalizer.normalize
         append = records.append
         for view in iter_span_views(request):
@@ -62,12 +82,19 @@ def process_body(
                 logger.warning("normalizing a span failed: %s", type(exc).__name__)
                 continue
             if record is not None:
+                if tenant and record.tenant != tenant:  # one compare, and only for a bound key
+                    foreign += 1
+                    continue
                 append(record)
     except BodyTooLargeError as exc:
         return BodyResult(413, str(exc), 0, None, 0)
     except BadRequestError as exc:
         return BodyResult(400, str(exc), 0, None, 0)
-    return BodyResult(200, message, rejected, prepare(records, keep_records=keep_records), errors)
+    if foreign:
+        rejected += foreign
+        refused = foreign_tenant_message(tenant, foreign)
+        message = f"{message}; {refused}" if message else refused
+    return BodyResult(200, message, rejected, prepare(records, keep_records=keep_records), errors, foreign)
 
 
 _worker_normalizer: Normalizer | None = None
@@ -81,7 +108,7 @@ def init_worker(default_tenant: str) -> None:
     _worker_normalizer = Normalizer(default_pricer(), default_tenant=default_tenant)
 
 
-def process_in_worker(body: bytes, content_type: str, encoding: str, limit: int) -> BodyResult:
+def process_in_worker(body: bytes, content_type: str, encoding: str, limit: int, tenant: str = "") -> BodyResult:
     if _worker_normalizer is None:
         raise RuntimeError("ingest worker was not initialized")
-    return process_body(_worker_normalizer, body, content_type, encoding, limit, keep_records=False)
+    return process_body(_worker_normalizer, body, content_type, encoding, limit, keep_records=False, tenant=tenant)

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.concurrency import run_in_threadpool
 
 from costspan.processor._lifespan import add_lifespan, composed_lifespan
+from costspan.processor.api._binding import sending_tenant
 from costspan.processor.ingest._forward import Forwarder
 from costspan.processor.ingest._normalize import Normalizer, Pricer
 from costspan.processor.ingest._otlp import JSON, PROTOBUF
@@ -101,7 +102,7 @@ def create_app(
     @app.post("/v1/traces", include_in_schema=False)
     async def traces(request: Request) -> Response:
         receiver: Receiver = request.app.state.receiver
-        return await receiver.traces(request)
+        return await receiver.traces(request, sending_tenant(request))
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

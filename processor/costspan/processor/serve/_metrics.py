@@ -75,7 +75,7 @@ class StoreCollector(Collector):
         rejected = CounterMetricFamily(
             "costspan_ingest_rejected_spans", "Spans refused at ingest, by reason.", labels=["reason"]
         )
-        for reason in ("queue_full", "bad_request", "too_large", "invalid_span"):
+        for reason in ("queue_full", "bad_request", "too_large", "invalid_span", "tenant"):
             rejected.add_metric([reason], counters.get(f"rejected_{reason}", 0))
         yield rejected
         forward = CounterMetricFamily(
