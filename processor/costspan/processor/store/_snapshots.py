@@ -145,9 +145,10 @@ def replay(
             continue
         try:
             record = record_from_json(line.payload)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError) as exc:
             unreadable += 1
-            logger.warning("ledger record at %s cannot be read; skipped", line.end)
+            if unreadable == 1:  # logged once per replay; the count follows at the end
+                logger.warning("ledger record at %s cannot be read (%s); skipped", line.end, exc)
             continue
         if remember is not None:
             remember(record)
@@ -162,6 +163,8 @@ def replay(
         fold(chunk)
     if advance is not None and end is not None:
         advance(end)
+    if unreadable > 1:
+        logger.warning("%d ledger records could not be read and were skipped", unreadable)
     return Replayed(folded, duplicates, unreadable, end)
 
 
