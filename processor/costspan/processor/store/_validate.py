@@ -155,34 +155,35 @@ def _truncated(record: CallRecord, limit: int) -> CallRecord | None:
 
 def screen(record: CallRecord, now_ns: int, limit: int = MAX_ID_LENGTH) -> tuple[CallRecord | None, str, str]:
     """``(record, reason, message)``: the record as stored (``None``: refused), and why it was refused or
-    changed (``""``: it was taken as it came). Runs for every span received: the common case is a few
-    length sums, one regular-expression search and a few comparisons."""
-    r = record
-    ids = r.service + r.tenant + r.workflow + r.user + r.session + r.provider + r.model + r.operation + r.project
-    if _CONTROL.search(ids):
+    changed (``""``: it was taken as it came).
+
+    Runs for every span received, so the common case is one unpacking, one string built and checked
+    by ``str.isprintable`` (every character refused is unprintable; a value that is not printable for
+    another reason, a no-break space say, is looked at by the exact rule), one ``or`` of the counts and
+    a few comparisons. Cost is not checked: on this path it is computed from bounded counts, never read.
+    """
+    (_, _, _, start, end, service, tenant, workflow, user, session, provider, model, operation, source,
+     tokens, _, _, _, _, _, _, _, _, _, _, error_type, _, project, reservation_id) = record  # fmt: skip
+    ids = service + tenant + workflow + user + session + provider + model + operation + project
+    if not ids.isprintable() and _CONTROL.search(ids):
         for name in _ID_FIELDS:
-            if _CONTROL.search(getattr(r, name)):
+            if _CONTROL.search(getattr(record, name)):
                 reason = "invalid_tenant" if name == "tenant" else "invalid_id"
                 return None, reason, f"span refused: {name} holds a control character"
-    tenant = r.tenant
     if len(tenant) > limit or "/" in tenant or "\\" in tenant or tenant in (".", ".."):
         return None, "invalid_tenant", f"span refused: tenant id {id_problem(tenant, tenant=True, limit=limit)}"
-    tokens = r.tokens
-    if min(tokens) < 0 or max(tokens) > MAX_TOKENS:
+    i, o, cr, cw, w1, rs = tokens
+    if not 0 <= (i | o | cr | cw | w1 | rs) <= MAX_TOKENS and (min(tokens) < 0 or max(tokens) > MAX_TOKENS):
         return None, "invalid_tokens", f"span refused: a token count is not an integer from 0 to {MAX_TOKENS}"
-    start = r.start_ns
     if not EARLIEST_START_NS <= start <= now_ns + _FUTURE_SLACK_NS:
         return None, "invalid_timestamp", "span refused: its start time is before 2000 or more than a day ahead"
-    if r.end_ns - start > _MAX_LATENCY_NS:
+    if end - start > _MAX_LATENCY_NS:
         return None, "invalid_latency", f"span refused: it lasts more than {MAX_LATENCY_S} seconds"
-    cost = r.cost_total
-    if cost is not None and (not cost.is_finite() or not 0 <= cost <= MAX_COST_USD):
-        return None, "invalid_cost", f"span refused: its cost is not a finite amount from 0 to {MAX_COST_USD}"
-    if len(ids) + len(r.source) + len(r.error_type) + len(r.reservation_id) > limit:
-        shorter = _truncated(r, limit)
+    if len(ids) + len(source) + len(error_type) + len(reservation_id) > limit:
+        shorter = _truncated(record, limit)
         if shorter is not None:
             return shorter, "value_truncated", ""
-    return r, "", ""
+    return record, "", ""
 
 
 @dataclass(frozen=True, slots=True)
