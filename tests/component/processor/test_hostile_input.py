@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from google.rpc.status_pb2 import Status as RpcStatus
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -30,8 +30,8 @@ from prometheus_client import CollectorRegistry
 from costspan.pricing import Pricer, default_pricer
 from costspan.processor._demo.server_thread import ServerThread
 from costspan.processor.api import KeyStore
-from costspan.processor.budgets import BudgetBook
 from costspan.processor.api._keys_cli import run_keys
+from costspan.processor.budgets import BudgetBook
 from costspan.processor.serve._cli import build_parser
 from costspan.processor.serve._server import build_server_app
 from costspan.processor.serve._settings import Settings
