@@ -394,3 +394,12 @@ def test_cli_refuses_a_hostile_tenant_for_a_key(tmp_path: Path) -> None:
     assert create("acme\r\n") == (2, "costspan keys: --tenant holds a control character\n")
     assert create("acme")[0] == 0
     assert [k.tenant for k in KeyStore(tmp_path).list()] == ["acme"]
+
+
+@pytest.mark.parametrize("field", ["workspace_id", "execution_id", "project_id"])
+def test_resource_usage_refuses_control_characters_in_its_ids(server: Server, field: str) -> None:
+    body = {"workspace_id": "acme", "resource_type": "cpu", "amount": "1", "duration_seconds": "60"}
+    headers = {"X-API-Key": server.admin}
+    response = httpx.post(server.url + "/api/resources/usage", json={**body, field: "x\r\ny"}, headers=headers)
+    assert response.status_code == 422, response.text[:300]
+    assert httpx.post(server.url + "/api/resources/usage", json=body, headers=headers).status_code == 201
