@@ -25,6 +25,7 @@ from opentelemetry.trace import StatusCode
 from costspan.processor.ingest._normalize import WANTED_KEYS, AttrValue, Normalizer, SpanView
 from costspan.processor.store._batch import prepare
 from costspan.processor.store._store import IngestResult, QueueFullError, Store
+from costspan.processor.store._validate import REJECTED_PREFIX, screen
 
 __all__ = ["CostspanSpanProcessor", "span_view"]
 
@@ -105,6 +106,11 @@ class CostspanSpanProcessor(SpanProcessor):
             record = self._normalizer.normalize(view)
             if record is None:
                 return
+            record, reason, _ = screen(record, time.time_ns(), self._normalizer.max_value_length)
+            if reason:
+                self._store.count(REJECTED_PREFIX + reason)
+            if record is None:
+                return  # refused by the edge's rules (counted): the app's own span is untouched
             future = self._store.submit(prepare([record]))
         except QueueFullError:
             self._fail("queue_full", "costspan ingest queue is full; LLM call records are being dropped")

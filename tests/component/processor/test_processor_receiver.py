@@ -215,7 +215,9 @@ def test_full_queue_is_503_with_retry_after_never_a_silent_drop(serve: ServerFac
         request = ExportTraceServiceRequest()
         scope = request.resource_spans.add().scope_spans.add()
         for i, attrs in enumerate(calls):
-            span = scope.spans.add(trace_id=b"\x0a" * 16, span_id=bytes([0, 0, 0, 0, 0, 0, 1, i + 1]))
+            span = scope.spans.add(
+                trace_id=b"\x0a" * 16, span_id=bytes([0, 0, 0, 0, 0, 0, 1, i + 1]), start_time_unix_nano=time.time_ns()
+            )
             for key, value in attrs.items():
                 kv = span.attributes.add(key=key)
                 if isinstance(value, int):
@@ -248,7 +250,9 @@ def _request_with_calls(first: int, count: int) -> bytes:
     request = ExportTraceServiceRequest()
     scope = request.resource_spans.add().scope_spans.add()
     for n in range(first, first + count):
-        span = scope.spans.add(trace_id=n.to_bytes(16, "big"), span_id=n.to_bytes(8, "big"))
+        span = scope.spans.add(
+            trace_id=n.to_bytes(16, "big"), span_id=n.to_bytes(8, "big"), start_time_unix_nano=time.time_ns()
+        )
         for key, value in CALLS[0].items():
             kv = span.attributes.add(key=key)
             if isinstance(value, int):

@@ -33,6 +33,7 @@ from costspan.processor.store._records import CallRecord
 from costspan.processor.store._series import Series
 from costspan.processor.store._snapshots import replay
 from costspan.processor.store._sums import Sums
+from costspan.processor.store._validate import CardinalityLimits, NameBounds
 
 __all__ = ["ALL", "DAY_S", "DIMS", "HOUR_S", "CallKey", "TenantDay", "UsageIndex"]
 
@@ -94,8 +95,18 @@ class UsageIndex:
     """Thread-safe: feeding happens under the index's lock; readers hold it through :meth:`read`
     (queries are short), the snapshot loader through :meth:`write`."""
 
-    def __init__(self, ledger_dir: Path | None = None, *, max_sessions_per_day: int = 100_000) -> None:
+    def __init__(
+        self,
+        ledger_dir: Path | None = None,
+        *,
+        max_sessions_per_day: int = 100_000,
+        cardinality: CardinalityLimits | None = None,
+        count: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """``cardinality``: how many models, users, workflows, sessions and projects one tenant may have
+        (calls of names beyond it are summed as ``"(other)"``); ``count(reason, calls)`` hears of them."""
         self._lock = threading.RLock()  # feeding, and readers through read()
+        self.bounds = NameBounds(cardinality or CardinalityLimits(), count)
         self.days: dict[str, dict[int, TenantDay]] = {}  # tenant (or ALL) -> day start (s) -> sums
         self.hours: dict[str, dict[int, dict[str, Sums]]] = {}  # tenant (or ALL) -> hour start -> provider
         self.series: dict[tuple[str, str], dict[str, Series]] = {}  # (tenant, dim) -> name -> sums over days
@@ -165,7 +176,9 @@ class UsageIndex:
     def _add_sums(self, d: CallDims, a: Sums) -> None:
         """:meth:`_add` for the sums of calls sharing ``d`` (the same places, merged instead of added)."""
         tenant, provider, day, hour = d.tenant, d.provider, d.day, d.hour
-        key = (provider, d.model, d.operation)
+        bound = self.bounds.name
+        calls = a.requests
+        key = (provider, bound(tenant, "model", d.model, calls), d.operation)
         for who in (tenant, ALL):
             td = self._flat_days.get((who, day))
             if td is None:
@@ -181,9 +194,10 @@ class UsageIndex:
             _agg(by_provider, provider).merge(a, histogram=False)
         own = self._flat_days[tenant, day]
         if d.project:
-            _agg(own.by_project, (d.project, provider)).merge(a, histogram=False)
-        for dim, name in (("workflow", d.workflow), ("user", d.user)):
-            if name:
+            _agg(own.by_project, (bound(tenant, "project", d.project, calls), provider)).merge(a, histogram=False)
+        for dim, given in (("workflow", d.workflow), ("user", d.user)):
+            if given:
+                name = bound(tenant, dim, given, calls)
                 names = self.series.get((tenant, dim))
                 if names is None:
                     names = self.series[tenant, dim] = {}
@@ -192,7 +206,7 @@ class UsageIndex:
                     s = names[name] = Series()
                 s.merge(day, a)
         if d.session:
-            into = self._session_agg(tenant, d.session, own, day)
+            into = self._session_agg(tenant, bound(tenant, "session", d.session, calls), own, day)
             if into is not None:
                 into.merge(a, histogram=False)
                 own.sessions.merge(a, histogram=False)
@@ -287,6 +301,7 @@ class UsageIndex:
                 for sessions in per.values():
                     for name in [n for n, d in sessions.items() if d < day_cut]:
                         del sessions[name]
+            self._learn_names()  # a name no longer held frees its place under the bounds
         return dropped
 
     def rebuild_views(self) -> None:
@@ -295,6 +310,22 @@ class UsageIndex:
             self.generation += 1
             self._flat_days = {(who, d): td for who, per in self.days.items() for d, td in per.items()}
             self._flat_hours = {(who, h): by for who, per in self.hours.items() for h, by in per.items()}
+            self._learn_names()
+
+    def _learn_names(self) -> None:
+        """The names the loaded sums hold, known to the cardinality bounds (so they stay, and count)."""
+        learn = self.bounds.learn
+        self.bounds.clear()
+        for (tenant, dim), names in self.series.items():
+            learn(tenant, dim, list(names))
+        for tenant, sessions in self.session_last.items():
+            learn(tenant, "session", list(sessions))
+        for tenant, days in self.days.items():
+            if tenant == ALL:
+                continue
+            for td in days.values():
+                learn(tenant, "model", [model for _, model, _ in td.by_call])
+                learn(tenant, "project", [project for project, _ in td.by_project])
 
     # --- reading ------------------------------------------------------------------------------------
     def read(self) -> AbstractContextManager[bool]:

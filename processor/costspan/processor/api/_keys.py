@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final, Literal
 
+from costspan.processor.store._validate import check_tenant
+
 __all__ = ["ADMIN_KEY_ENV", "KEYS_FILE", "ROLES", "ApiKey", "KeyStore", "Principal", "Role"]
 
 logger = logging.getLogger(__name__)
@@ -116,6 +118,7 @@ class KeyStore:
             raise ValueError("a tenant key needs --tenant")
         if role == "admin" and tenant:
             raise ValueError("an admin key reads every tenant; do not give --tenant")
+        check_tenant(tenant, "--tenant")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_hex(16)

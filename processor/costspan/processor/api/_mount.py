@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -28,10 +29,12 @@ from costspan.processor.api._auth import IngestGuard, check_startup
 from costspan.processor.api._common import FOLLOWS_STORE
 from costspan.processor.api._index import UsageIndex
 from costspan.processor.api._index_snapshot import IndexSnapshots
+from costspan.processor.api._invalid import non_finite_number_error
 from costspan.processor.api._keys import KeyStore
 from costspan.processor.api._resources import ResourceLog
 from costspan.processor.api._routes_usage import BudgetView
 from costspan.processor.store._store import Store
+from costspan.processor.store._validate import REJECTED_PREFIX, CardinalityLimits
 
 __all__ = ["UsageApiSettings", "include_usage_api", "start_index"]
 
@@ -49,6 +52,8 @@ class UsageApiSettings(Protocol):
 
     @property
     def data_dir(self) -> Path: ...
+
+    def cardinality_limits(self) -> CardinalityLimits: ...
 
 
 def start_index(index: UsageIndex, snapshots: IndexSnapshots, store: Store) -> None:
@@ -93,7 +98,11 @@ def include_usage_api(
         from costspan.pricing import default_pricer
 
         pricer = default_pricer()
-    index = UsageIndex(store.ledger.directory)
+    index = UsageIndex(
+        store.ledger.directory,
+        cardinality=settings.cardinality_limits(),
+        count=lambda reason, calls: store.count(REJECTED_PREFIX + reason, calls),
+    )
     snapshots = IndexSnapshots(settings.data_dir / "usage-index")
     # the calls just made durable, summed, with the ledger position after them (the listener runs on
     # the store's writer, right after the append, so the position is exactly theirs)
@@ -140,6 +149,8 @@ def include_usage_api(
     add_lifespan(app, save_when_stopped, outermost=True)
     for module in (_routes_usage, _routes_calls, _routes_v2, _routes_workspaces, _routes_analytics):
         app.include_router(module.router)
+
+    app.add_exception_handler(RequestValidationError, non_finite_number_error)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

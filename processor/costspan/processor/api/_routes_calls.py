@@ -23,15 +23,16 @@ from costspan.processor.api._binding import named_tenant, write_tenant
 from costspan.processor.api._common import Window, pricer_of
 from costspan.processor.api._index import DAY_S
 from costspan.processor.api._keys import Principal
+from costspan.processor.api._schemas import Identifier, Name, TenantId, TokenCount
 from costspan.processor.store._batch import prepare
 from costspan.processor.store._ledger import Ledger
 from costspan.processor.store._records import API_SOURCE, CallRecord, TokenCounts, record_from_json
 from costspan.processor.store._store import QueueFullError, Store
+from costspan.processor.store._validate import EARLIEST_START_NS, FUTURE_SLACK_S, MAX_ID_LENGTH, MAX_LATENCY_S
 
 __all__ = ["EXPORT_COLUMNS", "CallIn", "router"]
 
 router = APIRouter(tags=["calls"])
-_NAME: Final = r"^[^\x00-\x1f]{1,200}$"
 
 
 class CallIn(BaseModel):
@@ -39,30 +40,32 @@ class CallIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: str = Field(pattern=_NAME)
-    model: str = Field(pattern=_NAME)
+    provider: Name
+    model: Name
     endpoint: str = Field("", max_length=500, description="e.g. /v1/chat/completions (not stored)")
-    prompt_tokens: int = Field(ge=0, le=100_000_000)
-    completion_tokens: int = Field(ge=0, le=100_000_000)
-    cached_tokens: int = Field(0, ge=0, le=100_000_000, description="of prompt_tokens, read from cache")
-    latency_ms: float = Field(0.0, ge=0, le=86_400_000)
-    operation_type: str = Field("chat", pattern=_NAME)
+    prompt_tokens: TokenCount
+    completion_tokens: TokenCount
+    cached_tokens: TokenCount = Field(0, description="of prompt_tokens, read from cache")
+    latency_ms: float = Field(0.0, ge=0, le=MAX_LATENCY_S * 1000, allow_inf_nan=False)
+    operation_type: Name = "chat"
     cache_hit: bool = Field(
         False, description="prompt served from the provider's cache: without cached_tokens, all of it"
     )
-    user_id: str = Field("", max_length=200)
-    session_id: str = Field("", max_length=200)
-    workflow_id: str = Field("", max_length=200)
-    project_id: str = Field("", max_length=200)
-    tenant_id: str = Field("", max_length=200, description="required for admin keys; tenant-bound keys imply it")
-    service: str = Field("api", max_length=200)
+    user_id: Identifier = ""
+    session_id: Identifier = ""
+    workflow_id: Identifier = ""
+    project_id: Identifier = ""
+    tenant_id: TenantId = Field("", description="required for admin keys; tenant-bound keys imply it")
+    service: Identifier = "api"
     success: bool = True
     error_message: str = Field("", max_length=1000, description="stored as the error type's first 100 characters")
-    timestamp: datetime | None = Field(None, description="when the call started (default: now)")
+    timestamp: datetime | None = Field(
+        None, description="when the call started (default: now): from 2000-01-01 to a day after the server's clock"
+    )
     call_id: str = Field("", max_length=200, description="idempotency key: the same call_id is stored once")
     reservation_id: str = Field(
         "",
-        max_length=200,
+        max_length=MAX_ID_LENGTH,
         description="the reservation POST /v1/budgets/check answered for this call: the call settles exactly it",
     )
 
@@ -76,16 +79,18 @@ def _ids(tenant: str, call_id: str) -> tuple[str, str]:
 
 def build_record(call: CallIn, tenant: str, request: Request) -> CallRecord:
     start_s = call.timestamp.timestamp() if call.timestamp is not None else time.time()
+    if not EARLIEST_START_NS <= start_s * 1e9 <= (time.time() + FUTURE_SLACK_S) * 1e9:
+        raise HTTPException(422, "timestamp must be from 2000-01-01 to a day after the server's clock")
     if call.cached_tokens > call.prompt_tokens:
         raise HTTPException(422, "cached_tokens cannot exceed prompt_tokens")
     cached = call.cached_tokens or (call.prompt_tokens if call.cache_hit else 0)
     tokens = TokenCounts(call.prompt_tokens, call.completion_tokens, cached)
+    try:
+        usage = Usage(input_tokens=tokens.input, output_tokens=tokens.output, cache_read_tokens=tokens.cache_read)
+    except ValueError as exc:  # beyond what pricing takes for one call
+        raise HTTPException(422, str(exc)) from None
     breakdown = pricer_of(request).price_call(
-        call.model,
-        Usage(input_tokens=tokens.input, output_tokens=tokens.output, cache_read_tokens=tokens.cache_read),
-        provider=call.provider,
-        at=start_s,
-        tenant=tenant or None,
+        call.model, usage, provider=call.provider, at=start_s, tenant=tenant or None
     )
     priced = breakdown.status == "priced" and breakdown.total is not None
     trace_id, span_id = _ids(tenant, call.call_id)
@@ -190,7 +195,10 @@ def _records(
     for line in Ledger(ledger_dir, fsync="never").read():
         if not first_ns <= line.start_ns < end_ns or needle not in line.payload:
             continue
-        r = record_from_json(line.payload)
+        try:
+            r = record_from_json(line.payload)
+        except (ValueError, TypeError):  # unreadable, or out of range (written by an older version): skipped
+            continue
         if (
             (tenant is None or r.tenant == tenant)
             and (user is None or r.user == user)

@@ -33,6 +33,7 @@ from costspan.processor.api._index import DAY_S
 from costspan.processor.api._keys import Principal
 from costspan.processor.api._names import workflow_total
 from costspan.processor.api._resources import RESOURCE_KINDS, ResourceEntry, ResourceLog
+from costspan.processor.api._schemas import Identifier, TenantId
 from costspan.processor.api._schemas_views import (
     Caching,
     CostsBody,
@@ -311,9 +312,9 @@ class ResourceUsageIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    workspace_id: str = Field("", max_length=200)
-    execution_id: str = Field("", max_length=200)
-    project_id: str = Field("", max_length=200)
+    workspace_id: TenantId = ""
+    execution_id: Identifier = ""
+    project_id: Identifier = ""
     resource_type: Literal["cpu", "memory", "gpu", "storage", "bandwidth", "sandbox"]
     amount: Decimal = Field(ge=0, le=Decimal(10**9), allow_inf_nan=False)
     duration_seconds: Decimal = Field(Decimal(0), ge=0, le=Decimal(10**9), allow_inf_nan=False)

@@ -17,6 +17,7 @@ from typing import Final, NamedTuple, Protocol
 from costspan.instrumentation import attributes as attr
 from costspan.pricing import PriceBreakdown, Usage
 from costspan.processor.store._records import CallRecord, TokenCounts
+from costspan.processor.store._validate import MAX_ID_LENGTH
 
 __all__ = ["WANTED_KEYS", "AttrValue", "Normalizer", "SpanView"]
 
@@ -26,6 +27,8 @@ AttrValue = str | bool | int | float | tuple[object, ...]
 _Money = Decimal | None
 _new_tuple: Final = tuple.__new__
 _usage_of_tokens: Final = Usage.of_tokens
+#: What :func:`_int` reads a token count that is no count as: negative, so the span is refused.
+_NOT_A_COUNT: Final = -1
 
 #: Operations that are one billable model call (agent and tool spans are not).
 CALL_OPERATIONS: Final = frozenset(
@@ -163,10 +166,10 @@ def _int(attrs: Mapping[str, AttrValue], keys: tuple[str, ...]) -> int | None:
             continue
         if isinstance(value, int):
             return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
+        if isinstance(value, float):  # NaN, an infinity or a fraction is no count: refused (see _validate.screen)
+            return int(value) if value.is_integer() else _NOT_A_COUNT
+        if isinstance(value, str) and (text := value.strip()).lstrip("-").isdecimal():
+            return int(text) if len(text) <= 20 else _NOT_A_COUNT  # beyond any 64-bit count: refused
     return None
 
 
@@ -193,8 +196,19 @@ def _bool(value: AttrValue | None) -> bool:
 class Normalizer:
     """Reads spans into priced call records; counts what it could not price instead of raising."""
 
-    def __init__(self, pricer: Pricer, *, default_tenant: str = "", default_service: str = "unknown") -> None:
+    def __init__(
+        self,
+        pricer: Pricer,
+        *,
+        default_tenant: str = "",
+        default_service: str = "unknown",
+        max_value_length: int = MAX_ID_LENGTH,
+    ) -> None:
+        if max_value_length < 1:
+            raise ValueError("max_value_length must be at least 1")
         self._pricer = pricer
+        #: Identifiers and attribute values longer than this are truncated (a tenant id: refused).
+        self.max_value_length = max_value_length
         self._default_tenant = default_tenant
         self._default_service = default_service
         self._last_resource: Mapping[str, AttrValue] | None = None
@@ -202,7 +216,12 @@ class Normalizer:
 
     def with_default_tenant(self, tenant: str) -> Normalizer:
         """A normalizer over the same pricer whose spans without a tenant are ``tenant``'s."""
-        return Normalizer(self._pricer, default_tenant=tenant, default_service=self._default_service)
+        return Normalizer(
+            self._pricer,
+            default_tenant=tenant,
+            default_service=self._default_service,
+            max_value_length=self.max_value_length,
+        )
 
     @staticmethod
     def is_call(attrs: Mapping[str, object]) -> bool:

@@ -41,6 +41,8 @@ __all__ = [
 PROTOBUF: Final = "application/x-protobuf"
 JSON: Final = "application/json"
 _STATUS_ERROR: Final = Status.STATUS_CODE_ERROR
+#: How deep OTLP JSON may nest (an attribute's array or key-value list in another, ...): protobuf's own default.
+_MAX_JSON_DEPTH: Final = 100
 _ID_FIELDS: Final = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
 
 
@@ -62,19 +64,29 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     if encoding not in ("gzip", "deflate"):
         raise BadRequestError(f"unsupported Content-Encoding {encoding!r}")
     wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
-    inflater = zlib.decompressobj(wbits)
-    try:
-        out = inflater.decompress(body, limit + 1)
-        if len(out) > limit or inflater.unconsumed_tail:
+    parts: list[bytes] = []
+    size = 0
+    rest = body
+    while True:  # a gzip body may hold several members (as `cat a.gz b.gz`): every one is read, as gzip does
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(rest, limit - size + 1)
+            if size + len(out) > limit or inflater.unconsumed_tail:
+                raise BodyTooLargeError(f"decompressed body is above the limit of {limit} bytes")
+            out += inflater.flush()
+        except zlib.error as exc:
+            raise BadRequestError(f"body is not valid {encoding}: {exc}") from None
+        size += len(out)
+        if size > limit:
             raise BodyTooLargeError(f"decompressed body is above the limit of {limit} bytes")
-        out += inflater.flush()
-    except zlib.error as exc:
-        raise BadRequestError(f"body is not valid {encoding}: {exc}") from None
-    if len(out) > limit:
-        raise BodyTooLargeError(f"decompressed body is above the limit of {limit} bytes")
-    if not inflater.eof:
-        raise BadRequestError(f"body is truncated {encoding}")
-    return out
+        if not inflater.eof:
+            raise BadRequestError(f"body is truncated {encoding}")
+        parts.append(out)
+        rest = inflater.unused_data
+        if not rest:
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        if encoding != "gzip":
+            raise BadRequestError(f"body has {len(rest)} byte(s) after the end of its {encoding} stream")
 
 
 def _hex_to_b64(value: object, field: str) -> object:
@@ -95,7 +107,9 @@ def _fix_ids(obj: dict[str, Any]) -> None:
 
 def _json_to_proto(body: bytes) -> ExportTraceServiceRequest:
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_no_constant)
+    except RecursionError:
+        raise BadRequestError("body is not valid OTLP JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequestError(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -111,10 +125,20 @@ def _json_to_proto(body: bytes) -> ExportTraceServiceRequest:
         raise BadRequestError("body does not have the OTLP trace shape") from None
     request = ExportTraceServiceRequest()
     try:
-        json_format.ParseDict(data, request, ignore_unknown_fields=True)
+        json_format.ParseDict(data, request, ignore_unknown_fields=True, max_recursion_depth=_MAX_JSON_DEPTH)
+    except RecursionError:
+        raise BadRequestError("body is not valid OTLP JSON: nested too deeply") from None
     except (json_format.ParseError, ValueError, TypeError) as exc:
-        raise BadRequestError(f"body is not an OTLP ExportTraceServiceRequest: {exc}") from None
+        message = str(exc)
+        if len(message) > 300:  # protobuf names every level of a deep error: the reader needs the start
+            message = message[:300] + "..."
+        raise BadRequestError(f"body is not an OTLP ExportTraceServiceRequest: {message}") from None
     return request
+
+
+def _no_constant(name: str) -> Any:
+    """JSON has no NaN or Infinity (OTLP JSON writes them as strings): a bare one refuses the body."""
+    raise BadRequestError(f"body is not valid JSON: {name} is not a JSON value")
 
 
 def decode_request(body: bytes, content_type: str) -> ExportTraceServiceRequest:

@@ -31,6 +31,7 @@ from costspan.processor.ingest._otlp import (
 from costspan.processor.ingest._worker import BodyResult, process_body, process_in_worker
 from costspan.processor.store._batch import PreparedBatch, records_of
 from costspan.processor.store._store import QueueFullError, Store
+from costspan.processor.store._validate import REJECTED_PREFIX
 
 __all__ = ["Receiver", "ReceiverLimits"]
 
@@ -150,6 +151,8 @@ class Receiver:
             self._count("rejected_invalid_span", result.rejected - result.rejected_tenant)
         if result.rejected_tenant:
             self._count("rejected_tenant", result.rejected_tenant)
+        for reason, n in result.screened:  # refused or changed by the edge's rules: costspan_rejected_total
+            self._count(REJECTED_PREFIX + reason, n)
         if result.normalize_errors:
             self._count("normalize", result.normalize_errors, error=True)
         try:

@@ -9,6 +9,8 @@ piece of per-process state, as a process pool's initializer requires.
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from typing import NamedTuple
 
 from costspan.processor.ingest._normalize import Normalizer
@@ -21,6 +23,7 @@ from costspan.processor.ingest._otlp import (
 )
 from costspan.processor.store._batch import PreparedBatch, prepare
 from costspan.processor.store._records import CallRecord
+from costspan.processor.store._validate import MAX_ID_LENGTH, screen
 
 __all__ = ["BodyResult", "foreign_tenant_message", "init_worker", "process_body", "process_in_worker"]
 
@@ -34,6 +37,8 @@ class BodyResult(NamedTuple):
     batch: PreparedBatch | None
     normalize_errors: int
     rejected_tenant: int = 0  # of ``rejected``: spans naming a tenant the sending key may not write
+    #: ``(reason, count)`` of the spans refused or changed by the edge's rules (store/_validate.py)
+    screened: tuple[tuple[str, int], ...] = ()
 
 
 def foreign_tenant_message(tenant: str, count: int) -> str:
@@ -68,6 +73,9 @@ def process_body(
             normalizer = normalizer.with_default_tenant(tenant)
         normalize = normalizer.normalize
         append = records.append
+        limit_length = normalizer.max_value_length
+        screened: Counter[str] = Counter()
+        now_ns = time.time_ns()
         for view in iter_span_views(request):
             if isinstance(view, str):
                 rejected += 1
@@ -81,11 +89,19 @@ def process_body(
                 message = "span could not be normalized"
                 logger.warning("normalizing a span failed: %s", type(exc).__name__)
                 continue
-            if record is not None:
-                if tenant and record.tenant != tenant:  # one compare, and only for a bound key
-                    foreign += 1
-                    continue
-                append(record)
+            if record is None:
+                continue
+            record, reason, refusal = screen(record, now_ns, limit_length)
+            if reason:
+                screened[reason] += 1
+            if record is None:
+                rejected += 1
+                message = refusal
+                continue
+            if tenant and record.tenant != tenant:  # one compare, and only for a bound key
+                foreign += 1
+                continue
+            append(record)
     except BodyTooLargeError as exc:
         return BodyResult(413, str(exc), 0, None, 0)
     except BadRequestError as exc:
@@ -94,18 +110,19 @@ def process_body(
         rejected += foreign
         refused = foreign_tenant_message(tenant, foreign)
         message = f"{message}; {refused}" if message else refused
-    return BodyResult(200, message, rejected, prepare(records, keep_records=keep_records), errors, foreign)
+    batch = prepare(records, keep_records=keep_records)
+    return BodyResult(200, message, rejected, batch, errors, foreign, tuple(screened.items()))
 
 
 _worker_normalizer: Normalizer | None = None
 
 
-def init_worker(default_tenant: str) -> None:
+def init_worker(default_tenant: str, max_value_length: int = MAX_ID_LENGTH) -> None:
     """Process-pool initializer: build this worker's normalizer over the default pricer."""
     global _worker_normalizer  # noqa: PLW0603 - per-process state of a pool worker
     from costspan.pricing import default_pricer
 
-    _worker_normalizer = Normalizer(default_pricer(), default_tenant=default_tenant)
+    _worker_normalizer = Normalizer(default_pricer(), default_tenant=default_tenant, max_value_length=max_value_length)
 
 
 def process_in_worker(body: bytes, content_type: str, encoding: str, limit: int, tenant: str = "") -> BodyResult:

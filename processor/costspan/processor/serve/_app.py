@@ -58,7 +58,9 @@ def create_app(
             from costspan.pricing import default_pricer
 
             chosen = default_pricer()
-        normalizer = Normalizer(chosen, default_tenant=settings.default_tenant)
+        normalizer = Normalizer(
+            chosen, default_tenant=settings.default_tenant, max_value_length=settings.max_value_length
+        )
         app.state.normalizer = normalizer
         pool: ProcessPoolExecutor | None = None
         if settings.ingest_workers and pricer is None:  # workers price with the default pricer
@@ -66,7 +68,7 @@ def create_app(
                 settings.ingest_workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=init_worker,
-                initargs=(settings.default_tenant,),
+                initargs=(settings.default_tenant, settings.max_value_length),
             )
         forwarder = None
         if settings.forward_endpoint:

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from costspan.processor.store._rollups import Dims
 from costspan.processor.store._store import Store
 from costspan.processor.store._sums import DURATION_BUCKETS, TOKEN_BUCKETS, Sums
+from costspan.processor.store._validate import REASONS, REJECTED_PREFIX
 
 __all__ = ["StoreCollector"]
 
@@ -78,6 +79,14 @@ class StoreCollector(Collector):
         for reason in ("queue_full", "bad_request", "too_large", "invalid_span", "tenant"):
             rejected.add_metric([reason], counters.get(f"rejected_{reason}", 0))
         yield rejected
+        edge = CounterMetricFamily(
+            "costspan_rejected",
+            "Values refused, changed or folded by the edge's validation and cardinality bounds, by reason.",
+            labels=["reason"],
+        )
+        for reason in REASONS:
+            edge.add_metric([reason], counters.get(REJECTED_PREFIX + reason, 0))
+        yield edge
         forward = CounterMetricFamily(
             "costspan_forward_dropped_exports", "Exports that could not be forwarded and were dropped."
         )

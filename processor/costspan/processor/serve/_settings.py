@@ -15,8 +15,11 @@ from pydantic_settings import (
 )
 
 from costspan.processor.store._store import StoreConfig
+from costspan.processor.store._validate import MAX_ID_LENGTH, TENANT_PATTERN, CardinalityLimits
 
 __all__ = ["Settings", "load_settings"]
+
+_BOUNDS = CardinalityLimits()
 
 
 class Settings(BaseSettings):
@@ -39,7 +42,16 @@ class Settings(BaseSettings):
     ingest_workers: int = Field(default=0, ge=0, le=64)
     forward_endpoint: str | None = None  # e.g. http://collector:4318/v1/traces
     forward_queue: int = Field(default=1000, ge=1)
-    default_tenant: str = ""
+    default_tenant: str = Field(default="", max_length=MAX_ID_LENGTH, pattern=TENANT_PATTERN)
+    #: Identifiers and span attribute values longer than this are truncated (a tenant id is refused),
+    #: like the OpenTelemetry SDK's OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT.
+    max_value_length: int = Field(default=MAX_ID_LENGTH, ge=16, le=65536)
+    #: Distinct names per tenant the usage index keeps; calls of further names are summed as "(other)".
+    max_models_per_tenant: int = Field(default=_BOUNDS.model, ge=1)
+    max_users_per_tenant: int = Field(default=_BOUNDS.user, ge=1)
+    max_workflows_per_tenant: int = Field(default=_BOUNDS.workflow, ge=1)
+    max_sessions_per_tenant: int = Field(default=_BOUNDS.session, ge=1)
+    max_projects_per_tenant: int = Field(default=_BOUNDS.project, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     @field_validator("forward_endpoint")
@@ -53,6 +65,15 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    def cardinality_limits(self) -> CardinalityLimits:
+        return CardinalityLimits(
+            model=self.max_models_per_tenant,
+            user=self.max_users_per_tenant,
+            workflow=self.max_workflows_per_tenant,
+            session=self.max_sessions_per_tenant,
+            project=self.max_projects_per_tenant,
+        )
 
     def store_config(self) -> StoreConfig:
         return StoreConfig(

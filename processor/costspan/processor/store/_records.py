@@ -10,6 +10,7 @@ from typing import Any, Final, NamedTuple
 import orjson
 
 __all__ = [
+    "MAX_TOKENS",
     "RECORD_VERSION",
     "CallRecord",
     "TokenCounts",
@@ -19,6 +20,9 @@ __all__ = [
 
 #: Bumped when the stored shape changes; readers accept every version up to this one.
 RECORD_VERSION = 1
+#: The largest token count a call may have: larger ones are refused where they arrive and, written by
+#: an older version, not read back (every sum would leave 64 bits).
+MAX_TOKENS: Final = 10**12
 
 
 #: ``CallRecord.source`` of a call logged over ``POST /api/usage/calls`` rather than emitted as a span.
@@ -288,7 +292,11 @@ def record_from_json(text: str | bytes) -> CallRecord:
             pass
         else:
             return _record(data)
-    return _record(json.loads(text))
+    record = _record(json.loads(text))
+    tokens = record.tokens
+    if min(tokens) < 0 or max(tokens) > MAX_TOKENS:  # only a long number can be out of range: checked here
+        raise ValueError(f"stored record has a token count out of range (0 to {MAX_TOKENS})")
+    return record
 
 
 _fast_loads: Callable[[str | bytes], Any] = orjson.loads

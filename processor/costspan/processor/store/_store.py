@@ -25,6 +25,7 @@ from costspan.processor.store._records import CallRecord, record_from_json
 from costspan.processor.store._rollups import GRANULARITIES, Rollups, group_records, subtract_groups
 from costspan.processor.store._snapshots import Snapshots, replay
 from costspan.processor.store._sums import Sums
+from costspan.processor.store._validate import REJECTED_PREFIX
 
 __all__ = ["Committed", "IngestResult", "QueueFullError", "Store", "StoreConfig"]
 
@@ -133,6 +134,7 @@ class Store:
         ledger_duplicates += replayed.duplicates
         if replayed.unreadable:
             self.errors["ledger"] += replayed.unreadable
+            self.counters[REJECTED_PREFIX + "invalid_stored_record"] += replayed.unreadable
         if self.ledger.corrupt_lines or self.ledger.torn_tail_bytes:
             self.errors["ledger"] += self.ledger.corrupt_lines + (1 if self.ledger.torn_tail_bytes else 0)
         if self.snapshots.corrupt:
