@@ -14,12 +14,11 @@ reservations as integers (:mod:`._units`).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
+import secrets
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
@@ -47,6 +46,10 @@ _SOFT, _HARD, _ADAPTIVE = Mode.SOFT, Mode.HARD, Mode.ADAPTIVE
 _PICO = Decimal("1E-12")
 _EXACT_BELOW = 10**28
 _new = tuple.__new__  # builds a named tuple without its Python ``__new__`` (a third of a microsecond)
+_token_hex = secrets.token_hex
+#: Reservation ids: this prefix and 128 random bits (unguessable: an id is the right to settle it).
+RESERVATION_PREFIX = "rsv_"
+_FOREIGN = "\x00foreign"  # an id no reservation has: settling it records the call's spend instead
 
 
 class BudgetBook:
@@ -92,8 +95,8 @@ class BudgetBook:
         # the board's own list, deque and dict under the names the API, metrics and notifier read
         self.alert_sinks, self.alerts, self.alert_counts = self.board.sinks, self.board.recent, self.board.counts
         self._next_expiry = -math.inf  # when the oldest open reservation expires (the first check looks)
-        self._rid_prefix = uuid.uuid4().hex[:10] + "-"
-        self._rids = itertools.count(1)
+        #: counter key → the period start in which its latest check refused a call (cleared when it admits one)
+        self._refusing: dict[str, float] = {}
         #: budget id → calls blocked / degraded
         self.blocked_by: dict[str, int] = {}
         self.rewritten_by: dict[str, int] = {}
@@ -200,7 +203,10 @@ class BudgetBook:
             n = usd if unit is _USD else tokens if unit is _TOKENS else 1
             counter.held += n
             items.append((key, n))
-        rid = self._rid_prefix + str(next(self._rids))
+        rid = RESERVATION_PREFIX + _token_hex(16)
+        if self._refusing:
+            for counter, _, _ in match.holds:
+                self._refusing.pop(counter.key, None)
         try:
             self._reserve(rid, now, now + self._ttl, dims, items)
         except BaseException:
@@ -260,9 +266,13 @@ class BudgetBook:
                     )
         self.blocked_total += 1
         self.blocked_by[budget.id] = self.blocked_by.get(budget.id, 0) + 1
+        self._refusing[failing.key] = failing.start
         unit = budget.unit
         requested = from_units(usd if unit is _USD else tokens if unit is _TOKENS else 1, unit)
-        return Decision(False, None, None if pico is None else from_units(pico, _USD), block=failing.block(requested))
+        estimate = None if pico is None else from_units(pico, _USD)
+        basis = self._estimator.basis(call.model, call.provider, call.input_tokens, call.max_tokens, now)
+        block = replace(failing.block(requested), estimate_usd=estimate, basis=basis, mode=budget.mode)
+        return Decision(False, None, estimate, block=block)
 
     def _sweep(self, now: float) -> None:
         """Release the reservations past their TTL; note when the next one is due."""
@@ -285,16 +295,44 @@ class BudgetBook:
         cost_usd: Decimal | None,
         tokens: int | None = None,
         requests: int = 1,
+        *,
+        tenant: str | None = None,
     ) -> bool:
         """Replace a reservation by what the call cost; False if it is unknown (settled or expired).
 
         An unpriced call (``cost_usd=None``) or unknown token count keeps the reserved estimate.
+        ``tenant`` (a tenant-bound caller's tenant): only a reservation made for that tenant is
+        settled; another tenant's is answered as unknown.
         """
+        if tenant is not None and not self.belongs_to(reservation_id, tenant):
+            return False
         return self._settlement.settle(reservation_id, cost_usd, tokens, requests)
 
-    def release(self, reservation_id: str) -> bool:
-        """Give a reservation back unspent (the call was never sent)."""
+    def release(self, reservation_id: str, *, tenant: str | None = None) -> bool:
+        """Give a reservation back unspent (the call was never sent); ``tenant`` as for :meth:`settle`."""
+        if tenant is not None and not self.belongs_to(reservation_id, tenant):
+            return False
         return self._settlement.release(reservation_id)
+
+    def reservation_tenant(self, reservation_id: str) -> tuple[bool, str | None]:
+        """(open, tenant): whether the reservation is open, and the tenant it was made for (None: no tenant).
+
+        A reservation is bound to the tenant of the call it was made for; the journal keeps that
+        (the call's scope), so the binding survives a restart.
+        """
+        with self._lock:
+            res = self._state.reservations.get(reservation_id)
+        return (False, None) if res is None else (True, res.match[0])
+
+    def belongs_to(self, reservation_id: str, tenant: str | None) -> bool:
+        """Whether ``reservation_id`` is open and was made for ``tenant``."""
+        found, owner = self.reservation_tenant(reservation_id)
+        return found and owner == tenant
+
+    def foreign(self, reservation_id: str, tenant: str | None) -> bool:
+        """Whether ``reservation_id`` is open and was made for a tenant other than ``tenant``."""
+        found, owner = self.reservation_tenant(reservation_id)
+        return found and owner != tenant
 
     def settle_call(
         self,
@@ -315,6 +353,10 @@ class BudgetBook:
         """
         if not self.enabled:
             return False
+        if reservation_id and self.foreign(reservation_id, call.tenant):
+            # another tenant's reservation: never settled by this call, whose spend is recorded instead
+            logger.warning("a call of another tenant named an open reservation; its spend is recorded unreserved")
+            reservation_id = _FOREIGN
         return self._settlement.settle_call(call, cost_usd, tokens, requests, reservation_id)
 
     def record_unreserved(self, call: Call, cost_usd: Decimal | None, tokens: int | None, requests: int) -> bool:
@@ -342,7 +384,23 @@ class BudgetBook:
         """Every budget (or one), each ``*`` scope instance on its own row."""
         now = self._clock()
         with self._lock:
-            return statuses(self._state, budget_id, now)
+            rows = statuses(self._state, budget_id, now)
+            if not self._refusing:
+                return rows
+            return [self._refusing_row(row, now) for row in rows]
+
+    def _refusing_row(self, row: BudgetStatus, now: float) -> BudgetStatus:
+        """A budget whose latest check in this period refused a call reads ``blocked``, whatever its
+        utilization: an adaptive budget (or a hard one whose room a call's estimate exceeds) that blocks
+        is not ``healthy``. A call it admits again, or the next period, clears that."""
+        budget = row.budget
+        values = [row.scope.get(dim, "") for dim in budget.each_dimensions]
+        key = budget.id if not values else budget.id + "|" + "|".join(values)
+        start = self._refusing.get(key)
+        counter = self._state.counters.get(key)
+        if start is None or counter is None or counter.start != start or counter.end <= now or row.state == "blocked":
+            return row
+        return replace(row, state="blocked")
 
     def open_reservations(self) -> int:
         return len(self._state.reservations)
