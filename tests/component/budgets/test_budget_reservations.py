@@ -3,6 +3,7 @@ settles, releases or charges them — in the book, across a restart, and through
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ def test_reservation_ids_carry_128_random_bits(book: BudgetBook) -> None:
     assert all(rid is not None and re.fullmatch(r"rsv_[0-9a-f]{32}", rid) for rid in ids)
     assert len(set(ids)) == 200
     # no order to guess from: consecutive ids share no common prefix beyond "rsv_" most of the time
-    shared = sum(1 for a, b in zip(ids, ids[1:], strict=False) if a and b and a[:8] == b[:8])
+    shared = sum(1 for a, b in itertools.pairwise(ids) if a and b and a[:8] == b[:8])
     assert shared < 5
 
 
@@ -215,4 +216,5 @@ def test_a_refusal_shows_spend_only_to_keys_that_may_read_it(serve: Serve) -> No
     serve.book.put_budget({"id": "everyone", "period": "day", "limit": "0.001"})
     glob = serve.post("acme-ingest", "/v1/budgets/check", CHECK).json()
     assert glob["budget_id"] == "everyone" and not SPEND_KEYS & set(glob)
-    assert SPEND_KEYS <= set(serve.post("admin", "/v1/budgets/check", CHECK).json())
+    admin = serve.post("admin", "/v1/budgets/check", CHECK).json()
+    assert set(admin) >= SPEND_KEYS

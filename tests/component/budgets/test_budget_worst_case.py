@@ -69,7 +69,9 @@ def test_50_concurrent_calls_never_take_a_hard_budget_above_its_limit(pricer: Pr
     book.put_budget({"id": "hard", "scope": {"tenant": "acme"}, "period": "day", "limit": str(LIMIT)})
 
     def call(i: int) -> bool:
-        decision = book.check(Call(tenant="acme", provider=PROVIDER, model=MODEL, input_tokens=INPUT, max_tokens=max_tokens))
+        decision = book.check(
+            Call(tenant="acme", provider=PROVIDER, model=MODEL, input_tokens=INPUT, max_tokens=max_tokens)
+        )
         if decision.reservation_id is None:
             return False
         assert book.settle(decision.reservation_id, cost(pricer, actual_output(i, max_tokens)), INPUT)

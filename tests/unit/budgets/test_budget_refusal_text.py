@@ -19,8 +19,14 @@ RESETS = datetime(2026, 3, 11, tzinfo=UTC)
         (EstimateBasis(10, 400, 400, "max_tokens"), "max_tokens=400"),
         (EstimateBasis(10, 16384, 100000, "max_tokens"), "max_tokens=100000, capped at the model's max output 16384"),
         (EstimateBasis(10, 16384, None, "model_max"), "max_tokens unset → assumed 16384 output tokens (model max)"),
-        (EstimateBasis(0, 8192, None, "family_max"), "max_tokens unset → assumed 8192 output tokens (model family max)"),
-        (EstimateBasis(0, 4096, None, "configured"), "max_tokens unset → assumed 4096 output tokens (configured default)"),
+        (
+            EstimateBasis(0, 8192, None, "family_max"),
+            "max_tokens unset → assumed 8192 output tokens (model family max)",
+        ),
+        (
+            EstimateBasis(0, 4096, None, "configured"),
+            "max_tokens unset → assumed 4096 output tokens (configured default)",
+        ),
     ],
 )
 def test_the_estimate_says_how_it_was_made(basis: EstimateBasis, text: str) -> None:
@@ -70,4 +76,7 @@ def test_an_exhausted_budget_without_its_figures() -> None:
 
 def test_a_token_budget_shows_the_estimate_in_tokens_and_usd() -> None:
     b = block("0", EstimateBasis(100, 50, 50, "max_tokens"), unit=Unit.TOKENS)
-    assert b.estimate_text() == "this call's estimate 0.005 tokens (0.005 USD; 100 input + 50 output tokens, max_tokens=50)"
+    assert (
+        b.estimate_text()
+        == "this call's estimate 0.005 tokens (0.005 USD; 100 input + 50 output tokens, max_tokens=50)"
+    )

@@ -246,7 +246,9 @@ def budget_router(
 
     # a reservation is bound to the tenant it was made for: a key bound to another tenant gets the
     # answer an unknown (settled, expired, never made) id gets, 404, so it learns nothing about it
-    unknown = {404: {"description": "no open reservation with this id (for this key's tenant)"}}
+    unknown: dict[int | str, dict[str, Any]] = {
+        404: {"description": "no open reservation with this id (for this key's tenant)"}
+    }
 
     @router.post("/v1/budgets/settle", responses=unknown)
     async def settle(body: SettleRequest, caller: object = Depends(send_rule)) -> JSONResponse:

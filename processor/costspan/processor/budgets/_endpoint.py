@@ -42,7 +42,8 @@ class BudgetCheckEndpoint:
     ``authorize(request)`` is called first, as the router's dependency would be: it returns the
     caller (an API key's principal: its tenant binding limits what the check may name and what a
     429 shows, see :func:`~costspan.processor.budgets._api.check_answer`) to allow, or raises
-    ``HTTPException`` (answered as FastAPI answers it, ``{"detail": ...}`` with the exception's headers). It may be a coroutine function. ``show_spend`` as for
+    ``HTTPException`` (answered as FastAPI answers it, ``{"detail": ...}`` with the exception's
+    headers). It may be a coroutine function. ``show_spend`` as for
     :func:`~costspan.processor.budgets.budget_router`.
 
     Add it with ``app.add_middleware(BudgetCheckEndpoint, book=book, authorize=...)``: Starlette
