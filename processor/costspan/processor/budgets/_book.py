@@ -31,6 +31,7 @@ from costspan.processor.budgets._estimate import LINEAR_UP_TO, CostEstimator
 from costspan.processor.budgets._journal import AUDIT, AuditLog, FsyncPolicy, JournaledState
 from costspan.processor.budgets._match import Match, Matches
 from costspan.processor.budgets._model import Budget, BudgetSpec, Call, Decision, Mode, Unit, adaptive_candidates
+from costspan.processor.budgets._refusals import as_refusing
 from costspan.processor.budgets._settle import Settlement
 from costspan.processor.budgets._state import ZERO, Counter
 from costspan.processor.budgets._status import BudgetStatus, statuses
@@ -95,7 +96,7 @@ class BudgetBook:
         # the board's own list, deque and dict under the names the API, metrics and notifier read
         self.alert_sinks, self.alerts, self.alert_counts = self.board.sinks, self.board.recent, self.board.counts
         self._next_expiry = -math.inf  # when the oldest open reservation expires (the first check looks)
-        #: counter key → the period start in which its latest check refused a call (cleared when it admits one)
+        #: counter key → start of the period in which it refused its latest call (cleared when it admits one)
         self._refusing: dict[str, float] = {}
         #: budget id → calls blocked / degraded
         self.blocked_by: dict[str, int] = {}
@@ -304,13 +305,13 @@ class BudgetBook:
         ``tenant`` (a tenant-bound caller's tenant): only a reservation made for that tenant is
         settled; another tenant's is answered as unknown.
         """
-        if tenant is not None and not self.belongs_to(reservation_id, tenant):
+        if tenant is not None and self.reservation_tenant(reservation_id) != (True, tenant):
             return False
         return self._settlement.settle(reservation_id, cost_usd, tokens, requests)
 
     def release(self, reservation_id: str, *, tenant: str | None = None) -> bool:
         """Give a reservation back unspent (the call was never sent); ``tenant`` as for :meth:`settle`."""
-        if tenant is not None and not self.belongs_to(reservation_id, tenant):
+        if tenant is not None and self.reservation_tenant(reservation_id) != (True, tenant):
             return False
         return self._settlement.release(reservation_id)
 
@@ -323,11 +324,6 @@ class BudgetBook:
         with self._lock:
             res = self._state.reservations.get(reservation_id)
         return (False, None) if res is None else (True, res.match[0])
-
-    def belongs_to(self, reservation_id: str, tenant: str | None) -> bool:
-        """Whether ``reservation_id`` is open and was made for ``tenant``."""
-        found, owner = self.reservation_tenant(reservation_id)
-        return found and owner == tenant
 
     def foreign(self, reservation_id: str, tenant: str | None) -> bool:
         """Whether ``reservation_id`` is open and was made for a tenant other than ``tenant``."""
@@ -354,9 +350,7 @@ class BudgetBook:
         if not self.enabled:
             return False
         if reservation_id and self.foreign(reservation_id, call.tenant):
-            # another tenant's reservation: never settled by this call, whose spend is recorded instead
-            logger.warning("a call of another tenant named an open reservation; its spend is recorded unreserved")
-            reservation_id = _FOREIGN
+            reservation_id = _FOREIGN  # another tenant's: not settled by this call, whose spend is recorded
         return self._settlement.settle_call(call, cost_usd, tokens, requests, reservation_id)
 
     def record_unreserved(self, call: Call, cost_usd: Decimal | None, tokens: int | None, requests: int) -> bool:
@@ -384,23 +378,7 @@ class BudgetBook:
         """Every budget (or one), each ``*`` scope instance on its own row."""
         now = self._clock()
         with self._lock:
-            rows = statuses(self._state, budget_id, now)
-            if not self._refusing:
-                return rows
-            return [self._refusing_row(row, now) for row in rows]
-
-    def _refusing_row(self, row: BudgetStatus, now: float) -> BudgetStatus:
-        """A budget whose latest check in this period refused a call reads ``blocked``, whatever its
-        utilization: an adaptive budget (or a hard one whose room a call's estimate exceeds) that blocks
-        is not ``healthy``. A call it admits again, or the next period, clears that."""
-        budget = row.budget
-        values = [row.scope.get(dim, "") for dim in budget.each_dimensions]
-        key = budget.id if not values else budget.id + "|" + "|".join(values)
-        start = self._refusing.get(key)
-        counter = self._state.counters.get(key)
-        if start is None or counter is None or counter.start != start or counter.end <= now or row.state == "blocked":
-            return row
-        return replace(row, state="blocked")
+            return as_refusing(statuses(self._state, budget_id, now), self._refusing, self._state.counters, now)
 
     def open_reservations(self) -> int:
         return len(self._state.reservations)
