@@ -25,7 +25,15 @@ class BudgetExceededError(Exception):
     """A budget blocked the call before it was sent.
 
     Raised by a pre-send hook (the budget guard); the instrumentation lets it through to the caller
-    unchanged. Spend figures are optional so that a guard configured to hide them can leave them out.
+    unchanged. The message says which budget refused, why, this call's estimate and how it was made,
+    and what to do; the same facts are attributes. Spend figures (limit, spent, reserved) are
+    optional: a guard configured to hide them, or a server that does not show them to this key,
+    leaves them out.
+
+    ``reason`` is ``exhausted`` (spend alone reached the limit), ``estimate_exceeds_room`` (this
+    call's estimate does not fit what is left) or, from the remote guard, ``unreachable`` /
+    ``key_rejected`` / ``forbidden`` when it fails closed. ``estimate_basis`` reads like
+    ``max_tokens=400`` or ``max_tokens unset → assumed 16384 output tokens (model max)``.
     """
 
     def __init__(
@@ -37,6 +45,11 @@ class BudgetExceededError(Exception):
         limit_usd: Decimal | None = None,
         spent_usd: Decimal | None = None,
         resets_at: str | None = None,
+        reserved_usd: Decimal | None = None,
+        estimate_usd: Decimal | None = None,
+        estimate_basis: str = "",
+        reason: str = "",
+        advice: tuple[str, ...] = (),
     ) -> None:
         super().__init__(message)
         self.budget_id = budget_id
@@ -44,6 +57,11 @@ class BudgetExceededError(Exception):
         self.limit_usd = limit_usd
         self.spent_usd = spent_usd
         self.resets_at = resets_at
+        self.reserved_usd = reserved_usd
+        self.estimate_usd = estimate_usd
+        self.estimate_basis = estimate_basis
+        self.reason = reason
+        self.advice = advice
 
 
 def passable(exc: BudgetExceededError) -> BudgetExceededError:

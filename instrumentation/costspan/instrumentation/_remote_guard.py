@@ -86,6 +86,8 @@ class RemoteBudgetGuard:
         self._count_input = count_input
         self._local = threading.local()
         self.unreachable = 0
+        #: checks the server answered 401 or 403 to (a wrong key or role, not an outage)
+        self.key_refused = 0
 
     def _link(self) -> tuple[http.client.HTTPConnection, socket.socket, IO[bytes]]:
         link: tuple[http.client.HTTPConnection, socket.socket, IO[bytes]] | None = getattr(self._local, "link", None)
@@ -140,6 +142,8 @@ class RemoteBudgetGuard:
             return self._unreachable(type(exc).__name__)
         if status == 429:
             raise _error_from(body)
+        if status in (401, 403):
+            return self._refused_key(status, body)
         if status != 200:
             return self._unreachable(f"HTTP {status}")
         return body
@@ -149,8 +153,28 @@ class RemoteBudgetGuard:
         if self.unreachable == 1 or self.unreachable % 1000 == 0:
             logger.warning("budget server unreachable (%s); failing %s", why, "open" if self.fail_open else "closed")
         if not self.fail_open:
-            raise BudgetExceededError(f"budget server unreachable ({why}); failing closed", budget_id="")
+            raise BudgetExceededError(
+                f"budget server unreachable ({why}); failing closed", budget_id="", reason="unreachable"
+            )
         return {"allowed": True, "reservation_id": None, "unreachable": True}
+
+    def _refused_key(self, status: int, body: dict[str, Any]) -> dict[str, Any]:
+        """The server answered but refused this guard's key: a configuration error, not an outage."""
+        self.key_refused += 1
+        detail = str(body.get("detail") or "")[:200]
+        what = "key rejected (401)" if status == 401 else "forbidden (403)"
+        fix = f"check {KEY_ENV}" if status == 401 else "use an ingest or admin key bound to this tenant (or none)"
+        if self.key_refused == 1 or self.key_refused % 1000 == 0:
+            logger.warning(
+                "budget server: %s: %s; %s; failing %s", what, detail, fix, "open" if self.fail_open else "closed"
+            )
+        if not self.fail_open:
+            raise BudgetExceededError(
+                f"budget server: {what}: {detail}; {fix}; failing closed",
+                budget_id="",
+                reason="key_rejected" if status == 401 else "forbidden",
+            )
+        return {"allowed": True, "reservation_id": None, "key_refused": status}
 
     def settle(self, reservation_id: str, cost_usd: Decimal | None, tokens: int | None = None) -> bool:
         payload = {"reservation_id": reservation_id, "cost_usd": None if cost_usd is None else str(cost_usd)}
@@ -243,6 +267,10 @@ def _error_from(body: dict[str, Any]) -> BudgetExceededError:
         return Decimal(str(value)) if value is not None and body.get("unit", "usd") == "usd" else None
 
     scope = body.get("scope") or {}
+    estimate = body.get("estimate")
+    estimate = estimate if isinstance(estimate, dict) else {}
+    usd = estimate.get("usd")
+    advice = body.get("advice")
     return BudgetExceededError(
         str(body.get("message") or "budget exceeded"),
         budget_id=str(body.get("budget_id") or ""),
@@ -250,4 +278,9 @@ def _error_from(body: dict[str, Any]) -> BudgetExceededError:
         limit_usd=money("limit"),
         spent_usd=money("spent"),
         resets_at=body.get("resets_at"),
+        reserved_usd=money("reserved"),
+        estimate_usd=Decimal(str(usd)) if usd is not None else None,
+        estimate_basis=str(estimate.get("how") or ""),
+        reason=str(body.get("reason") or ""),
+        advice=tuple(str(a) for a in advice) if isinstance(advice, list) else (),
     )

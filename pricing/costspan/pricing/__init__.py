@@ -6,6 +6,7 @@ Pure Python: no OpenTelemetry, nothing from the other costspan slices.
 from costspan.pricing._catalog import USER_CATALOG_ENV, Catalog, load_catalog, parse_catalog_text
 from costspan.pricing._engine import PriceBreakdown, Pricer, ResourceCost, TenantOverride, default_pricer
 from costspan.pricing._errors import CatalogError, InvalidUsageError, PricingError, UnknownModelError
+from costspan.pricing._max_output import MaxOutput, MaxOutputTable, max_output_table
 from costspan.pricing._schema import SERVICE_TIERS, PriceSet
 from costspan.pricing._usage import MAX_COUNT, Usage
 
@@ -16,6 +17,8 @@ __all__ = [
     "Catalog",
     "CatalogError",
     "InvalidUsageError",
+    "MaxOutput",
+    "MaxOutputTable",
     "PriceBreakdown",
     "PriceSet",
     "Pricer",
@@ -26,5 +29,6 @@ __all__ = [
     "Usage",
     "default_pricer",
     "load_catalog",
+    "max_output_table",
     "parse_catalog_text",
 ]

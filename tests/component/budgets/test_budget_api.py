@@ -49,20 +49,42 @@ def test_check_answers_200_with_a_reservation_then_429_with_retry_after(http: ht
     refused = http.post("/v1/budgets/check", json=ACME)
     assert refused.status_code == 429
     assert refused.headers["Retry-After"] == str(12 * 3600)  # the fake clock stands at noon UTC
+    advice = [
+        "lower max_tokens",
+        "raise the limit of budget 'acme'",
+        "wait for calls in flight to settle their reservations",
+        "wait for the period to roll at 2026-03-11T00:00:00+00:00",
+    ]
     assert refused.json() == {
         "type": "budget_exceeded",
-        "message": "budget 'acme' (tenant=acme, day) is exhausted; resets 2026-03-11T00:00:00+00:00",
+        "message": "budget 'acme' (tenant=acme, day, hard) has no room for this call: limit 0.02 USD, spent 0 USD,"
+        " reserved 0.0125 USD; this call's estimate 0.0125 USD (1000 input + 1000 output tokens, max_tokens=1000)."
+        " To go ahead: " + "; or ".join(advice) + ".",
         "budget_id": "acme",
         "scope": {"tenant": "acme"},
+        "mode": "hard",
         "unit": "usd",
         "period": "day",
         "resets_at": "2026-03-11T00:00:00+00:00",
+        "reason": "estimate_exceeds_room",
+        "estimate": {
+            "requested": "0.0125",
+            "usd": "0.0125",
+            "input_tokens": 1000,
+            "output_tokens": 1000,
+            "max_tokens": 1000,
+            "output_basis": "max_tokens",
+            "how": "max_tokens=1000",
+        },
+        "advice": advice,
         "limit": "0.02",
         "spent": "0",
         "reserved": "0.0125",
     }
     settled = http.post("/v1/budgets/settle", json={"reservation_id": body["reservation_id"], "cost_usd": "0.001"})
     assert settled.json() == {"settled": True}
+    again = http.post("/v1/budgets/settle", json={"reservation_id": body["reservation_id"], "cost_usd": "0.001"})
+    assert (again.status_code, again.json()) == (404, {"detail": "no open reservation with this id"})
     assert http.post("/v1/budgets/check", json=ACME).status_code == 200
     assert http.post("/v1/budgets/check", json={**ACME, "colour": "red"}).status_code == 422
 

@@ -26,11 +26,11 @@ def spent(book: BudgetBook, budget_id: str) -> tuple[Decimal, Decimal]:
     ("model", "input_tokens", "max_tokens", "expected"),
     [
         ("gpt-4o", 1000, 1000, Estimate(Decimal("0.0125"), 1000, 1000)),
-        ("gpt-4o", 1000, None, Estimate(Decimal("0.04346"), 1000, 4096)),  # the configured default output
+        ("gpt-4o", 1000, None, Estimate(Decimal("0.16634"), 1000, 16384)),  # unset: the model's max output
         ("gpt-4o", 0, 1_000_000, Estimate(Decimal("0.16384"), 0, 16384)),  # capped at the model's max output
         ("gpt-4o-mini", 2000, 100, Estimate(Decimal("0.00036"), 2000, 100)),
         ("no-such-model", 10, 10, Estimate(None, 10, 10)),
-        (None, None, None, Estimate(None, 0, 4096)),
+        (None, None, None, Estimate(None, 0, 16384)),  # no model: the max-output table's default
     ],
 )
 def test_estimate_leans_high_but_caps_output(
@@ -61,7 +61,12 @@ def test_check_reserves_against_every_matching_budget_all_or_nothing(book: Budge
         COST_4O,
     )
     assert block.resets_at == datetime(2026, 3, 11, tzinfo=UTC)
-    assert "budget 'acme' (tenant=acme, day) is exhausted" in block.message()
+    assert block.message() == (
+        "budget 'acme' (tenant=acme, day, hard) has no room for this call: limit 0.02 USD, spent 0 USD,"
+        " reserved 0.0125 USD; this call's estimate 0.0125 USD (1000 input + 1000 output tokens,"
+        " max_tokens=1000). To go ahead: lower max_tokens; or raise the limit of budget 'acme'; or wait for"
+        " calls in flight to settle their reservations; or wait for the period to roll at 2026-03-11T00:00:00+00:00."
+    )
     assert book.blocked_total == 1
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -19,11 +18,9 @@ from costspan.processor.store._store import Store
 
 __all__ = ["DemoServer", "demo_usage"]
 
-SYSTEM_PROMPT_TOKENS = 1_500  # the demo services send a long system prompt (simulated)
-
 #: The demo's budgets: initech's hard daily budget blocks, globex's adaptive one degrades.
 DEMO_BUDGETS: tuple[dict[str, Any], ...] = (
-    {"id": "initech-daily", "scope": {"tenant": "initech"}, "period": "day", "limit": "0.004", "mode": "hard"},
+    {"id": "initech-daily", "scope": {"tenant": "initech"}, "period": "day", "limit": "0.006", "mode": "hard"},
     {
         "id": "globex-daily",
         "scope": {"tenant": "globex"},
@@ -38,14 +35,27 @@ DEMO_BUDGETS: tuple[dict[str, Any], ...] = (
 )
 
 
+def _words(value: Any) -> int:
+    """Words in every string of a message list or a system prompt (a real tokenizer counts more)."""
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, dict):
+        return sum(_words(v) for k, v in value.items() if k != "role")
+    if isinstance(value, list):
+        return sum(_words(v) for v in value)
+    return 0
+
+
 def demo_usage(payload: Any) -> FakeUsage:
-    """What the fake provider reports for a request: grows with the prompt, capped by max_tokens."""
+    """What the fake provider reports for a request: one input token per word the request really sent
+    (its system prompt included; never more than the budget check's estimate), a cached part of it
+    for Claude, output capped by max_tokens."""
     body = payload if isinstance(payload, dict) else {}
-    prompt = len(json.dumps(body.get("messages", ""))) // 4 + SYSTEM_PROMPT_TOKENS
+    prompt = max(1, _words(body.get("messages")) + _words(body.get("system")))
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 600
     output = max(1, min(int(max_tokens), 350))
-    cached = 1_024 if str(body.get("model", "")).startswith("claude") else 0
-    return FakeUsage(input=prompt + cached, output=output, cache_read=cached)
+    cached = min(1_024, prompt) if str(body.get("model", "")).startswith("claude") else 0
+    return FakeUsage(input=prompt, output=output, cache_read=cached)
 
 
 class DemoServer:

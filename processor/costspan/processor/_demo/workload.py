@@ -73,11 +73,18 @@ PROFILES: dict[str, Profile] = {
 }
 
 QUESTION = "Summarise the customer's last three tickets and suggest a reply in two sentences."
+#: A long system prompt, really sent (about 1,600 words): the budget check counts it in the estimate.
+SYSTEM_PROMPT = " ".join(
+    f"Rule {i}: answer politely, cite the ticket number, and never promise a refund or a date." for i in range(100)
+)
 
 
 def _openai_call(client: openai.OpenAI, call: Call) -> str:
     """Make the call; return the model that answered (a budget may have degraded it)."""
-    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": QUESTION},
+    ]
     if call.stream:
         answered = call.model
         stream = client.chat.completions.create(
@@ -92,11 +99,16 @@ def _openai_call(client: openai.OpenAI, call: Call) -> str:
 def _anthropic_call(client: anthropic.Anthropic, call: Call) -> str:
     messages: list[MessageParam] = [{"role": "user", "content": QUESTION}]
     if call.stream:
-        with client.messages.stream(model=call.model, max_tokens=call.max_tokens, messages=messages) as stream:
+        with client.messages.stream(
+            model=call.model, max_tokens=call.max_tokens, system=SYSTEM_PROMPT, messages=messages
+        ) as stream:
             for _ in stream.text_stream:
                 pass
             return str(stream.get_final_message().model)
-    return str(client.messages.create(model=call.model, max_tokens=call.max_tokens, messages=messages).model)
+    answer = client.messages.create(
+        model=call.model, max_tokens=call.max_tokens, system=SYSTEM_PROMPT, messages=messages
+    )
+    return str(answer.model)
 
 
 def run(profile: Profile, calls: int, base_url: str, emit: Callable[[dict[str, str]], None]) -> None:

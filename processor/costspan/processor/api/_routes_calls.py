@@ -11,7 +11,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, Protocol
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
@@ -68,6 +68,20 @@ class CallIn(BaseModel):
         max_length=MAX_ID_LENGTH,
         description="the reservation POST /v1/budgets/check answered for this call: the call settles exactly it",
     )
+
+
+class _Reservations(Protocol):
+    """What this route asks the server's budget book (``app.state.budget_book``, when it has one)."""
+
+    def foreign(self, reservation_id: str, tenant: str | None) -> bool: ...
+
+
+def _refuse_foreign_reservation(request: Request, reservation_id: str, tenant: str) -> None:
+    """404 (the answer an unknown id would get from the settle route) when the call names a
+    reservation made for another tenant: the call would settle it. Nothing is stored then."""
+    book: _Reservations | None = getattr(request.app.state, "budget_book", None)
+    if reservation_id and book is not None and book.foreign(reservation_id, tenant or None):
+        raise HTTPException(404, "no open reservation with this id for this call's tenant")
 
 
 def _ids(tenant: str, call_id: str) -> tuple[str, str]:
@@ -138,7 +152,11 @@ def build_record(call: CallIn, tenant: str, request: Request) -> CallRecord:
     )
 
 
-@router.post("/api/usage/calls", status_code=201)
+@router.post(
+    "/api/usage/calls",
+    status_code=201,
+    responses={404: {"description": "reservation_id names an open reservation of another tenant"}},
+)
 async def log_call(
     request: Request, call: CallIn, principal: Annotated[Principal, Depends(require_ingest)]
 ) -> dict[str, Any]:
@@ -146,6 +164,7 @@ async def log_call(
     named = named_tenant(request, call.tenant_id)
     tenant = write_tenant(principal, named, refusal="this key may only log calls for its own tenant")
     tenant = tenant or request.app.state.settings.default_tenant
+    _refuse_foreign_reservation(request, call.reservation_id, tenant)
     record = build_record(call, tenant, request)
     store: Store = request.app.state.store
     try:

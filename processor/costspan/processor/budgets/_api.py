@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -19,10 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from costspan.processor.budgets._alerts import WebhookNotifier
 from costspan.processor.budgets._book import BudgetBook
-from costspan.processor.budgets._model import DEFAULT_THRESHOLDS, Budget, Call, InvalidBudgetError, Mode, money
+from costspan.processor.budgets._model import DEFAULT_THRESHOLDS, Block, Budget, Call, InvalidBudgetError, Mode, money
 from costspan.processor.budgets._workspace_ids import SEED_NAMES, SeedBudgets
 
-__all__ = ["BudgetAccess", "budget_router"]
+__all__ = ["BudgetAccess", "Caller", "bound_tenant", "budget_router", "may_see_spend"]
 
 ACTOR_HEADER = "X-Costspan-Actor"
 CHECK_PATH = "/v1/budgets/check"
@@ -74,19 +74,58 @@ def explain_request(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
 
 
-def check_answer(book: BudgetBook, body: bytes, *, show_spend: bool = True) -> tuple[int, bytes, list[tuple[str, str]]]:
+@runtime_checkable
+class Caller(Protocol):
+    """Who calls a budget route, as the access rule that admitted it returns it (an API key's principal).
+
+    ``role`` ``admin`` reads every budget; any other role with a ``tenant`` is bound to that tenant
+    (``""``: bound to none).
+    """
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def tenant(self) -> str: ...
+
+
+def bound_tenant(caller: object) -> str | None:
+    """The tenant a caller is bound to (None: an admin, an unbound key, or no access rule at all)."""
+    if isinstance(caller, Caller) and caller.role != "admin" and caller.tenant:
+        return caller.tenant
+    return None
+
+
+def may_see_spend(caller: object, block: Block) -> bool:
+    """A refusal's limit, spent and reserved are shown to admins (and callers without an access rule)
+    and to keys bound to the refusing budget's tenant; never to another tenant's or an unbound key."""
+    if not isinstance(caller, Caller) or caller.role == "admin":
+        return True
+    return bool(caller.tenant) and block.scope.get("tenant") == caller.tenant
+
+
+def check_answer(
+    book: BudgetBook, body: bytes, *, show_spend: bool = True, caller: object = None
+) -> tuple[int, bytes, list[tuple[str, str]]]:
     """``POST /v1/budgets/check`` whole: (status, JSON body, extra headers) for a request body.
 
-    200 with the reservation, 429 (``budget_exceeded``, ``Retry-After``) or 422 with ``detail``,
-    the bytes FastAPI's ``JSONResponse`` would write.
+    200 with the reservation, 429 (``budget_exceeded``, ``Retry-After``), 403 (a tenant-bound
+    ``caller`` naming another tenant) or 422 with ``detail``, the bytes FastAPI's ``JSONResponse``
+    would write. A bound caller's check without a tenant is made for its tenant.
     """
     try:
         req = CheckRequest.model_validate_json(body)
     except ValidationError as exc:
         return 422, _json({"detail": explain_request(exc)}), []
+    bound = bound_tenant(caller)
+    tenant = req.tenant
+    if bound is not None:
+        if tenant is not None and tenant != bound:
+            return 403, _json({"detail": "this key may only check budgets for its own tenant"}), []
+        tenant = bound
     decision = book.check(
         Call(
-            req.tenant,
+            tenant,
             req.service,
             req.workflow,
             req.user,
@@ -108,19 +147,42 @@ def check_answer(book: BudgetBook, body: bytes, *, show_spend: bool = True) -> t
         }
         return 200, _json(answer), []
     block = decision.block
+    visible = show_spend and may_see_spend(caller, block)
     payload: dict[str, Any] = {
         "type": "budget_exceeded",
-        "message": block.message(),
+        "message": block.message(show_spend=visible),
         "budget_id": block.budget_id,
         "scope": dict(block.scope),
+        "mode": block.mode.value,
         "unit": block.unit.value,
         "period": block.period.value,
         "resets_at": block.resets_at.isoformat() if block.resets_at else None,
+        "reason": "exhausted" if block.exhausted else "estimate_exceeds_room",
+        "estimate": _estimate_json(block),
+        "advice": block.advice(),
     }
-    if show_spend:
+    if visible:
         payload.update(limit=str(block.limit), spent=money(block.spent), reserved=money(block.reserved))
     retry = block.retry_after(book.now())
     return 429, _json(payload), [("retry-after", str(retry))] if retry is not None else []
+
+
+def _estimate_json(block: Block) -> dict[str, Any]:
+    """This call's estimate (the caller's own figures): in the budget's unit, in USD, its tokens and how."""
+    out: dict[str, Any] = {
+        "requested": money(block.requested),
+        "usd": None if block.estimate_usd is None else money(block.estimate_usd),
+    }
+    basis = block.basis
+    if basis is not None:
+        out.update(
+            input_tokens=basis.input_tokens,
+            output_tokens=basis.output_tokens,
+            max_tokens=basis.max_tokens,
+            output_basis=basis.source,
+            how=basis.describe(),
+        )
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +214,12 @@ def budget_router(
     ``dependencies`` run for every route (FastAPI's ``APIRouter(dependencies=...)``).
     """
     router = APIRouter(dependencies=list(dependencies))
-    send = [Depends(access.send)] if access is not None else []
+
+    def no_caller() -> None:
+        return None
+
+    # what the send rule returns (an API key's principal) decides what a caller may settle and see
+    send_rule = access.send if access is not None else no_caller
     read_workspace = [Depends(access.read_workspace)] if access is not None else []
     manage = [Depends(access.manage)] if access is not None else []
 
@@ -173,19 +240,29 @@ def budget_router(
         CHECK_PATH,
         openapi_extra={"requestBody": {"content": {"application/json": {"schema": CheckRequest.model_json_schema()}}}},
         responses={429: {"description": "a budget has no room: `type` is `budget_exceeded`; `Retry-After` header"}},
-        dependencies=send,
     )
-    async def check(request: Request) -> Response:
-        status, body, headers = check_answer(book, await request.body(), show_spend=show_spend)
+    async def check(request: Request, caller: object = Depends(send_rule)) -> Response:
+        status, body, headers = check_answer(book, await request.body(), show_spend=show_spend, caller=caller)
         return Response(body, status_code=status, headers=dict(headers), media_type="application/json")
 
-    @router.post("/v1/budgets/settle", dependencies=send)
-    async def settle(body: SettleRequest) -> JSONResponse:
-        return JSONResponse({"settled": book.settle(body.reservation_id, body.cost_usd, body.tokens, body.requests)})
+    # a reservation is bound to the tenant it was made for: a key bound to another tenant gets the
+    # answer an unknown (settled, expired, never made) id gets, 404, so it learns nothing about it
+    unknown: dict[int | str, dict[str, Any]] = {
+        404: {"description": "no open reservation with this id (for this key's tenant)"}
+    }
 
-    @router.post("/v1/budgets/reservations/{reservation_id}/release", dependencies=send)
-    def release(reservation_id: str) -> dict[str, bool]:
-        return {"released": book.release(reservation_id)}
+    @router.post("/v1/budgets/settle", responses=unknown)
+    async def settle(body: SettleRequest, caller: object = Depends(send_rule)) -> JSONResponse:
+        tenant = bound_tenant(caller)
+        if not book.settle(body.reservation_id, body.cost_usd, body.tokens, body.requests, tenant=tenant):
+            raise HTTPException(404, detail="no open reservation with this id")
+        return JSONResponse({"settled": True})
+
+    @router.post("/v1/budgets/reservations/{reservation_id}/release", responses=unknown)
+    def release(reservation_id: str, caller: object = Depends(send_rule)) -> dict[str, bool]:
+        if not book.release(reservation_id, tenant=bound_tenant(caller)):
+            raise HTTPException(404, detail="no open reservation with this id")
+        return {"released": True}
 
     @router.get("/v1/budgets", dependencies=manage)
     def list_budgets() -> list[dict[str, Any]]:

@@ -14,12 +14,11 @@ reservations as integers (:mod:`._units`).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
+import secrets
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
@@ -32,6 +31,7 @@ from costspan.processor.budgets._estimate import LINEAR_UP_TO, CostEstimator
 from costspan.processor.budgets._journal import AUDIT, AuditLog, FsyncPolicy, JournaledState
 from costspan.processor.budgets._match import Match, Matches
 from costspan.processor.budgets._model import Budget, BudgetSpec, Call, Decision, Mode, Unit, adaptive_candidates
+from costspan.processor.budgets._refusals import as_refusing
 from costspan.processor.budgets._settle import Settlement
 from costspan.processor.budgets._state import ZERO, Counter
 from costspan.processor.budgets._status import BudgetStatus, statuses
@@ -47,6 +47,10 @@ _SOFT, _HARD, _ADAPTIVE = Mode.SOFT, Mode.HARD, Mode.ADAPTIVE
 _PICO = Decimal("1E-12")
 _EXACT_BELOW = 10**28
 _new = tuple.__new__  # builds a named tuple without its Python ``__new__`` (a third of a microsecond)
+_token_hex = secrets.token_hex
+#: Reservation ids: this prefix and 128 random bits (unguessable: an id is the right to settle it).
+RESERVATION_PREFIX = "rsv_"
+_FOREIGN = "\x00foreign"  # an id no reservation has: settling it records the call's spend instead
 
 
 class BudgetBook:
@@ -92,8 +96,8 @@ class BudgetBook:
         # the board's own list, deque and dict under the names the API, metrics and notifier read
         self.alert_sinks, self.alerts, self.alert_counts = self.board.sinks, self.board.recent, self.board.counts
         self._next_expiry = -math.inf  # when the oldest open reservation expires (the first check looks)
-        self._rid_prefix = uuid.uuid4().hex[:10] + "-"
-        self._rids = itertools.count(1)
+        #: counter key → start of the period in which it refused its latest call (cleared when it admits one)
+        self._refusing: dict[str, float] = {}
         #: budget id → calls blocked / degraded
         self.blocked_by: dict[str, int] = {}
         self.rewritten_by: dict[str, int] = {}
@@ -200,7 +204,10 @@ class BudgetBook:
             n = usd if unit is _USD else tokens if unit is _TOKENS else 1
             counter.held += n
             items.append((key, n))
-        rid = self._rid_prefix + str(next(self._rids))
+        rid = RESERVATION_PREFIX + _token_hex(16)
+        if self._refusing:
+            for counter, _, _ in match.holds:
+                self._refusing.pop(counter.key, None)
         try:
             self._reserve(rid, now, now + self._ttl, dims, items)
         except BaseException:
@@ -260,9 +267,13 @@ class BudgetBook:
                     )
         self.blocked_total += 1
         self.blocked_by[budget.id] = self.blocked_by.get(budget.id, 0) + 1
+        self._refusing[failing.key] = failing.start
         unit = budget.unit
         requested = from_units(usd if unit is _USD else tokens if unit is _TOKENS else 1, unit)
-        return Decision(False, None, None if pico is None else from_units(pico, _USD), block=failing.block(requested))
+        estimate = None if pico is None else from_units(pico, _USD)
+        basis = self._estimator.basis(call.model, call.provider, call.input_tokens, call.max_tokens, now)
+        block = replace(failing.block(requested), estimate_usd=estimate, basis=basis, mode=budget.mode)
+        return Decision(False, None, estimate, block=block)
 
     def _sweep(self, now: float) -> None:
         """Release the reservations past their TTL; note when the next one is due."""
@@ -285,16 +296,39 @@ class BudgetBook:
         cost_usd: Decimal | None,
         tokens: int | None = None,
         requests: int = 1,
+        *,
+        tenant: str | None = None,
     ) -> bool:
         """Replace a reservation by what the call cost; False if it is unknown (settled or expired).
 
         An unpriced call (``cost_usd=None``) or unknown token count keeps the reserved estimate.
+        ``tenant`` (a tenant-bound caller's tenant): only a reservation made for that tenant is
+        settled; another tenant's is answered as unknown.
         """
+        if tenant is not None and self.reservation_tenant(reservation_id) != (True, tenant):
+            return False
         return self._settlement.settle(reservation_id, cost_usd, tokens, requests)
 
-    def release(self, reservation_id: str) -> bool:
-        """Give a reservation back unspent (the call was never sent)."""
+    def release(self, reservation_id: str, *, tenant: str | None = None) -> bool:
+        """Give a reservation back unspent (the call was never sent); ``tenant`` as for :meth:`settle`."""
+        if tenant is not None and self.reservation_tenant(reservation_id) != (True, tenant):
+            return False
         return self._settlement.release(reservation_id)
+
+    def reservation_tenant(self, reservation_id: str) -> tuple[bool, str | None]:
+        """(open, tenant): whether the reservation is open, and the tenant it was made for (None: no tenant).
+
+        A reservation is bound to the tenant of the call it was made for; the journal keeps that
+        (the call's scope), so the binding survives a restart.
+        """
+        with self._lock:
+            res = self._state.reservations.get(reservation_id)
+        return (False, None) if res is None else (True, res.match[0])
+
+    def foreign(self, reservation_id: str, tenant: str | None) -> bool:
+        """Whether ``reservation_id`` is open and was made for a tenant other than ``tenant``."""
+        found, owner = self.reservation_tenant(reservation_id)
+        return found and owner != tenant
 
     def settle_call(
         self,
@@ -315,6 +349,8 @@ class BudgetBook:
         """
         if not self.enabled:
             return False
+        if reservation_id and self.foreign(reservation_id, call.tenant):
+            reservation_id = _FOREIGN  # another tenant's: not settled by this call, whose spend is recorded
         return self._settlement.settle_call(call, cost_usd, tokens, requests, reservation_id)
 
     def record_unreserved(self, call: Call, cost_usd: Decimal | None, tokens: int | None, requests: int) -> bool:
@@ -342,7 +378,7 @@ class BudgetBook:
         """Every budget (or one), each ``*`` scope instance on its own row."""
         now = self._clock()
         with self._lock:
-            return statuses(self._state, budget_id, now)
+            return as_refusing(statuses(self._state, budget_id, now), self._refusing, self._state.counters, now)
 
     def open_reservations(self) -> int:
         return len(self._state.reservations)

@@ -39,9 +39,11 @@ _JSON = (b"content-type", b"application/json")
 class BudgetCheckEndpoint:
     """ASGI middleware: answers ``POST /v1/budgets/check`` itself; everything else goes to ``app``.
 
-    ``authorize(request)`` is called first, as the router's dependency would be: it returns
-    normally to allow, or raises ``HTTPException`` (answered as FastAPI answers it, ``{"detail":
-    ...}`` with the exception's headers). It may be a coroutine function. ``show_spend`` as for
+    ``authorize(request)`` is called first, as the router's dependency would be: it returns the
+    caller (an API key's principal: its tenant binding limits what the check may name and what a
+    429 shows, see :func:`~costspan.processor.budgets._api.check_answer`) to allow, or raises
+    ``HTTPException`` (answered as FastAPI answers it, ``{"detail": ...}`` with the exception's
+    headers). It may be a coroutine function. ``show_spend`` as for
     :func:`~costspan.processor.budgets.budget_router`.
 
     Add it with ``app.add_middleware(BudgetCheckEndpoint, book=book, authorize=...)``: Starlette
@@ -68,11 +70,12 @@ class BudgetCheckEndpoint:
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        caller: object = None
         if self.authorize is not None:
             try:
-                allowed = self.authorize(Request(scope))
+                caller = self.authorize(Request(scope))
                 if self.authorize_async:
-                    await allowed  # type: ignore[misc]
+                    caller = await caller  # type: ignore[misc]
             except HTTPException as exc:
                 headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()]
                 await _answer(send, exc.status_code, _detail(exc.detail), headers)
@@ -88,7 +91,7 @@ class BudgetCheckEndpoint:
             if len(body) > MAX_BODY:
                 await _answer(send, 413, _detail(f"a budget check body is at most {MAX_BODY} bytes"), [])
                 return
-        status, payload, extra = check_answer(self.book, body, show_spend=self.show_spend)
+        status, payload, extra = check_answer(self.book, body, show_spend=self.show_spend, caller=caller)
         await _answer(send, status, payload, [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra])
 
 

@@ -1,4 +1,10 @@
-"""Pre-call cost estimates: input tokens at the input price + capped output at the output price."""
+"""Pre-call cost estimates: input tokens at the input price + the call's worst-case output at the output price.
+
+The output is the call's ``max_tokens`` (capped at the model's maximum output) or, when the call sets
+none, the model's maximum output: the catalog's figure, else the model family's from
+``costspan.pricing.max_output_table`` (or its documented default). A hard budget that reserves this
+worst case is never overrun by the calls it admitted (their input estimated high, as the guard does).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple
 
-from costspan.pricing import Pricer, Usage, default_pricer
-from costspan.processor.budgets._model import Unit
+from costspan.pricing import Pricer, Usage, default_pricer, max_output_table
+from costspan.processor.budgets._model import EstimateBasis, Unit
 from costspan.processor.budgets._units import to_units
 
 __all__ = ["LINEAR_UP_TO", "CostEstimator", "Estimate", "Rate"]
@@ -41,6 +47,8 @@ class Rate:
     out_p: int = 0
     #: ``max_out``, or a number no request reaches: ``min(max_tokens, out_cap)`` is the output estimate
     out_cap: int = _NO_CAP
+    #: where ``max_out`` came from: ``model_max`` (the catalog) or ``family_max`` (the family table)
+    max_out_source: str = "model_max"
 
 
 class Estimate(NamedTuple):
@@ -56,20 +64,21 @@ class Estimate(NamedTuple):
 class CostEstimator:
     """Estimates what a call may cost before it is sent, leaning high.
 
-    Output tokens are ``max_tokens`` (or ``default_output_tokens`` when the caller set none), capped
-    at the model's maximum output so that a huge ``max_tokens`` does not over-block. Per-token rates
-    are cached per model; calls above 100k input tokens are priced exactly.
+    Output tokens are ``max_tokens`` capped at the model's maximum output (so that a huge
+    ``max_tokens`` does not over-block), or the model's maximum output when the caller set none
+    (``default_output_tokens``, if given, replaces that worst case: budgets reserving it can be
+    overrun). Per-token rates are cached per model; calls above 100k input tokens are priced exactly.
     """
 
     def __init__(
         self,
         pricer: Pricer | None = None,
         *,
-        default_output_tokens: int = 4096,
+        default_output_tokens: int | None = None,
         default_input_tokens: int = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if default_output_tokens < 0 or default_input_tokens < 0:
+        if (default_output_tokens is not None and default_output_tokens < 0) or default_input_tokens < 0:
             raise ValueError("default token counts must not be negative")
         self._pricer = pricer
         self._default_output = default_output_tokens
@@ -106,6 +115,9 @@ class CostEstimator:
             per_out = pricer.price_call(model, Usage(output_tokens=_PROBE), provider=provider, at=now).total or base
             rate_in, rate_out = (per_in - base) / _PROBE, (per_out - base) / _PROBE
             max_out = pricer.max_output_tokens(model, provider)
+            source = "model_max"
+            if max_out is None:
+                max_out, source = max_output_table().lookup(model).tokens, "family_max"
             found = Rate(
                 now + _RATE_TTL,
                 base,
@@ -115,7 +127,8 @@ class CostEstimator:
                 to_units(base, Unit.USD),
                 to_units(rate_in, Unit.USD),
                 to_units(rate_out, Unit.USD),
-                _NO_CAP if max_out is None else max_out,
+                max_out,
+                source,
             )
         if len(self._rates) > 4096:
             self._rates = {}
@@ -149,7 +162,7 @@ class CostEstimator:
     ) -> tuple[Decimal | None, int]:
         """The hot path of :meth:`estimate`: (USD or None, input + output tokens)."""
         n_in = self._default_input if input_tokens is None else input_tokens
-        n_out = self._default_output if max_tokens is None else max_tokens
+        n_out = self._output_unset(model) if max_tokens is None else max_tokens
         if n_in < 0 or n_out < 0:
             n_in, n_out = max(0, n_in), max(0, n_out)
         if not model:
@@ -157,6 +170,8 @@ class CostEstimator:
         rate = self._rates.get((model, provider))
         if rate is None or now is None or rate.expires <= now:
             rate = self._rate(model, provider, now)
+        if max_tokens is None and self._default_output is None and rate.max_out is not None:
+            n_out = rate.max_out
         if rate.max_out is not None and n_out > rate.max_out:
             n_out = rate.max_out
         if rate.base is None:
@@ -178,7 +193,7 @@ class CostEstimator:
     ) -> tuple[int | None, int]:
         """:meth:`usd_and_tokens` in whole pico-dollars (rounded up), in integer arithmetic: the check's path."""
         n_in = self._default_input if input_tokens is None else input_tokens
-        n_out = self._default_output if max_tokens is None else max_tokens
+        n_out = self._output_unset(model) if max_tokens is None else max_tokens
         if n_in < 0 or n_out < 0:
             n_in, n_out = max(0, n_in), max(0, n_out)
         if not model:
@@ -186,6 +201,8 @@ class CostEstimator:
         rate = self._rates.get((model, provider))
         if rate is None or rate.expires <= now:
             rate = self._rate(model, provider, now)
+        if max_tokens is None and self._default_output is None and rate.max_out is not None:
+            n_out = rate.max_out
         if rate.max_out is not None and n_out > rate.max_out:
             n_out = rate.max_out
         if rate.base is None:
@@ -197,3 +214,32 @@ class CostEstimator:
 
     def max_output_tokens(self, model: str, provider: str | None = None) -> int | None:
         return self._rate(model, provider).max_out
+
+    def _output_unset(self, model: str | None) -> int:
+        """Output tokens assumed for a call without max_tokens, before the model's rate is known: the
+        configured default, else the model family's maximum (a priced model's catalog figure wins later)."""
+        if self._default_output is not None:
+            return self._default_output
+        return max_output_table().lookup(model or "").tokens
+
+    def basis(
+        self,
+        model: str | None,
+        provider: str | None,
+        input_tokens: int | None,
+        max_tokens: int | None,
+        now: float | None = None,
+    ) -> EstimateBasis:
+        """How the estimate of such a call is made: its token counts and where the output count came from."""
+        n_in = max(0, self._default_input if input_tokens is None else input_tokens)
+        tokens = self.usd_and_tokens(model, provider, input_tokens, max_tokens, now)[1]
+        if max_tokens is not None:
+            source = "max_tokens"
+        elif self._default_output is not None:
+            source = "configured"
+        elif model:
+            rate = self._rate(model, provider, now)
+            source = rate.max_out_source if rate.base is not None else "family_max"
+        else:
+            source = "family_max"
+        return EstimateBasis(n_in, tokens - n_in, max_tokens, source)

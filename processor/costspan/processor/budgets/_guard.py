@@ -36,14 +36,20 @@ def call_from_request(info: RequestInfo, *, service: str | None = None, count_in
 
 
 def budget_exceeded_error(block: Block, *, show_spend: bool = True) -> BudgetExceededError:
+    """The app's error for a refusal: the budget, why, this call's estimate and how, what to do."""
     usd = block.unit is Unit.USD and show_spend
     return BudgetExceededError(
-        block.message(),
+        block.message(show_spend=show_spend),
         budget_id=block.budget_id,
         scope=block.scope,
         limit_usd=block.limit if usd else None,
         spent_usd=block.spent if usd else None,
         resets_at=block.resets_at.isoformat() if block.resets_at else None,
+        reserved_usd=block.reserved if usd else None,
+        estimate_usd=block.estimate_usd,
+        estimate_basis=block.basis.describe() if block.basis is not None else "",
+        reason="exhausted" if block.exhausted else "estimate_exceeds_room",
+        advice=tuple(block.advice()),
     )
 
 

@@ -93,7 +93,7 @@ class Journal:
         return self._fd
 
     def append(self, seq: int, event: list[Any]) -> None:
-        if event[0] == "r":  # the hot event, by hand; the same JSON as json.dumps (ids are [0-9a-f-])
+        if event[0] == "r":  # the hot event, by hand; the same JSON as json.dumps (ids are [0-9a-z_-])
             _, rid, at, expires, match, items = event
             amounts = ",".join(f'[{_quoted(key)},"{amount!s}"]' for key, amount in items)
             line = f'[{seq},"r","{rid}",{at!r},{expires!r},{_quoted(match)},[{amounts}]]\n'

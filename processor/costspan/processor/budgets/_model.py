@@ -22,6 +22,7 @@ __all__ = [
     "BudgetSpec",
     "Call",
     "Decision",
+    "EstimateBasis",
     "InvalidBudgetError",
     "Mode",
     "Period",
@@ -212,8 +213,34 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
+class EstimateBasis:
+    """How a call's pre-call estimate was made: its tokens, and where the output count came from.
+
+    ``source`` is ``max_tokens`` (the caller's, possibly capped at the model's maximum output),
+    ``model_max`` (max_tokens unset: the model's maximum output from the catalog),
+    ``family_max`` (unset, and the catalog has no figure: the model family's table, or its default),
+    or ``configured`` (unset: the estimator's configured default).
+    """
+
+    input_tokens: int
+    output_tokens: int
+    max_tokens: int | None  # as the caller sent it
+    source: str
+
+    def describe(self) -> str:
+        """``max_tokens=400``, or ``max_tokens unset → assumed 16384 output tokens (model max)``."""
+        if self.max_tokens is not None:
+            if self.output_tokens < self.max_tokens:
+                return f"max_tokens={self.max_tokens}, capped at the model's max output {self.output_tokens}"
+            return f"max_tokens={self.max_tokens}"
+        why = {"model_max": "model max", "family_max": "model family max", "configured": "configured default"}
+        return f"max_tokens unset → assumed {self.output_tokens} output tokens ({why.get(self.source, self.source)})"
+
+
+@dataclass(frozen=True, slots=True)
 class Block:
-    """Why a call was refused: the budget and scope that tripped, its limit, spend and reset."""
+    """Why a call was refused: the budget and scope that tripped, its limit, spend and reset, and
+    this call's estimate and how it was made."""
 
     budget_id: str
     scope: Mapping[str, str]
@@ -224,6 +251,10 @@ class Block:
     reserved: Decimal
     requested: Decimal
     resets_at: datetime | None
+    #: this call's estimated cost in USD (None: unpriced model) and how it was made
+    estimate_usd: Decimal | None = None
+    basis: EstimateBasis | None = None
+    mode: Mode = Mode.HARD
 
     def retry_after(self, now: float) -> int | None:
         """Whole seconds until the period resets (None: it never does)."""
@@ -231,10 +262,53 @@ class Block:
             return None
         return max(1, int(self.resets_at.timestamp() - now + 0.999))
 
-    def message(self) -> str:
+    @property
+    def exhausted(self) -> bool:
+        """Whether spend alone has used the limit (else the call's estimate does not fit what is left)."""
+        return self.spent >= self.limit
+
+    def _amount(self, value: Decimal) -> str:
+        return f"{money(value)} USD" if self.unit is Unit.USD else f"{money(value)} {self.unit.value}"
+
+    def estimate_text(self) -> str:
+        """This call's estimate and how it was made (the caller's own figures, always shown)."""
+        text = "this call's estimate " + self._amount(self.requested)
+        details = []
+        if self.unit is not Unit.USD and self.estimate_usd is not None:
+            details.append(f"{money(self.estimate_usd)} USD")
+        if self.basis is not None:
+            b = self.basis
+            details.append(f"{b.input_tokens} input + {b.output_tokens} output tokens, {b.describe()}")
+        return text + (f" ({'; '.join(details)})" if details else "")
+
+    def advice(self) -> list[str]:
+        """What the caller can do, most likely first."""
+        out: list[str] = []
+        basis = self.basis
+        if basis is not None and self.unit is not Unit.REQUESTS:
+            if basis.max_tokens is None:
+                out.append("set max_tokens to what the call needs (the estimate assumed the model's max output)")
+            elif not self.exhausted:
+                out.append("lower max_tokens")
+        out.append(f"raise the limit of budget {self.budget_id!r}")
+        if self.reserved > 0:
+            out.append("wait for calls in flight to settle their reservations")
+        if self.resets_at is not None:
+            out.append(f"wait for the period to roll at {self.resets_at.isoformat()}")
+        return out
+
+    def message(self, *, show_spend: bool = True) -> str:
+        """One paragraph: which budget, why (with its figures when ``show_spend``), this call's estimate,
+        what to do."""
         scope = ", ".join(f"{k}={v}" for k, v in self.scope.items()) or "global"
-        when = self.resets_at.isoformat() if self.resets_at else "never"
-        return f"budget {self.budget_id!r} ({scope}, {self.period.value}) is exhausted; resets {when}"
+        what = "is exhausted" if self.exhausted else "has no room for this call"
+        text = f"budget {self.budget_id!r} ({scope}, {self.period.value}, {self.mode.value}) {what}"
+        if show_spend:
+            text += (
+                f": limit {self._amount(self.limit)}, spent {self._amount(self.spent)},"
+                f" reserved {self._amount(self.reserved)}"
+            )
+        return f"{text}; {self.estimate_text()}. To go ahead: " + "; or ".join(self.advice()) + "."
 
 
 class Decision(NamedTuple):
