@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -99,7 +100,7 @@ def add_repricing(app: FastAPI, store: Store, book: BudgetBook | None, pricer: P
         try:
             until = parse_time(body.until) if body.until else None
             since = parse_time(body.since)
-            window = Window(since, until if until is not None else _now(), body.tenant)
+            window = Window(since, until if until is not None else time.time(), body.tenant)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
         pricers = _pricers(request.app)
@@ -151,9 +152,3 @@ def add_repricing(app: FastAPI, store: Store, book: BudgetBook | None, pricer: P
                 loop.remove_signal_handler(signal.SIGHUP)
 
     add_lifespan(app, on_sighup)
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
