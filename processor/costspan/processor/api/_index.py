@@ -23,11 +23,13 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Final, TypeVar
 
 from costspan.processor.store._batch import Committed
 from costspan.processor.store._callsums import CallDims, sum_calls
+from costspan.processor.store._corrections import Correction, correction_sums
 from costspan.processor.store._ledger import Ledger, Position
 from costspan.processor.store._records import CallRecord
 from costspan.processor.store._series import Series
@@ -70,11 +72,11 @@ class TenantDay:
     services: set[str] = field(default_factory=set)
     tenants: set[str] = field(default_factory=set)
     #: (stamp, limit) -> the day's most expensive sessions, in the day's order (see top_sessions)
-    top_cache: dict[tuple[int, int, int], list[str]] = field(default_factory=dict)
+    top_cache: dict[tuple[int, int, Decimal, int], list[str]] = field(default_factory=dict)
 
     def top_sessions(self, limit: int) -> list[str]:
         """The ``limit`` sessions with the highest cost this day (ties: the earlier first), in the day's order."""
-        stamp = (len(self.by_session), self.sessions.requests, limit)
+        stamp = (len(self.by_session), self.sessions.requests, self.sessions.cost, limit)
         found = self.top_cache.get(stamp)
         if found is None:
             ranked = heapq.nlargest(limit, enumerate(self.by_session.items()), key=lambda e: e[1][1].cost)
@@ -147,6 +149,16 @@ class UsageIndex:
     def on_committed(self, committed: Committed) -> None:
         """:meth:`on_commit` from the store's sums listener: folds the calls' sums, not the calls."""
         self._take(committed.end, lambda: self._add_committed(committed))
+
+    def on_corrected(self, corrections: list[Correction], end: Position) -> None:
+        """The store's correction listener: ``corrections`` (repriced calls) were appended, ending at ``end``."""
+        self._take(end, lambda: self._apply_corrections(corrections))
+
+    def _apply_corrections(self, corrections: list[Correction]) -> None:
+        """Each corrected call's cost delta, where its call was summed (requests and tokens unchanged)."""
+        for dims, delta in correction_sums(corrections).items():
+            self._add_sums(dims, delta)
+        self.generation += 1  # sums changed without a new record: folded windows are stale
 
     def _take(self, end: Position, fold: Callable[[], None]) -> None:
         with self._lock:
@@ -247,7 +259,14 @@ class UsageIndex:
         def advance(position: Position) -> None:
             self.position = position  # under the lock: readers see the position with its records
 
-        return replay(self._ledger, self.position, self._add_records, limit=max_records, advance=advance).records
+        return replay(
+            self._ledger,
+            self.position,
+            self._add_records,
+            limit=max_records,
+            advance=advance,
+            correct=self._apply_corrections,
+        ).records
 
     def follow(self, interval_s: float = 0.2, *, every_hour: Callable[[], None] | None = None) -> None:
         """In a background thread until :meth:`stop`: catch up every ``interval_s`` while not fed by

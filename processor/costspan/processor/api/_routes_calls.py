@@ -25,6 +25,7 @@ from costspan.processor.api._index import DAY_S
 from costspan.processor.api._keys import Principal
 from costspan.processor.api._schemas import Identifier, Name, TenantId, TokenCount
 from costspan.processor.store._batch import prepare
+from costspan.processor.store._corrections import MARKER, is_correction, latest_corrections
 from costspan.processor.store._ledger import Ledger
 from costspan.processor.store._records import API_SOURCE, CallRecord, TokenCounts, record_from_json
 from costspan.processor.store._store import QueueFullError, Store
@@ -211,11 +212,17 @@ def _records(
     # a record naming the tenant (or user, or project) holds its JSON string: skip the others unparsed
     named = tenant if tenant is not None else user if user is not None else project
     needle = json.dumps(named, ensure_ascii=False).encode() if named else b""
-    for line in Ledger(ledger_dir, fsync="never").read():
-        if not first_ns <= line.start_ns < end_ns or needle not in line.payload:
+    ledger = Ledger(ledger_dir, fsync="never")
+    corrected: dict[str, CallRecord] = {}
+    if (ledger.directory / MARKER).exists():  # repriced calls show their current cost and pricing version
+        corrected = latest_corrections(
+            line for line in ledger.read() if first_ns <= line.start_ns < end_ns and needle in line.payload
+        )
+    for line in ledger.read():
+        if not first_ns <= line.start_ns < end_ns or needle not in line.payload or is_correction(line.payload):
             continue
         try:
-            r = record_from_json(line.payload)
+            r = corrected.get(line.key) or record_from_json(line.payload)
         except (ValueError, TypeError):  # unreadable, or out of range (written by an older version): skipped
             continue
         if (

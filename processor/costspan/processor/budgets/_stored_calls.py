@@ -7,13 +7,16 @@ oldest open reservation of the same scope and model, or are charged when none is
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from costspan.processor.budgets._book import BudgetBook
 from costspan.processor.budgets._model import Call
 from costspan.processor.store._batch import Committed
 from costspan.processor.store._callsums import CallDims
+from costspan.processor.store._corrections import Correction
 from costspan.processor.store._records import API_SOURCE, CallRecord
 
-__all__ = ["settle_committed", "settle_records"]
+__all__ = ["settle_committed", "settle_corrections", "settle_records"]
 
 
 def _call_of(c: CallRecord | CallDims) -> Call:
@@ -63,3 +66,18 @@ def settle_committed(book: BudgetBook, committed: Committed) -> None:
                 book.settle_call(call, s.cost, tokens, requests=n, reservation_id=d.reservation_id)
             elif not book.record_unreserved(call, s.cost, tokens, n):
                 settle_records(book, committed.rows(batch, s.rows))
+
+
+def settle_corrections(book: BudgetBook, corrections: list[Correction]) -> None:
+    """Repriced calls: each one's cost change (new minus old; an unpriced call's old cost counts as 0)
+    is charged, or credited, to the budget periods that contain the call's start time; requests and
+    tokens are unchanged. Runs where the corrections are stored (the store's correction listener)."""
+    if not book.enabled:
+        return
+    for c in corrections:
+        delta = (c.new.cost_total or _ZERO) - (c.old.cost_total or _ZERO)
+        if delta:
+            book.record(_call_of(c.new), delta, 0, requests=0, at=c.new.start_ns / 1e9)
+
+
+_ZERO = Decimal(0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from costspan.processor.ingest._normalize import Normalizer
 from costspan.processor.ingest._otlp import (
@@ -115,17 +115,39 @@ def process_body(
 
 
 _worker_normalizer: Normalizer | None = None
+#: The server's pricing generation (a shared ``multiprocessing.Value``) and the one this worker priced with.
+_worker_generation: Any = None
+_worker_seen = 0
 
 
-def init_worker(default_tenant: str, max_value_length: int = MAX_ID_LENGTH) -> None:
-    """Process-pool initializer: build this worker's normalizer over the default pricer."""
-    global _worker_normalizer  # noqa: PLW0603 - per-process state of a pool worker
+def init_worker(default_tenant: str, max_value_length: int = MAX_ID_LENGTH, generation: Any = None) -> None:
+    """Process-pool initializer: build this worker's normalizer over the default pricer.
+
+    ``generation``: a shared integer the server bumps when it reloads the catalog; the worker then
+    reloads its own before pricing the next body."""
+    global _worker_normalizer, _worker_generation  # noqa: PLW0603 - per-process state of a pool worker
     from costspan.pricing import default_pricer
 
     _worker_normalizer = Normalizer(default_pricer(), default_tenant=default_tenant, max_value_length=max_value_length)
+    _worker_generation = generation
+
+
+def _follow_reload() -> None:
+    global _worker_seen  # noqa: PLW0603 - per-process state of a pool worker
+    current = int(_worker_generation.value)
+    if current != _worker_seen:
+        from costspan.pricing import CatalogError, default_pricer
+
+        _worker_seen = current
+        try:
+            default_pricer().reload()
+        except CatalogError:  # the server refused the same file; keep pricing with the old catalog
+            logger.warning("ingest worker: catalog not reloaded")
 
 
 def process_in_worker(body: bytes, content_type: str, encoding: str, limit: int, tenant: str = "") -> BodyResult:
     if _worker_normalizer is None:
         raise RuntimeError("ingest worker was not initialized")
+    if _worker_generation is not None:
+        _follow_reload()
     return process_body(_worker_normalizer, body, content_type, encoding, limit, keep_records=False, tenant=tenant)

@@ -64,11 +64,14 @@ def create_app(
         app.state.normalizer = normalizer
         pool: ProcessPoolExecutor | None = None
         if settings.ingest_workers and pricer is None:  # workers price with the default pricer
+            context = multiprocessing.get_context("spawn")
+            # bumped by a pricing reload: each worker re-reads the catalog before its next body
+            app.state.pricing_generation = context.Value("i", 0, lock=False)
             pool = ProcessPoolExecutor(
                 settings.ingest_workers,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=context,
                 initializer=init_worker,
-                initargs=(settings.default_tenant, settings.max_value_length),
+                initargs=(settings.default_tenant, settings.max_value_length, app.state.pricing_generation),
             )
         forwarder = None
         if settings.forward_endpoint:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from costspan.pricing.cli import add_pricing_commands, run_handler
 from costspan.processor._demo.command import add_demo_command
 from costspan.processor.api._keys_cli import add_keys_command
+from costspan.processor.serve._reprice_cli import add_reprice_command
 from costspan.processor.serve._serve_cli import add_serve_command
 
 __all__ = ["build_parser", "main"]
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_command(sub)
     add_serve_command(sub)
     add_keys_command(sub)
+    add_reprice_command(sub)
     return parser
 
 

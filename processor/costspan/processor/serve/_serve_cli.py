@@ -100,10 +100,18 @@ def run_serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    out.write(f"costspan serve: listening on http://{settings.host}:{settings.port}, data in {settings.data_dir}\n")
-    out.flush()
+    from costspan.processor.serve._reprice_cli import DataDirBusyError, data_dir_lock
+
     try:
-        server.run()
+        with data_dir_lock(settings.data_dir):  # an offline `costspan reprice` waits for the server to stop
+            out.write(
+                f"costspan serve: listening on http://{settings.host}:{settings.port}, data in {settings.data_dir}\n"
+            )
+            out.flush()
+            server.run()
+    except DataDirBusyError as exc:
+        print(f"costspan serve: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:  # e.g. the port is taken
         print(f"costspan serve: {exc}", file=sys.stderr)
         return 1

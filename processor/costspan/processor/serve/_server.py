@@ -33,6 +33,7 @@ from costspan.processor.budgets import (
     settle_committed,
 )
 from costspan.processor.serve._app import create_app
+from costspan.processor.serve._reprice_api import add_repricing
 from costspan.processor.serve._settings import Settings
 from costspan.processor.store._store import Store
 
@@ -92,6 +93,7 @@ def build_server_app(
         budget_view=_budget_view(book),
     )
     app.include_router(dashboard_router())
+    add_repricing(app, store, book, pricer)
 
     @asynccontextmanager
     async def close_budgets(_: FastAPI) -> AsyncIterator[None]:

@@ -143,9 +143,12 @@ class Ledger:
                 else:
                     space = raw.index(b" ", 9)
                     key = int(raw[9:space], 16)
-                    start_ns = int(raw[space + 1 : raw.index(b" ", space + 1)])
+                    after_start = raw.index(b" ", space + 1)
+                    start_ns = int(raw[space + 1 : after_start])
                     newest = max(newest, start_ns)
-                    if key in seen:
+                    if raw[after_start + 1 : after_start + 2] == b"{":
+                        pass  # a correction of a call stored before it (see _corrections): not a call
+                    elif key in seen:
                         duplicates += 1
                     else:
                         seen.add(key)

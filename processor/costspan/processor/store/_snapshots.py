@@ -23,6 +23,7 @@ from typing import Any, Final, Generic, TypeVar
 
 import orjson
 
+from costspan.processor.store._corrections import Correction, correction_from_json, is_correction
 from costspan.processor.store._ledger import Ledger, Position
 from costspan.processor.store._records import CallRecord, record_from_json
 
@@ -126,20 +127,42 @@ def replay(
     remember: Callable[[CallRecord], None] | None = None,
     limit: int | None = None,
     advance: Callable[[Position], None] | None = None,
+    correct: Callable[[list[Correction]], None] | None = None,
 ) -> Replayed:
     """Fold the records of the ledger lines after ``after`` into ``fold``, :data:`REPLAY_CHUNK` at a time.
 
     ``seen``: keys (the line's hex key as an int) to skip as duplicates; ``remember(record)`` for each
     record read; at most ``limit`` records; ``advance(position)`` after each fold, with the position
-    just after the lines read so far (so state and position move together).
+    just after the lines read so far (so state and position move together). ``correct(corrections)``
+    applies the correction lines (see :mod:`._corrections`), after every record before them is folded;
+    without it they are skipped.
     """
     folded = duplicates = unreadable = 0
     chunk: list[CallRecord] = []
+    corrections: list[Correction] = []  # consecutive correction lines, applied together
     end: Position | None = None
     for line in ledger.read(after):
         if limit is not None and folded >= limit:
             break
+        if is_correction(line.payload):
+            end = line.end
+            if correct is None:
+                continue
+            try:
+                correction = correction_from_json(line.payload)
+            except (ValueError, KeyError, TypeError):
+                unreadable += 1
+                logger.warning("ledger correction at %s cannot be read; skipped", line.end)
+                continue
+            if chunk:  # the records before the corrections first
+                fold(chunk)
+                chunk = []
+            corrections.append(correction)
+            continue
         end = line.end
+        if corrections and correct is not None:
+            correct(corrections)
+            corrections = []
         if seen is not None and int(line.key, 16) in seen:
             duplicates += 1  # written by a commit that failed after a partial write
             continue
@@ -161,6 +184,8 @@ def replay(
                 advance(end)
     if chunk:
         fold(chunk)
+    if corrections and correct is not None:
+        correct(corrections)
     if advance is not None and end is not None:
         advance(end)
     if unreadable > 1:

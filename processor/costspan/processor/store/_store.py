@@ -19,6 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from costspan.processor.store._batch import Committed, PreparedBatch, call_key, prepare, records_of
+from costspan.processor.store._corrections import (
+    MARKER,
+    Correction,
+    correction_groups,
+    correction_line,
+    current_records,
+    latest_corrections,
+)
 from costspan.processor.store._dedupe import Deduplicator, PendingCalls
 from costspan.processor.store._ledger import FsyncPolicy, Ledger, Position
 from costspan.processor.store._records import CallRecord, record_from_json
@@ -93,6 +101,7 @@ class Store:
         self.started = False
         self._listeners: list[Callable[[list[CallRecord]], None]] = []
         self._sum_listeners: list[Callable[[Committed], None]] = []
+        self._correction_listeners: list[Callable[[list[Correction], Position], None]] = []
 
     # --- counters ---------------------------------------------------------------------------------
     def count(self, key: str, n: int = 1, *, error: bool = False) -> None:
@@ -130,6 +139,7 @@ class Store:
             self.rollups.add_all,
             seen=dedupe.seen,
             remember=lambda record: dedupe.remember(call_key(record)),
+            correct=lambda corrections: self.rollups.merge_groups(correction_groups(corrections)),
         )
         ledger_duplicates += replayed.duplicates
         if replayed.unreadable:
@@ -292,6 +302,38 @@ class Store:
         the calls summed by dimensions (cheap to fold), the records only if it asks for them."""
         self._sum_listeners.append(listener)
 
+    # --- corrections (repricing) ------------------------------------------------------------------
+    def add_correction_listener(self, listener: Callable[[list[Correction], Position], None]) -> None:
+        """Call ``listener(corrections, end)`` once corrections are durable (``end``: the ledger
+        position after them), with no append in between. Errors are logged, counted, survived."""
+        self._correction_listeners.append(listener)
+
+    def correct(self, corrections: list[Correction]) -> Position:
+        """Append ``corrections`` to the ledger (after the records they correct), apply their cost
+        deltas to the rollups and tell the correction listeners. Serialized with the writer's commits."""
+        if not self.started or self.closing:
+            raise QueueFullError("store is not accepting records")
+        if not corrections:
+            return self.ledger.position
+        lines = [correction_line(c) for c in corrections]
+        groups = correction_groups(corrections)
+        marker = self.ledger.directory / MARKER
+        if not marker.exists():
+            marker.touch()
+        with self._commit_lock:
+            end = self.ledger.append(lines)
+            with self.lock:
+                self.rollups.merge_groups(groups)
+                self.counters["repriced_records"] += len(corrections)
+            for listener in self._correction_listeners:
+                try:
+                    listener(corrections, end)
+                except Exception:
+                    with self.lock:
+                        self.errors["listener"] += 1
+                    logger.exception("a correction listener failed; the corrections are stored")
+        return end
+
     def _notify(self, committed: Committed) -> None:
         if not committed:
             return
@@ -350,6 +392,8 @@ class Store:
             return self.rollups.grand_total()
 
     def read_records(self) -> list[CallRecord]:
-        """Every record in the ledger (for tests, recomputation and the usage API's exports)."""
+        """Every record in the ledger, each with its newest correction's cost (for tests,
+        recomputation and the usage API's exports)."""
         reader = Ledger(self.ledger.directory, fsync="never")
-        return [record_from_json(line.payload) for line in reader.read()]
+        corrected = latest_corrections(reader.read()) if (reader.directory / MARKER).exists() else {}
+        return list(current_records(reader.read(), corrected))
