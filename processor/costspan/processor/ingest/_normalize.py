@@ -94,6 +94,8 @@ WANTED_KEYS: Final = frozenset(
         attr.TOKENS_ESTIMATED,
         attr.RECORD_SOURCE,
         attr.ENRICHED,
+        attr.CALL_OUTCOME,
+        attr.BUDGET_ACTION,
         _LLM_REQUEST_TYPE,
         *_USER_FALLBACKS,
         *_SESSION_FALLBACKS,
@@ -106,6 +108,8 @@ _OPTIONAL_KEYS: Final = frozenset(
         attr.ERROR_TYPE,
         attr.RECORD_SOURCE,
         attr.ENRICHED,
+        attr.CALL_OUTCOME,
+        attr.BUDGET_ACTION,
         attr.GEN_AI_RESPONSE_SERVICE_TIER,
         attr.GEN_AI_REQUEST_SERVICE_TIER,
         attr.WORKFLOW_ID,
@@ -281,6 +285,7 @@ class Normalizer:
         tenant = value if value and type(value) is str else resource_tenant
         if _OPTIONAL_KEYS.isdisjoint(attrs):  # the common span: none of the rarer keys, so their defaults
             tokens_estimated = False
+            said = ""
             error_type = "error" if status_error else ""
             source = scope_name or "unknown"
             tier = "standard"
@@ -289,6 +294,11 @@ class Normalizer:
         else:
             tokens_estimated = _bool(attrs.get(attr.TOKENS_ESTIMATED))
             error_type = _str(attrs, attr.ERROR_TYPE) or ("error" if status_error else "")
+            said = _said_outcome(attrs, error_type)
+            if said == attr.OUTCOME_BLOCKED:
+                error_type = attr.ERROR_TYPE_BUDGET_EXCEEDED  # whatever the SDK's own span called the refusal
+            elif said == attr.OUTCOME_ERROR and not error_type:
+                error_type = "error"
             if attr.RECORD_SOURCE in attrs:
                 source = "costspan"
             elif _bool(attrs.get(attr.ENRICHED)):
@@ -306,6 +316,8 @@ class Normalizer:
             ttfc_s = _ttfc(attrs.get(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK))
 
         breakdown: PriceBreakdown | None = None
+        if said == attr.OUTCOME_BLOCKED:  # never sent: nothing to price, and not a priced call of 0
+            usage, invalid = None, _BLOCKED_REASON
         if usage is None:
             unpriced_reason = invalid
         else:
@@ -334,6 +346,12 @@ class Normalizer:
             cost_total = cost_input = cost_output = cost_cache_read = cost_cache_write = cost_other = None
             pricing_version = breakdown.catalog_version if breakdown is not None else ""
             unpriced_reason = unpriced_reason or "unpriced"
+        if said == attr.OUTCOME_BLOCKED:
+            outcome = said
+        elif error_type:
+            outcome = attr.OUTCOME_ERROR
+        else:  # the processor's own pricing decides whether the call is fully known
+            outcome = attr.OUTCOME_DEGRADED if said == attr.OUTCOME_DEGRADED or cost_status != _PRICED else attr.OUTCOME_OK
         # Every value is the local named as its field, in CallRecord's order: a test reads this call and pins
         # the names to CallRecord._fields. Not keywords: past 15 keyword arguments CPython builds a dict for
         # the call (over a microsecond a span); not the named tuple's __new__: one more Python frame.
@@ -369,5 +387,21 @@ class Normalizer:
                 ttfc_s,
                 project,
                 reservation_id,
+                outcome,
             ),
         )
+
+
+_BLOCKED_REASON: Final = "blocked by a budget before it was sent"
+_OUTCOMES: Final = frozenset(attr.OUTCOMES)
+
+
+def _said_outcome(attrs: Mapping[str, AttrValue], error_type: str) -> str:
+    """The span's ``costspan.call.outcome`` if valid; a block told apart for spans that do not carry it
+    (an older costspan's ``costspan.budget.action=blocked``, or a ``BudgetExceededError`` type); else ""."""
+    said = attrs.get(attr.CALL_OUTCOME)
+    if said in _OUTCOMES and type(said) is str:
+        return said
+    if attrs.get(attr.BUDGET_ACTION) == "blocked" or error_type.endswith("BudgetExceededError"):
+        return attr.OUTCOME_BLOCKED
+    return ""
