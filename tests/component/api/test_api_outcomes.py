@@ -121,9 +121,7 @@ def test_blocked_calls_are_their_own_outcome_from_span_to_aggregates(api: Api, a
     # the spans: one per call (anthropic's own span enriched, not doubled), blocked ones say so
     spans = _call_spans(app)
     assert sorted(s.name for s in spans) == sorted(["chat gpt-4o-mini", "anthropic.messages.create"] * 2)
-    outcome = {
-        ((s.attributes or {})[attr.TENANT_ID], s.name): (s.attributes or {})[attr.CALL_OUTCOME] for s in spans
-    }
+    outcome = {((s.attributes or {})[attr.TENANT_ID], s.name): (s.attributes or {})[attr.CALL_OUTCOME] for s in spans}
     assert outcome == {
         ("beta", "chat gpt-4o-mini"): "ok",
         ("beta", "anthropic.messages.create"): "ok",

@@ -44,9 +44,7 @@ def _normalize(attrs: dict[str, Any], *, status_error: bool = False) -> CallReco
     [
         pytest.param(KNOWN, False, "ok", "", "priced", id="priced"),
         pytest.param({**KNOWN, attr.CALL_OUTCOME: "ok"}, False, "ok", "", "priced", id="said-ok"),
-        pytest.param(
-            {**KNOWN, attr.TOKENS_ESTIMATED: True}, False, "degraded", "", "estimated", id="estimated-tokens"
-        ),
+        pytest.param({**KNOWN, attr.TOKENS_ESTIMATED: True}, False, "degraded", "", "estimated", id="estimated-tokens"),
         pytest.param(
             {**KNOWN, "gen_ai.request.model": "not-a-model-anyone-prices"},
             False,
@@ -85,7 +83,7 @@ def _normalize(attrs: dict[str, Any], *, status_error: bool = False) -> CallReco
             id="peer-span-module-path",
         ),
         pytest.param(  # an older costspan instrumentation: the budget action only
-            {**NO_USAGE, attr.RECORD_SOURCE: "x", attr.BUDGET_ACTION: "blocked", attr.ERROR_TYPE: "BudgetExceededError"},
+            {**NO_USAGE, attr.RECORD_SOURCE: "x", attr.BUDGET_ACTION: "blocked", attr.ERROR_TYPE: "BudgetExceeded"},
             True,
             "blocked",
             attr.ERROR_TYPE_BUDGET_EXCEEDED,
@@ -161,7 +159,8 @@ def test_a_blocked_record_never_settles_a_reservation(tmp_path: Path) -> None:
     book = BudgetBook(estimator=CostEstimator(pricer), data_dir=tmp_path, fsync="never")
     try:
         book.put_budget({"id": "acme", "scope": {"tenant": "acme"}, "period": "day", "limit": "100"})
-        decision = book.check(Call(tenant="acme", service="svc", provider="openai", model="gpt-4o", input_tokens=100, max_tokens=10))
+        call = Call(tenant="acme", service="svc", provider="openai", model="gpt-4o", input_tokens=100, max_tokens=10)
+        decision = book.check(call)
         assert decision.block is None and decision.reservation_id is not None
         blocked = call_record(9, cost=None, tokens=(0, 0), error_type=attr.ERROR_TYPE_BUDGET_EXCEEDED)
         assert outcome_of(blocked) == "blocked"

@@ -19,7 +19,6 @@ from typing_extensions import TypedDict
 
 __all__ = [
     "AggFigures",
-    "OutcomeFigures",
     "AggregatesOut",
     "CostTrendOut",
     "CostsByProviderOut",
@@ -31,6 +30,7 @@ __all__ = [
     "LatencyFigures",
     "LatencyOut",
     "MetricsOk",
+    "OutcomeFigures",
     "Percent",
     "RealtimeOut",
     "SummaryUsageOut",

@@ -7,11 +7,11 @@ oldest open reservation of the same scope and model, or are charged when none is
 
 from __future__ import annotations
 
+from costspan.instrumentation import attributes as attr
 from costspan.processor.budgets._book import BudgetBook
 from costspan.processor.budgets._model import Call
 from costspan.processor.store._batch import Committed
 from costspan.processor.store._callsums import CallDims
-from costspan.instrumentation import attributes as attr
 from costspan.processor.store._records import API_SOURCE, CallRecord, outcome_of
 
 __all__ = ["settle_committed", "settle_records"]

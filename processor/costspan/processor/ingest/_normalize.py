@@ -16,6 +16,7 @@ from typing import Final, NamedTuple, Protocol
 
 from costspan.instrumentation import attributes as attr
 from costspan.pricing import PriceBreakdown, Usage
+from costspan.processor.ingest._outcomes import BLOCKED_REASON, call_outcome, said_outcome
 from costspan.processor.store._records import CallRecord, TokenCounts
 
 __all__ = ["WANTED_KEYS", "AttrValue", "Normalizer", "SpanView"]
@@ -64,6 +65,7 @@ _INPUT: Final = attr.GEN_AI_USAGE_INPUT_TOKENS
 _OUTPUT: Final = attr.GEN_AI_USAGE_OUTPUT_TOKENS
 _CACHE_READ: Final = attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS
 _PRICED: Final = attr.STATUS_PRICED
+_OK: Final = attr.OUTCOME_OK
 #: OpenAI's service_tier values → costspan's pricing tiers ("auto" and "default" are standard).
 _SERVICE_TIERS: Final = {"flex": "flex", "priority": "priority", "batch": "batch", "scale": "standard"}
 _USER_FALLBACKS: Final = ("user.id", "enduser.id")
@@ -294,11 +296,7 @@ class Normalizer:
         else:
             tokens_estimated = _bool(attrs.get(attr.TOKENS_ESTIMATED))
             error_type = _str(attrs, attr.ERROR_TYPE) or ("error" if status_error else "")
-            said = _said_outcome(attrs, error_type)
-            if said == attr.OUTCOME_BLOCKED:
-                error_type = attr.ERROR_TYPE_BUDGET_EXCEEDED  # whatever the SDK's own span called the refusal
-            elif said == attr.OUTCOME_ERROR and not error_type:
-                error_type = "error"
+            said, error_type = said_outcome(attrs, error_type)
             if attr.RECORD_SOURCE in attrs:
                 source = "costspan"
             elif _bool(attrs.get(attr.ENRICHED)):
@@ -317,7 +315,7 @@ class Normalizer:
 
         breakdown: PriceBreakdown | None = None
         if said == attr.OUTCOME_BLOCKED:  # never sent: nothing to price, and not a priced call of 0
-            usage, invalid = None, _BLOCKED_REASON
+            usage, invalid = None, BLOCKED_REASON
         if usage is None:
             unpriced_reason = invalid
         else:
@@ -346,12 +344,12 @@ class Normalizer:
             cost_total = cost_input = cost_output = cost_cache_read = cost_cache_write = cost_other = None
             pricing_version = breakdown.catalog_version if breakdown is not None else ""
             unpriced_reason = unpriced_reason or "unpriced"
-        if said == attr.OUTCOME_BLOCKED:
-            outcome = said
-        elif error_type:
-            outcome = attr.OUTCOME_ERROR
-        else:  # the processor's own pricing decides whether the call is fully known
-            outcome = attr.OUTCOME_DEGRADED if said == attr.OUTCOME_DEGRADED or cost_status != _PRICED else attr.OUTCOME_OK
+        # the common call (nothing said, no error, priced) without a function call
+        outcome = (
+            _OK
+            if not said and not error_type and cost_status == _PRICED
+            else call_outcome(said, error_type, cost_status)
+        )
         # Every value is the local named as its field, in CallRecord's order: a test reads this call and pins
         # the names to CallRecord._fields. Not keywords: past 15 keyword arguments CPython builds a dict for
         # the call (over a microsecond a span); not the named tuple's __new__: one more Python frame.
@@ -390,18 +388,3 @@ class Normalizer:
                 outcome,
             ),
         )
-
-
-_BLOCKED_REASON: Final = "blocked by a budget before it was sent"
-_OUTCOMES: Final = frozenset(attr.OUTCOMES)
-
-
-def _said_outcome(attrs: Mapping[str, AttrValue], error_type: str) -> str:
-    """The span's ``costspan.call.outcome`` if valid; a block told apart for spans that do not carry it
-    (an older costspan's ``costspan.budget.action=blocked``, or a ``BudgetExceededError`` type); else ""."""
-    said = attrs.get(attr.CALL_OUTCOME)
-    if said in _OUTCOMES and type(said) is str:
-        return said
-    if attrs.get(attr.BUDGET_ACTION) == "blocked" or error_type.endswith("BudgetExceededError"):
-        return attr.OUTCOME_BLOCKED
-    return ""

@@ -29,6 +29,7 @@ from decimal import Decimal
 from operator import attrgetter
 from typing import Any, Final
 
+from costspan.instrumentation import attributes as attr
 from costspan.processor.store._detail import (
     DURATION_BUCKETS,
     N_DURATION,
@@ -37,7 +38,6 @@ from costspan.processor.store._detail import (
     Detail,
     parts_from_json,
 )
-from costspan.instrumentation import attributes as attr
 from costspan.processor.store._records import CallRecord, outcome_of
 
 __all__ = [
