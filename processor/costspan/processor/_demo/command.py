@@ -231,6 +231,10 @@ def print_cost_table(server: Any, out: TextIO) -> None:
         f"{'total':<10} {'':<36} {total.calls:>6} {total.ok:>5} {total.degraded:>8} {total.blocked:>7}"
         f" {total.errors:>5} {total.tokens:>9,} {format_money(total.cost, 6):>12}\n"
     )
+    out.write(
+        "degraded: a budget moved the call to a fallback model or capped its max_tokens, or its tokens were"
+        " estimated, or it has no price; blocked: refused by a budget, never sent\n"
+    )
 
 
 def run_pricing_demo(out: TextIO, *, currency: str = "USD") -> int:
