@@ -37,7 +37,8 @@ class Otel:
 def cost_attrs(
     pricer: Pricer, model: str, provider: str, usage: Usage, status: str = attr.STATUS_PRICED
 ) -> dict[str, Any]:
-    """The cost attributes costspan must write for this call (from the same pricer); a zero part is absent."""
+    """The cost attributes costspan must write for this call (from the same pricer), and the outcome they
+    make (``ok`` when priced from reported usage, else ``degraded``); a zero part is absent."""
     b = pricer.price_call(model, usage, provider=provider)
     assert b.total is not None, b.reason
     out: dict[str, Any] = {
@@ -47,6 +48,7 @@ def cost_attrs(
         attr.COST_STATUS: status,
         attr.PRICING_RULE: b.rule,
         attr.PRICING_MODEL: b.model,
+        attr.CALL_OUTCOME: attr.OUTCOME_OK if status == attr.STATUS_PRICED else attr.OUTCOME_DEGRADED,
     }
     parts = (
         (attr.COST_INPUT_USD, b.input),

@@ -12,6 +12,7 @@ from opentelemetry.util.types import AttributeValue
 
 from costspan.instrumentation import attributes as attr
 from costspan.instrumentation._facts import input_text, output_text, tap_facts
+from costspan.instrumentation._hooks import BudgetExceededError
 from costspan.instrumentation._providers import RequestFacts, Route
 from costspan.instrumentation._runtime import Runtime
 from costspan.instrumentation._stream import BodyTap
@@ -62,6 +63,7 @@ class Call:
         "done",
         "peer",
         "request",
+        "rewritten",
         "route",
         "rt",
         "server_address",
@@ -95,6 +97,8 @@ class Call:
         self.server_port = server_port
         self.start_ns = time.time_ns()
         self.start_perf = time.perf_counter()
+        # a budget changed the request (a fallback model, capped max_tokens): the outcome is degraded
+        self.rewritten = extra is not None and extra.get(attr.BUDGET_ACTION) not in (None, "blocked")
         if peer is not None:
             self.span: Span | None = None
             if extra:
@@ -144,7 +148,10 @@ class Call:
         facts = tap_facts(tap) if tap is not None and not tap.broken else ResponseFacts()
         out: dict[str, AttributeValue] = {}
         error_type: str | None = None
-        if error is not None and not isinstance(error, GeneratorExit):
+        blocked = isinstance(error, BudgetExceededError)
+        if blocked:
+            error_type = attr.ERROR_TYPE_BUDGET_EXCEEDED
+        elif error is not None and not isinstance(error, GeneratorExit):
             error_type = type(error).__qualname__
         elif status_code is not None and status_code >= 400:
             error_type = str(status_code)
@@ -182,6 +189,8 @@ class Call:
             self._price(usage, facts, estimated, out)
         if error_type is not None:
             out[attr.ERROR_TYPE] = error_type
+        degraded = self.rewritten or out.get(attr.COST_STATUS) != attr.STATUS_PRICED
+        out[attr.CALL_OUTCOME] = _outcome(blocked, error_type is not None, degraded)
         if self.span is None:
             self._enrich_peer(out)
             return
@@ -192,7 +201,8 @@ class Call:
         if error_type is not None:
             span.set_status(Status(StatusCode.ERROR, error_type))
         span.end(end_time=end_ns)
-        self._record_metrics(out, usage, duration, ttfc)
+        if not blocked:  # nothing was sent: not an operation of the provider's
+            self._record_metrics(out, usage, duration, ttfc)
 
     def _estimate(self, reported: Counts | None, tap: BodyTap | None) -> tuple[Counts, str]:
         text, messages = input_text(self.request.body)
@@ -375,6 +385,12 @@ def _metric_attribute_sets(
     if error_type is not None:
         m[attr.ERROR_TYPE] = error_type
     return m, {**m, attr.GEN_AI_TOKEN_TYPE: "input"}, {**m, attr.GEN_AI_TOKEN_TYPE: "output"}
+
+
+def _outcome(blocked: bool, failed: bool, degraded: bool) -> str:
+    if blocked:
+        return attr.OUTCOME_BLOCKED
+    return attr.OUTCOME_ERROR if failed else attr.OUTCOME_DEGRADED if degraded else attr.OUTCOME_OK
 
 
 def _stream_error_type(raw: bytes) -> str:

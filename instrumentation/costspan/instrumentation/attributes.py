@@ -36,6 +36,21 @@ BUDGET_RESERVATION_ID: Final = "costspan.budget.reservation_id"
 BUDGET_ORIGINAL_MODEL: Final = "costspan.budget.original_model"
 BUDGET_ORIGINAL_MAX_TOKENS: Final = "costspan.budget.original_max_tokens"
 
+#: What happened to the call, one of the OUTCOME_* values below (one per call, always set by costspan).
+CALL_OUTCOME: Final = "costspan.call.outcome"
+#: The call was sent, answered, and priced from reported usage.
+OUTCOME_OK: Final = "ok"
+#: The call was answered, but with less than asked or less than known: a budget moved it to a fallback
+#: model or capped its max_tokens, its tokens were estimated, or it could not be priced.
+OUTCOME_DEGRADED: Final = "degraded"
+#: A budget refused the call before it was sent: nothing reached the provider, nothing was spent.
+OUTCOME_BLOCKED: Final = "blocked"
+#: The call failed (an exception, an HTTP error status, an error event in the stream).
+OUTCOME_ERROR: Final = "error"
+OUTCOMES: Final = (OUTCOME_OK, OUTCOME_DEGRADED, OUTCOME_BLOCKED, OUTCOME_ERROR)
+#: ``error.type`` of a call a budget blocked (a stable public name, whatever class carried the block).
+ERROR_TYPE_BUDGET_EXCEEDED: Final = "costspan.BudgetExceeded"
+
 STATUS_PRICED: Final = "priced"
 STATUS_ESTIMATED: Final = "estimated"
 STATUS_UNPRICED: Final = "unpriced"

@@ -112,6 +112,9 @@ def test_openapi_shows_the_response_schemas(api: Api) -> None:
     assert ok["schema"] == {"$ref": "#/components/schemas/AggregatesOut"}
     row = spec["components"]["schemas"]["PeriodRow"]
     assert {"period", "cost", "request_count", "avg_latency_ms"} <= set(row["properties"])
-    assert row["properties"]["cost"]["type"] == "string"
+    # a decimal string, or null when none of the period's calls could be priced
+    assert [t["type"] for t in row["properties"]["cost"]["anyOf"]] == ["string", "null"]
+    outcomes = {"unpriced_calls", "unpriced_tokens", "blocked_count", "ok_count", "degraded_count"}
+    assert outcomes <= set(row["properties"])
     usage = spec["paths"]["/v1/usage"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert len(usage["anyOf"]) == 3

@@ -58,7 +58,8 @@ def test_hook_blocks_with_budget_exceeded(otel: Otel, fake: FakeProvider, tokens
     assert hook_info.estimate_input_tokens() == 6
     a = otel.span().attributes or {}
     assert a[attr.BUDGET_ACTION] == "blocked" and a[attr.BUDGET_ID] == "b-1"
-    assert a[attr.ERROR_TYPE] == "BudgetExceededError"
+    assert a[attr.ERROR_TYPE] == attr.ERROR_TYPE_BUDGET_EXCEEDED
+    assert a[attr.CALL_OUTCOME] == attr.OUTCOME_BLOCKED
     assert attr.COST_USD not in a
 
 

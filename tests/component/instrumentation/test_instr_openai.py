@@ -218,14 +218,22 @@ def test_error_status_reaches_caller_unchanged(otel: Otel, fake: FakeProvider, s
     with client(fake) as c, pytest.raises(openai.APIStatusError) as info:
         c.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert info.value.status_code == status
-    assert plain(otel.span()) == {**base_attrs(fake, "gpt-4o", False), attr.ERROR_TYPE: str(status)}
+    assert plain(otel.span()) == {
+        **base_attrs(fake, "gpt-4o", False),
+        attr.ERROR_TYPE: str(status),
+        attr.CALL_OUTCOME: attr.OUTCOME_ERROR,
+    }
 
 
 def test_timeout_is_an_error_span(otel: Otel, fake: FakeProvider) -> None:
     fake.script(Behavior(delay=0.5))
     with client(fake, timeout=0.1) as c, pytest.raises(openai.APITimeoutError):
         c.chat.completions.create(model="gpt-4o", messages=MESSAGES)
-    assert plain(otel.span()) == {**base_attrs(fake, "gpt-4o", False), attr.ERROR_TYPE: "ReadTimeout"}
+    assert plain(otel.span()) == {
+        **base_attrs(fake, "gpt-4o", False),
+        attr.ERROR_TYPE: "ReadTimeout",
+        attr.CALL_OUTCOME: attr.OUTCOME_ERROR,
+    }
 
 
 def test_stream_cut_by_the_server_is_priced_estimated(otel: Otel, fake: FakeProvider, tokens: Any) -> None:

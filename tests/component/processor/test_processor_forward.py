@@ -85,6 +85,7 @@ def test_stored_exports_are_forwarded_with_costspan_attributes(serve: ServerFact
             assert not any(k.startswith("costspan.cost") for k in attrs)
         elif record.cost_total is None:
             assert attrs["costspan.cost.status"] == "unpriced"
+            assert attrs["costspan.call.outcome"] == record.outcome == "degraded"  # no price: not ok
             assert "costspan.cost.usd" not in attrs and "gen_ai.usage.cost" not in attrs
         else:
             assert attrs["costspan.cost.usd"] == attrs["gen_ai.usage.cost"] == float(record.cost_total)

@@ -92,8 +92,10 @@ def test_calls_are_priced_into_the_store_and_a_hard_budget_blocks(
     )
     assert (record.tokens.input, record.tokens.output, record.cost_total) == (1000, 50, expected.total)
     assert (row.spent, row.reserved) == (expected.total, Decimal(0))  # the reservation settled from the span
-    # the blocked call is on record too, as an error that cost nothing
-    assert (refused.tenant, refused.error_type, refused.cost_total) == ("acme", "BudgetExceededError", Decimal(0))
+    # the blocked call is on record too, as blocked: not a priced call (no cost), not a request
+    assert (refused.tenant, refused.outcome, refused.error_type) == ("acme", "blocked", "costspan.BudgetExceeded")
+    assert (refused.cost_status, refused.cost_total) == ("unpriced", None)
+    assert (costspan.store.grand_total().requests, costspan.store.grand_total().blocked) == (1, 1)
 
 
 def test_shutdown_flushes_uninstruments_and_is_safe_twice(
@@ -141,7 +143,7 @@ def test_an_instrumented_app_only_gets_the_guard(
                 _chat(fake, "acme")
             _chat(fake, "beta")
             assert costspan.force_flush(5000)
-            assert sorted(r.error_type for r in costspan.store.read_records()) == ["", "BudgetExceededError"]
+            assert sorted(r.error_type for r in costspan.store.read_records()) == ["", "costspan.BudgetExceeded"]
         assert instrumentor.is_instrumented_by_opentelemetry and costspan.guard not in instrumentor.pre_send_hooks
         _chat(fake, "acme")  # the app's instrumentation stays; the guard is gone
         assert len(fake.requests) == 2

@@ -210,13 +210,31 @@ def _read_events(proc: subprocess.Popen[str], progress: Progress) -> None:
 
 
 def print_cost_table(server: Any, out: TextIO) -> None:
+    """Calls by tenant and model as the server stored them: how each ended (ok, degraded, blocked, error),
+    tokens and cost. A row none of whose sent calls could be priced shows ``unpriced``, never 0."""
+    from costspan.processor.store._sums import Sums
+
     rows = server.cost_by_tenant_and_model()
-    out.write(f"\n{'tenant':<10} {'model':<40} {'calls':>6} {'tokens':>9} {'cost USD':>12}\n")
-    total = Decimal(0)
-    for tenant, model, calls, tokens, cost in rows:
-        out.write(f"{tenant:<10} {model:<40} {calls:>6} {tokens:>9,} {format_money(cost, 6):>12}\n")
-        total += cost
-    out.write(f"{'total':<10} {'':<40} {sum(r[2] for r in rows):>6} {'':>9} {format_money(total, 6):>12}\n")
+    out.write(
+        f"\n{'tenant':<10} {'model':<36} {'calls':>6} {'ok':>5} {'degraded':>8} {'blocked':>7} {'error':>5}"
+        f" {'tokens':>9} {'cost USD':>12}\n"
+    )
+    total = Sums()
+    for tenant, model, a in rows:
+        cost = a.priced_cost
+        out.write(
+            f"{tenant:<10} {model:<36} {a.calls:>6} {a.ok:>5} {a.degraded:>8} {a.blocked:>7} {a.errors:>5}"
+            f" {a.tokens:>9,} {'unpriced' if cost is None else format_money(cost, 6):>12}\n"
+        )
+        total.merge(a, histogram=False)
+    out.write(
+        f"{'total':<10} {'':<36} {total.calls:>6} {total.ok:>5} {total.degraded:>8} {total.blocked:>7}"
+        f" {total.errors:>5} {total.tokens:>9,} {format_money(total.cost, 6):>12}\n"
+    )
+    out.write(
+        "degraded: a budget moved the call to a fallback model or capped its max_tokens, or its tokens were"
+        " estimated, or it has no price; blocked: refused by a budget, never sent\n"
+    )
 
 
 def run_pricing_demo(out: TextIO, *, currency: str = "USD") -> int:

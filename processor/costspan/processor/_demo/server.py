@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -15,6 +14,7 @@ from costspan.processor.budgets import BudgetBook
 from costspan.processor.serve._server import build_server_app
 from costspan.processor.serve._settings import Settings
 from costspan.processor.store._store import Store
+from costspan.processor.store._sums import Sums
 
 __all__ = ["DemoServer", "demo_usage"]
 
@@ -138,13 +138,11 @@ class DemoServer:
             time.sleep(0.2)
         return seen
 
-    def cost_by_tenant_and_model(self) -> list[tuple[str, str, int, int, Decimal]]:
+    def cost_by_tenant_and_model(self) -> list[tuple[str, str, Sums]]:
+        """The stored calls' sums per tenant and provider/model, the most expensive first in each tenant."""
         with self.store.lock:
-            totals = list(self.store.rollups.totals.items())
-        rows: dict[tuple[str, str], list[Any]] = {}
+            totals = [(dims, t.copy()) for dims, t in self.store.rollups.totals.items()]
+        rows: dict[tuple[str, str], Sums] = {}
         for (tenant, _service, provider, model, _operation, _status), t in totals:
-            row = rows.setdefault((tenant, f"{provider}/{model}"), [0, 0, Decimal(0)])
-            row[0] += t.requests
-            row[1] += t.input_tokens + t.output_tokens
-            row[2] += t.cost
-        return [(k[0], k[1], v[0], v[1], v[2]) for k, v in sorted(rows.items(), key=lambda kv: (kv[0][0], -kv[1][2]))]
+            rows.setdefault((tenant, f"{provider}/{model}"), Sums()).merge(t, histogram=False)
+        return [(k[0], k[1], v) for k, v in sorted(rows.items(), key=lambda kv: (kv[0][0], -kv[1].cost))]

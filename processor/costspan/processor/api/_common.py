@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from costspan.pricing import Pricer
 from costspan.processor.api._folds import fold_days, hour_views
 from costspan.processor.api._index import ALL, DAY_S, CallKey, TenantDay, UsageIndex
-from costspan.processor.api._schemas import AggFigures
+from costspan.processor.api._schemas import AggFigures, OutcomeFigures
 from costspan.processor.store._sums import Sums
 
 __all__ = [
@@ -34,11 +34,13 @@ __all__ = [
     "by_provider_hours",
     "by_provider_in",
     "calls_in",
+    "cost_or_null",
     "day_iso",
     "hour_iso",
     "hour_rows",
     "index_of",
     "money_of",
+    "outcome_json",
     "per_day",
     "pricer_of",
     "provider_days",
@@ -336,15 +338,33 @@ def tenants_of(index: UsageIndex, tenant: str | None) -> list[str]:
     return [tenant] if tenant is not None else index.tenant_ids()
 
 
+def cost_or_null(a: Sums, money: Money, at: float | None = None) -> str | None:
+    """The cost of the priced calls of a sum; None when calls were sent and none could be priced."""
+    cost = a.priced_cost
+    return None if cost is None else money.fmt(cost, at)
+
+
+def outcome_json(a: Sums) -> OutcomeFigures:
+    """How the calls of a sum ended, and how many of them (and their tokens) are unpriced."""
+    return {
+        "ok_count": a.ok,
+        "degraded_count": a.degraded,
+        "blocked_count": a.blocked,
+        "unpriced_calls": a.unpriced,
+        "unpriced_tokens": a.unpriced_tokens,
+    }
+
+
 def sums_json(a: Sums, money: Money, at: float | None = None) -> AggFigures:
     """The common figures of a sum, as the API shows them."""
     n = a.requests
     return {
         "request_count": n,
         "error_count": a.errors,
-        "cost": money.fmt(a.cost, at),
+        "cost": cost_or_null(a, money, at),
         "input_tokens": a.input_tokens,
         "output_tokens": a.output_tokens,
         "tokens_used": a.input_tokens + a.output_tokens,
         "avg_latency_ms": round(a.latency_ms / n, 3) if n else None,
+        **outcome_json(a),
     }

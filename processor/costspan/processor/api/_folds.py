@@ -8,7 +8,7 @@ what a route shows of each hour (its JSON row), and the rows of the days before 
 
 A memo is used only while its *stamp* still matches: the index's ``generation`` (bumped by pruning
 and snapshot loads), how many days it covers and the sum of their calls. Every call added to a
-day adds to that day's ``total.requests`` (sums never shrink except by pruning), so any change
+day adds to that day's ``total.calls`` (sums never shrink except by pruning), so any change
 to a memoized day, a late call included, changes the stamp and the sums are merged afresh.
 Everything here runs under the index's lock; the memos are bounded (least recently used first out).
 """
@@ -125,7 +125,7 @@ def fold_days(
     if len(days) < _MIN_DAYS:
         return _fold(days, pick, histogram)
     settled, newest = days[:-1], days[-1][1]
-    stamp = (index.generation, len(settled), sum(td.total.requests for _, td in settled))
+    stamp = (index.generation, len(settled), sum(td.total.calls for _, td in settled))
     key = (kind, who, first, settled[-1][0], histogram)
     memo = _memos(index).folds
     found = memo.get(key, stamp)
@@ -161,7 +161,7 @@ def hour_views(
     out: list[V] = []
     settled = days[:-1]
     if settled:
-        stamp = (index.generation, len(settled), sum(td.total.requests for _, td in settled))
+        stamp = (index.generation, len(settled), sum(td.total.calls for _, td in settled))
         key = (who, provider, view_key, first, newest)
         memo = _memos(index).hour_windows
         found = memo.get(key, stamp)
@@ -203,7 +203,7 @@ def _per_hour(
     for hour, by_provider in index.hour_range(who, first, last):
         seen = 0  # every call of the hour adds to one provider's requests: the hour's stamp
         for a in by_provider.values():
-            seen += a.requests
+            seen += a.calls
         hit = cache.get(hour)
         if hit is not None and hit[0] == seen:
             out.append(hit[1])

@@ -222,7 +222,7 @@ class UsageIndex:
             if into is not None:
                 into.merge(a, histogram=False)
                 own.sessions.merge(a, histogram=False)
-        self.records += a.requests
+        self.records += a.calls
 
     def _session_agg(self, tenant: str, session: str, own: TenantDay, day: int) -> Sums | None:
         """Where a call of ``session`` on ``day`` is summed; None once the day's sessions are at the bound."""

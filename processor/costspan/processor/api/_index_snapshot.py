@@ -93,19 +93,19 @@ class IndexSnapshots:
             days = self._encoded(
                 self._days,
                 ((who, day, td) for who, per in index.days.items() for day, td in per.items()),
-                lambda td: (td.total.requests, td.total.cost),  # a reprice changes the cost only
+                lambda td: (td.total.calls, td.total.cost),  # a reprice changes the cost only
                 _day_json,
             )
             hours = self._encoded(
                 self._hours,
                 ((who, hour, by) for who, per in index.hours.items() for hour, by in per.items()),
-                lambda by: (sum(a.requests for a in by.values()), sum(a.cost for a in by.values())),
+                lambda by: (sum(a.calls for a in by.values()), sum(a.cost for a in by.values())),
                 _aggs,
             )
             series = self._encoded(
                 self._series,
                 ((t, dim, n, s) for (t, dim), names in index.series.items() for n, s in names.items()),
-                lambda s: (s.cum[-1].requests, s.cum[-1].cost, len(s.days), s.days[0]) if s.days else None,
+                lambda s: (s.cum[-1].calls, s.cum[-1].cost, len(s.days), s.days[0]) if s.days else None,
                 lambda s: s.to_json(),
             )
             head: dict[str, Any] = {

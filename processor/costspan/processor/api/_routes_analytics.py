@@ -32,7 +32,9 @@ LimitParam = Annotated[int, Query(ge=1, le=1000)]
 
 
 def _per_1k(a: Sums, money: Money) -> str | None:
-    return money.fmt(a.cost * 1000 / a.tokens) if a.tokens else None
+    """Cost per 1k tokens of the priced calls (an unpriced call's tokens are not free: left out)."""
+    priced_tokens = a.tokens - a.unpriced_tokens
+    return money.fmt(a.cost * 1000 / priced_tokens) if priced_tokens > 0 and a.priced_cost is not None else None
 
 
 @router.get("/top-users", response_model=TopUsersOut)
@@ -96,6 +98,8 @@ async def token_efficiency(scope: TenantScope, money: Currency, days: DaysParam 
                 "output_input_ratio": round(a.output_tokens / a.input_tokens, 4) if a.input_tokens else None,
                 "cache_read_percent": ratio(a.cache_read_tokens, a.input_tokens),
                 "avg_tokens_per_request": round(a.tokens / a.requests, 1) if a.requests else None,
+                "unpriced_calls": a.unpriced,
+                "unpriced_tokens": a.unpriced_tokens,
             }
             for (p, m), a in sorted(per.items())
         ],

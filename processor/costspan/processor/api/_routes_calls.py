@@ -27,7 +27,7 @@ from costspan.processor.api._schemas import Identifier, Name, TenantId, TokenCou
 from costspan.processor.store._batch import prepare
 from costspan.processor.store._corrections import MARKER, is_correction, latest_corrections
 from costspan.processor.store._ledger import Ledger
-from costspan.processor.store._records import API_SOURCE, CallRecord, TokenCounts, record_from_json
+from costspan.processor.store._records import API_SOURCE, CallRecord, TokenCounts, outcome_of, record_from_json
 from costspan.processor.store._store import QueueFullError, Store
 from costspan.processor.store._validate import EARLIEST_START_NS, FUTURE_SLACK_S, MAX_ID_LENGTH, MAX_LATENCY_S
 
@@ -141,6 +141,7 @@ def build_record(call: CallIn, tenant: str, request: Request) -> CallRecord:
         project=call.project_id,
         reservation_id=call.reservation_id,
     )
+    record = record._replace(outcome=outcome_of(record))  # error, or degraded when unpriced, else ok
     if not priced:
         return record
     return record._replace(
@@ -179,6 +180,7 @@ async def log_call(
         "duplicate": not result.stored,
         "tenant_id": tenant,
         "cost_status": record.cost_status,
+        "outcome": record.outcome,
         "cost_usd": None if record.cost_total is None else format(record.cost_total, "f"),
     }
 
@@ -189,7 +191,7 @@ EXPORT_COLUMNS: Final = (
     "provider", "model", "operation", "input_tokens", "output_tokens", "cache_read_tokens",
     "cache_write_tokens", "reasoning_tokens", "tokens_estimated", "cost_status", "cost_usd",
     "input_cost_usd", "output_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd", "error_type",
-    "pricing_version", "project_id",
+    "pricing_version", "project_id", "outcome",
 )  # fmt: skip
 
 
@@ -202,7 +204,7 @@ def _row(r: CallRecord) -> list[Any]:
         r.trace_id + r.span_id, start, round(max(r.end_ns - r.start_ns, 0) / 1e6, 3), r.tenant, r.service,
         r.workflow, r.user, r.session, r.provider, r.model, r.operation, t.input, t.output, t.cache_read,
         t.cache_write, t.reasoning, r.tokens_estimated, r.cost_status, *money, r.error_type, r.pricing_version,
-        r.project,
+        r.project, outcome_of(r),
     ]  # fmt: skip
 
 

@@ -50,11 +50,26 @@ async def summary(
     with index.read():  # one consistent walk (the sums per_day returns are the index's own)
         for t in tenants_of(index, scope):
             agg = sum_all(a for _, a in per_day(index, t, window))
-            if agg.requests:
-                by_tenant.append({"tenant": t, "calls": agg.requests, "cost_usd": _usd(agg.cost)})
-    by_tenant.sort(key=lambda r: Decimal(str(r["cost_usd"])), reverse=True)
+            if agg.calls:
+                by_tenant.append(
+                    {
+                        "tenant": t,
+                        "calls": agg.requests,
+                        "cost_usd": _usd_or_null(agg),
+                        "unpriced_calls": agg.unpriced,
+                        "blocked_calls": agg.blocked,
+                    }
+                )
+    by_tenant.sort(key=lambda r: Decimal(str(r["cost_usd"] or 0)), reverse=True)
     by_model: list[DashModel] = [  # a model none of whose calls has a price shows no cost, not a made-up 0
-        {"provider": p, "model": m, "calls": a.requests, "cost_usd": None if a.unpriced == a.requests else _usd(a.cost)}
+        {
+            "provider": p,
+            "model": m,
+            "calls": a.requests,
+            "cost_usd": _usd_or_null(a),
+            "unpriced_calls": a.unpriced,
+            "blocked_calls": a.blocked,
+        }
         for (p, m, _), a in sorted(by_call.items(), key=lambda kv: kv[1].cost, reverse=True)
     ]
     unpriced: list[DashUnpriced] = [
@@ -75,6 +90,8 @@ async def summary(
         "total_cost_usd": _usd(total.cost),
         "total_calls": total.requests,
         "unpriced_calls": total.unpriced,
+        "blocked_calls": total.blocked,
+        "outcomes": {"ok": total.ok, "degraded": total.degraded, "blocked": total.blocked, "error": total.errors},
         "daily": _every_day(window, day_sums),
         "by_tenant": by_tenant,
         "by_model": by_model,
@@ -85,6 +102,11 @@ async def summary(
         "generated_at": datetime.now(UTC).isoformat(),
     }
     return JSONBody(body)
+
+
+def _usd_or_null(a: Sums) -> str | None:
+    cost = a.priced_cost
+    return None if cost is None else _usd(cost)
 
 
 def _every_day(window: Window, per_day: list[tuple[int, Sums]]) -> list[DashDay]:

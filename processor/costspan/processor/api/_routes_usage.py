@@ -19,9 +19,11 @@ from costspan.processor.api._common import (
     by_call_in,
     by_provider_hours,
     by_provider_in,
+    cost_or_null,
     day_iso,
     hour_iso,
     hour_rows,
+    outcome_json,
     per_day,
     provider_days,
     ratio,
@@ -111,8 +113,10 @@ async def usage(
     tenants, services = active_in(index, tenant, today)
     if scope == "global":
         everyone: GlobalUsageOut = {
-            "total_cost_today": money.fmt(day_total.cost),
+            "total_cost_today": cost_or_null(day_total, money),
             "request_count": day_total.requests,
+            "unpriced_calls": day_total.unpriced,
+            "blocked_count": day_total.blocked,
             "active_tenants": len(tenants),
             "active_services": len(services),
             "budget_utilization_percent": used,
@@ -121,8 +125,10 @@ async def usage(
         return JSONBody(everyone)
     if scope == "summary":
         summary: SummaryUsageOut = {
-            "daily_cost": money.fmt(day_total.cost),
+            "daily_cost": cost_or_null(day_total, money),
             "request_count": day_total.requests,
+            "unpriced_calls": day_total.unpriced,
+            "blocked_count": day_total.blocked,
             "active_tenants": len(tenants),
             "active_services": len(services),
             "budget_utilization_percent": used,
@@ -140,17 +146,21 @@ async def usage(
         m: {
             "request_count": a.requests,
             "tokens_used": a.tokens,
-            "cost": money.fmt(a.cost),
+            "cost": cost_or_null(a, money),
             "avg_latency_ms": round(a.latency_ms / a.requests, 3) if a.requests else None,
+            **outcome_json(a),
         }
         for m, a in sorted(by_model.items())
     }
+    shown_total = month_total if period == "monthly" else day_total
     body: TenantUsageOut = {
         "tenant_id": tenant,
         "period": period,
-        "daily_cost": money.fmt(day_total.cost),
-        "monthly_cost": money.fmt(month_total.cost),
-        "request_count": (month_total if period == "monthly" else day_total).requests,
+        "daily_cost": cost_or_null(day_total, money),
+        "monthly_cost": cost_or_null(month_total, money),
+        "request_count": shown_total.requests,
+        "unpriced_calls": shown_total.unpriced,
+        "blocked_count": shown_total.blocked,
         "model_usage": model_usage,
         "budget_limit": None if limit is None else money.fmt(limit),
         "currency": money.currency,
@@ -216,11 +226,11 @@ async def aggregates(
             lambda h, a: {"period": hour_iso(h), **sums_json(a, money)},
             _key("period", money),
         )
-        rows = [row for row in rows if row["request_count"]]
+        rows = [row for row in rows if row["request_count"] or row["blocked_count"]]
     else:
         buckets: dict[str, Sums] = {}
         for day, agg in per_day(scope.index, scope.tenant, window, provider, project):
-            if not agg.requests:
+            if not agg.calls:
                 continue
             label = day_iso(day)[: 7 if interval == "month" else 10]
             into = buckets.get(label)
@@ -251,7 +261,9 @@ async def costs_by_provider(
         "days": days,
         "project": project,
         "currency": money.currency,
-        "total_cost": money.fmt(total.cost),
+        "total_cost": cost_or_null(total, money),
+        "unpriced_calls": total.unpriced,
+        "blocked_count": total.blocked,
         "providers": [
             {"provider": p, **sums_json(a, money), "cost_percent": ratio(float(a.cost), float(total.cost))}
             for p, a in rows
@@ -306,9 +318,9 @@ async def top_operations(
 @router.get("/api/usage/costs/trend", response_model=CostTrendOut)
 async def cost_trend(scope: TenantScope, money: Currency, days: DaysParam = 30) -> JSONBody:
     """Daily cost per provider."""
-    out: dict[str, dict[str, str]] = {}
+    out: dict[str, dict[str, str | None]] = {}
     for day, by_provider in provider_days(scope.index, scope.tenant, Window.last_days(days)):
-        out[day_iso(day)] = {p: money.fmt(a.cost, day) for p, a in by_provider}
+        out[day_iso(day)] = {p: cost_or_null(a, money, day) for p, a in by_provider}
     body: CostTrendOut = {"days": days, "currency": money.currency, "daily": out}
     return JSONBody(body)
 

@@ -15,6 +15,7 @@ from costspan.processor.api._common import (
     Window,
     active_in,
     by_provider_in,
+    cost_or_null,
     day_iso,
     per_day,
     pricer_of,
@@ -62,7 +63,7 @@ async def costs(
     """Cost of a tenant (or one of its workflows) over the last ``period_days`` UTC days."""
     tenant, index = scope.tenant, scope.index
     window = Window.last_days(period_days)
-    daily: dict[str, str] = {}
+    daily: dict[str, str | None] = {}
     total = Sums()
     days = (
         per_day(index, tenant, window)
@@ -70,9 +71,10 @@ async def costs(
         else workflow_days(index, tenant, window, workflow_id).items()
     )
     for day, agg in sorted(days, key=lambda da: da[0]):
-        daily[day_iso(day)] = money.fmt(agg.cost, day)
+        daily[day_iso(day)] = cost_or_null(agg, money, day)
         total.merge(agg, histogram=False)
-    total_cost = sum((Decimal(v) for v in daily.values()), Decimal(0))
+    total_cost = sum((Decimal(v) for v in daily.values() if v is not None), Decimal(0))
+    priced = total.priced_cost is not None
     average = total_cost / period_days
     body: V2CostsOk = {
         "success": True,
@@ -82,8 +84,10 @@ async def costs(
             "period_days": period_days,
             "currency": money.currency,
             "total_requests": total.requests,
-            "total_cost_usd": format(total.cost.quantize(Decimal("0.00000001")), "f"),
-            "total_cost": format(total_cost, "f"),
+            "unpriced_calls": total.unpriced,
+            "blocked_count": total.blocked,
+            "total_cost_usd": format(total.cost.quantize(Decimal("0.00000001")), "f") if priced else None,
+            "total_cost": format(total_cost, "f") if priced else None,
             "average_daily_cost": format(average.quantize(Decimal("0.00000001")), "f"),
             "daily_breakdown": daily,
             "projected_monthly_cost": format((average * 30).quantize(Decimal("0.00000001")), "f"),
@@ -172,14 +176,21 @@ async def metrics(scope: TenantIdScope, money: Currency) -> JSONBody:
             "tenant_id": tenant,
             "currency": money.currency,
             "costs": {
-                "today": money.fmt(day_total.cost),
-                "month_to_date": money.fmt(month.cost),
-                "last_30_days": money.fmt(last30.cost),
-                "average_cost_per_request": money.fmt(last30.cost / last30.requests if last30.requests else Decimal(0)),
+                "today": cost_or_null(day_total, money),
+                "month_to_date": cost_or_null(month, money),
+                "last_30_days": cost_or_null(last30, money),
+                "average_cost_per_request": money.fmt(last30.cost / (last30.requests - last30.unpriced))
+                if last30.requests > last30.unpriced
+                else None,
                 "unpriced_requests_30d": last30.unpriced,
-                "by_provider_30d": {p: money.fmt(a.cost) for p, a in sorted(per_provider.items())},
+                "by_provider_30d": {p: cost_or_null(a, money) for p, a in sorted(per_provider.items())},
             },
-            "requests": {"today": day_total.requests, "last_30_days": last30.requests, "errors_30d": last30.errors},
+            "requests": {
+                "today": day_total.requests,
+                "last_30_days": last30.requests,
+                "errors_30d": last30.errors,
+                "blocked_30d": last30.blocked,
+            },
             "tokens": {"input_30d": last30.input_tokens, "output_30d": last30.output_tokens},
             "active_tenants_today": len(tenants),
         },

@@ -23,6 +23,7 @@ from costspan.processor.api._common import (
     Window,
     by_call_in,
     by_project_in,
+    cost_or_null,
     day_iso,
     per_day,
     pricer_of,
@@ -40,6 +41,7 @@ from costspan.processor.api._schemas_views import (
     Downgrade,
     ExecutionCostsOut,
     ForecastFigures,
+    NamedCost,
     OptimizationOut,
     StatsOut,
     TrendDay,
@@ -72,13 +74,14 @@ def _costs(request: Request, scope: Scope, window: Window, money: Money) -> Cost
     llm_by_day = dict(per_day(index, tenant, window))
     trend: list[TrendDay] = []
     llm_total = compute_total = Decimal(0)
-    requests = 0
+    calls = Sums()
     for day in range(window.first, window.last + 1, DAY_S):
         llm = llm_by_day[day].cost if day in llm_by_day else Decimal(0)
         comp = sum(compute.get(day, {}).values(), Decimal(0))
         llm_total += money.amount(llm, day)
         compute_total += money.amount(comp, day)
-        requests += llm_by_day[day].requests if day in llm_by_day else 0
+        if day in llm_by_day:
+            calls.merge(llm_by_day[day], histogram=False)
         trend.append({"date": day_iso(day), "llm_cost": money.fmt(llm, day), "compute_cost": money.fmt(comp, day)})
     by_model: dict[str, Sums] = {}
     for (_, model, _), a in by_call.items():
@@ -92,17 +95,23 @@ def _costs(request: Request, scope: Scope, window: Window, money: Money) -> Cost
         "total_cost": format((llm_total + compute_total).quantize(q), "f"),
         "llm_cost": format(llm_total.quantize(q), "f"),
         "compute_cost": format(compute_total.quantize(q), "f"),
-        "request_count": requests,
-        "by_model": {
-            m: {"cost": money.fmt(a.cost), "request_count": a.requests, "tokens": a.tokens}
-            for m, a in sorted(by_model.items())
-        },
+        "request_count": calls.requests,
+        "unpriced_calls": calls.unpriced,
+        "blocked_count": calls.blocked,
+        "by_model": {m: _named_cost(a, money) for m, a in sorted(by_model.items())},
         "by_resource": {r: money.fmt(c) for r, c in sorted(by_resource.items())},
-        "by_project": {
-            p: {"cost": money.fmt(a.cost), "request_count": a.requests, "tokens": a.tokens}
-            for p, a in sorted(by_project_in(index, tenant, window).items())
-        },
+        "by_project": {p: _named_cost(a, money) for p, a in sorted(by_project_in(index, tenant, window).items())},
         "daily_trend": trend,
+    }
+
+
+def _named_cost(a: Sums, money: Money) -> NamedCost:
+    return {
+        "cost": cost_or_null(a, money),
+        "request_count": a.requests,
+        "tokens": a.tokens,
+        "unpriced_calls": a.unpriced,
+        "blocked_count": a.blocked,
     }
 
 
@@ -266,16 +275,18 @@ async def workspace_stats(
         "workspace_id": tenant,
         "days": days,
         "currency": money.currency,
-        "total_cost": money.fmt(total.cost),
+        "total_cost": cost_or_null(total, money),
         "request_count": total.requests,
         "error_count": total.errors,
         "unpriced_count": total.unpriced,
+        "unpriced_calls": total.unpriced,
+        "blocked_count": total.blocked,
         "avg_cost_per_request": money.fmt(total.cost / (total.requests - total.unpriced))
         if total.requests > total.unpriced
         else None,
         "max_day": {"date": day_iso(costs[-1][0]), "cost": money.fmt(costs[-1][1].cost)} if costs else None,
         "min_day": {"date": day_iso(costs[0][0]), "cost": money.fmt(costs[0][1].cost)} if costs else None,
-        "by_operation": {op: money.fmt(a.cost) for op, a in sorted(per_op.items())},
+        "by_operation": {op: cost_or_null(a, money) for op, a in sorted(per_op.items())},
         "models_used": len({m for _, m, _ in by_call}),
     }
     return JSONBody(body)
@@ -287,7 +298,7 @@ async def execution_costs(request: Request, execution_id: WorkspaceId, scope: Te
     llm = workflow_total(scope.index, scope.tenant, Window.last_days(_HISTORY_DAYS), execution_id)
     compute = _resources(request).workflow(scope.tenant, execution_id)
     comp_total = sum(compute.values(), Decimal(0))
-    if not llm.requests and not compute:
+    if not llm.calls and not compute:
         raise HTTPException(404, f"no costs recorded for execution {execution_id!r}")
     body: ExecutionCostsOut = {
         "execution_id": execution_id,
@@ -296,6 +307,8 @@ async def execution_costs(request: Request, execution_id: WorkspaceId, scope: Te
         "llm_cost": money.fmt(llm.cost),
         "compute_cost": money.fmt(comp_total),
         "request_count": llm.requests,
+        "unpriced_calls": llm.unpriced,
+        "blocked_count": llm.blocked,
         "input_tokens": llm.input_tokens,
         "output_tokens": llm.output_tokens,
         "by_resource": {r: money.fmt(c) for r, c in sorted(compute.items())},

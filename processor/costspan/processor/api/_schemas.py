@@ -4,6 +4,8 @@ The routes build their bodies as these types (mypy checks every key and value) a
 encoded by :class:`~costspan.processor.api._common.JSONBody`, so FastAPI neither validates nor
 re-encodes them: the types are the documentation (``response_model=``), not a runtime check.
 Money is a decimal string (8 places unless said otherwise), never a float, except in forecasts.
+The cost of a set of calls none of which could be priced is ``null``, never a made-up 0: see
+:class:`OutcomeFigures` for how unpriced and blocked calls are counted beside it.
 This module: ``/health``, ``/v1/usage``, ``/api/usage/*``, ``/api/v2/*``; :mod:`._schemas_views`:
 workspaces, executions, analytics and the dashboard.
 """
@@ -38,6 +40,7 @@ __all__ = [
     "LatencyOut",
     "MetricsOk",
     "Name",
+    "OutcomeFigures",
     "Percent",
     "RealtimeOut",
     "SummaryUsageOut",
@@ -81,6 +84,10 @@ TenantId = Annotated[
 TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS, description=f"a token count, 0 to {MAX_TOKENS}")]
 DecimalStr = Annotated[str, Field(description="an exact decimal amount, as a string", examples=["12.34567890"])]
 Percent = Annotated[float, Field(description="percent, 2 decimals")]
+CostOrNull = Annotated[
+    str | None,
+    Field(description="the priced calls' cost (decimal string); null when calls were sent and none could be priced"),
+]
 
 
 class HealthOut(TypedDict):
@@ -88,11 +95,24 @@ class HealthOut(TypedDict):
     timestamp: str
 
 
+class OutcomeFigures(TypedDict):
+    """How a set of calls ended. ``request_count`` (the calls sent) = ``ok_count`` + ``degraded_count``
+    + ``error_count``; ``blocked_count`` calls were refused by a budget before they were sent (no
+    tokens, no cost, not among the requests). ``unpriced_calls`` of the sent calls have no known
+    price: their ``unpriced_tokens`` (input + output) are in the token counts, nothing in the cost."""
+
+    ok_count: int
+    degraded_count: int
+    blocked_count: int
+    unpriced_calls: int
+    unpriced_tokens: int
+
+
 # --- /v1/usage ---------------------------------------------------------------------------------------
-class ModelUsage(TypedDict):
+class ModelUsage(OutcomeFigures):
     request_count: int
     tokens_used: int
-    cost: DecimalStr
+    cost: CostOrNull
     avg_latency_ms: float | None
 
 
@@ -101,9 +121,11 @@ class TenantUsageOut(TypedDict):
 
     tenant_id: str
     period: Literal["daily", "monthly"]
-    daily_cost: DecimalStr
-    monthly_cost: DecimalStr
+    daily_cost: CostOrNull
+    monthly_cost: CostOrNull
     request_count: int
+    unpriced_calls: Annotated[int, Field(description="of request_count (of the day or month, by period)")]
+    blocked_count: Annotated[int, Field(description="calls a budget refused (of the day or month, by period)")]
     model_usage: dict[str, ModelUsage]
     budget_limit: DecimalStr | None
     currency: str
@@ -113,8 +135,10 @@ class TenantUsageOut(TypedDict):
 class SummaryUsageOut(TypedDict):
     """``scope=summary``."""
 
-    daily_cost: DecimalStr
+    daily_cost: CostOrNull
     request_count: int
+    unpriced_calls: int
+    blocked_count: int
     active_tenants: int
     active_services: int
     budget_utilization_percent: Percent | None
@@ -125,8 +149,10 @@ class SummaryUsageOut(TypedDict):
 class GlobalUsageOut(TypedDict):
     """``scope=global`` (admin keys)."""
 
-    total_cost_today: DecimalStr
+    total_cost_today: CostOrNull
     request_count: int
+    unpriced_calls: int
+    blocked_count: int
     active_tenants: int
     active_services: int
     budget_utilization_percent: Percent | None
@@ -134,12 +160,12 @@ class GlobalUsageOut(TypedDict):
 
 
 # --- /api/usage/* ------------------------------------------------------------------------------------
-class AggFigures(TypedDict):
+class AggFigures(OutcomeFigures):
     """The common figures of a set of calls."""
 
     request_count: int
     error_count: int
-    cost: DecimalStr
+    cost: CostOrNull
     input_tokens: int
     output_tokens: int
     tokens_used: int
@@ -184,7 +210,9 @@ class CostsByProviderOut(TypedDict):
     days: int
     project: str | None
     currency: str
-    total_cost: DecimalStr
+    total_cost: CostOrNull
+    unpriced_calls: int
+    blocked_count: int
     providers: list[ProviderCostRow]
 
 
@@ -221,7 +249,9 @@ class TopOperationsOut(TypedDict):
 class CostTrendOut(TypedDict):
     days: int
     currency: str
-    daily: Annotated[dict[str, dict[str, DecimalStr]], Field(description="date -> provider -> cost")]
+    daily: Annotated[
+        dict[str, dict[str, CostOrNull]], Field(description="date -> provider -> cost (null: none of its calls priced)")
+    ]
 
 
 class ProviderErrors(TypedDict):
@@ -243,10 +273,12 @@ class V2Costs(TypedDict):
     period_days: int
     currency: str
     total_requests: int
-    total_cost_usd: DecimalStr
-    total_cost: DecimalStr
+    unpriced_calls: int
+    blocked_count: int
+    total_cost_usd: CostOrNull
+    total_cost: CostOrNull
     average_daily_cost: DecimalStr
-    daily_breakdown: Annotated[dict[str, DecimalStr], Field(description="date -> cost")]
+    daily_breakdown: Annotated[dict[str, CostOrNull], Field(description="date -> cost (null: none priced)")]
     projected_monthly_cost: DecimalStr
 
 
@@ -283,18 +315,21 @@ class EstimateOk(TypedDict):
 
 
 class MetricsCosts(TypedDict):
-    today: DecimalStr
-    month_to_date: DecimalStr
-    last_30_days: DecimalStr
-    average_cost_per_request: DecimalStr
+    today: CostOrNull
+    month_to_date: CostOrNull
+    last_30_days: CostOrNull
+    average_cost_per_request: Annotated[
+        str | None, Field(description="of the priced calls of the last 30 days; null when none was priced")
+    ]
     unpriced_requests_30d: int
-    by_provider_30d: dict[str, DecimalStr]
+    by_provider_30d: dict[str, CostOrNull]
 
 
 class MetricsRequests(TypedDict):
     today: int
     last_30_days: int
     errors_30d: int
+    blocked_30d: int
 
 
 class MetricsTokens(TypedDict):

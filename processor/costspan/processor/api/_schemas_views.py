@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 from typing_extensions import TypedDict
 
-from costspan.processor.api._schemas import AggFigures, DecimalStr, Percent
+from costspan.processor.api._schemas import AggFigures, CostOrNull, DecimalStr, Percent
 
 __all__ = [
     "DashboardOut",
@@ -26,9 +26,11 @@ __all__ = [
 
 # --- workspaces and executions ----------------------------------------------------------------------
 class NamedCost(TypedDict):
-    cost: DecimalStr
+    cost: CostOrNull
     request_count: int
     tokens: int
+    unpriced_calls: int
+    blocked_count: int
 
 
 class TrendDay(TypedDict):
@@ -42,6 +44,8 @@ class CostsBody(TypedDict):
     llm_cost: DecimalStr
     compute_cost: DecimalStr
     request_count: int
+    unpriced_calls: Annotated[int, Field(description="LLM calls with no known price: nothing in llm_cost")]
+    blocked_count: Annotated[int, Field(description="LLM calls a budget refused before they were sent")]
     by_model: dict[str, NamedCost]
     by_resource: dict[str, DecimalStr]
     by_project: dict[str, NamedCost]
@@ -110,14 +114,16 @@ class StatsOut(TypedDict):
     workspace_id: str
     days: int
     currency: str
-    total_cost: DecimalStr
+    total_cost: CostOrNull
     request_count: int
     error_count: int
     unpriced_count: int
+    unpriced_calls: Annotated[int, Field(description="the same as unpriced_count, named as in every aggregate")]
+    blocked_count: int
     avg_cost_per_request: DecimalStr | None
     max_day: DayCost | None
     min_day: DayCost | None
-    by_operation: dict[str, DecimalStr]
+    by_operation: dict[str, CostOrNull]
     models_used: int
 
 
@@ -128,6 +134,8 @@ class ExecutionCostsOut(TypedDict):
     llm_cost: DecimalStr
     compute_cost: DecimalStr
     request_count: int
+    unpriced_calls: int
+    blocked_count: int
     input_tokens: int
     output_tokens: int
     by_resource: dict[str, DecimalStr]
@@ -171,6 +179,8 @@ class ModelEfficiency(Efficiency):
     output_tokens: int
     cache_read_percent: Percent
     avg_tokens_per_request: float | None
+    unpriced_calls: int
+    unpriced_tokens: int
 
 
 class TokenEfficiencyOut(TypedDict):
@@ -206,7 +216,9 @@ class DashDay(TypedDict):
 class DashTenant(TypedDict):
     tenant: str
     calls: int
-    cost_usd: Usd6
+    cost_usd: Usd6 | None
+    unpriced_calls: int
+    blocked_calls: int
 
 
 class DashModel(TypedDict):
@@ -214,6 +226,8 @@ class DashModel(TypedDict):
     model: str
     calls: int
     cost_usd: Usd6 | None
+    unpriced_calls: int
+    blocked_calls: int
 
 
 class DashBudget(TypedDict):
@@ -250,6 +264,8 @@ class DashboardOut(TypedDict):
     total_cost_usd: Usd6
     total_calls: int
     unpriced_calls: int
+    blocked_calls: int
+    outcomes: Annotated[dict[str, int], Field(description="calls by outcome: ok, degraded, blocked, error")]
     daily: list[DashDay]
     by_tenant: list[DashTenant]
     by_model: list[DashModel]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from costspan.instrumentation import attributes as attr
 from costspan.processor.budgets._book import BudgetBook
 from costspan.processor.budgets._model import Call
 from costspan.processor.store._batch import Committed
 from costspan.processor.store._callsums import CallDims
 from costspan.processor.store._corrections import Correction
-from costspan.processor.store._records import API_SOURCE, CallRecord
+from costspan.processor.store._records import API_SOURCE, CallRecord, outcome_of
 
 __all__ = ["settle_committed", "settle_corrections", "settle_records"]
 
@@ -39,6 +40,8 @@ def settle_records(book: BudgetBook, records: list[CallRecord]) -> None:
     the provider answered with); one without settles the oldest of the same scope and model.
     """
     for r in records:
+        if outcome_of(r) == attr.OUTCOME_BLOCKED:
+            continue  # refused by a budget before it was sent: nothing to settle, nothing spent
         call = _call_of(r)
         tokens = r.tokens.input + r.tokens.output
         if r.source == API_SOURCE and not r.reservation_id:
@@ -59,6 +62,8 @@ def settle_committed(book: BudgetBook, committed: Committed) -> None:
         for d, s in sums.items():
             call = _call_of(d)
             n = s.sums.requests
+            if not n:
+                continue  # only blocked calls: never sent, nothing spent
             tokens = s.sums.input_tokens + s.sums.output_tokens
             if d.api_unreserved:
                 book.record(call, s.cost, tokens, requests=n)

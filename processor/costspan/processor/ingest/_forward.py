@@ -62,6 +62,8 @@ def _attributes(record: CallRecord) -> dict[str, str | float | bool]:
         values[attr.PRICING_VERSION] = record.pricing_version
     if record.tenant:
         values[attr.TENANT_ID] = record.tenant
+    if record.outcome:
+        values[attr.CALL_OUTCOME] = record.outcome
     return values
 
 

@@ -16,6 +16,7 @@ from typing import Final, NamedTuple, Protocol
 
 from costspan.instrumentation import attributes as attr
 from costspan.pricing import PriceBreakdown, Usage
+from costspan.processor.ingest._outcomes import BLOCKED_REASON, call_outcome, said_outcome
 from costspan.processor.store._records import CallRecord, TokenCounts
 from costspan.processor.store._validate import MAX_ID_LENGTH
 
@@ -67,6 +68,7 @@ _INPUT: Final = attr.GEN_AI_USAGE_INPUT_TOKENS
 _OUTPUT: Final = attr.GEN_AI_USAGE_OUTPUT_TOKENS
 _CACHE_READ: Final = attr.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS
 _PRICED: Final = attr.STATUS_PRICED
+_OK: Final = attr.OUTCOME_OK
 #: OpenAI's service_tier values → costspan's pricing tiers ("auto" and "default" are standard).
 _SERVICE_TIERS: Final = {"flex": "flex", "priority": "priority", "batch": "batch", "scale": "standard"}
 _USER_FALLBACKS: Final = ("user.id", "enduser.id")
@@ -97,6 +99,8 @@ WANTED_KEYS: Final = frozenset(
         attr.TOKENS_ESTIMATED,
         attr.RECORD_SOURCE,
         attr.ENRICHED,
+        attr.CALL_OUTCOME,
+        attr.BUDGET_ACTION,
         _LLM_REQUEST_TYPE,
         *_USER_FALLBACKS,
         *_SESSION_FALLBACKS,
@@ -109,6 +113,8 @@ _OPTIONAL_KEYS: Final = frozenset(
         attr.ERROR_TYPE,
         attr.RECORD_SOURCE,
         attr.ENRICHED,
+        attr.CALL_OUTCOME,
+        attr.BUDGET_ACTION,
         attr.GEN_AI_RESPONSE_SERVICE_TIER,
         attr.GEN_AI_REQUEST_SERVICE_TIER,
         attr.WORKFLOW_ID,
@@ -304,6 +310,7 @@ class Normalizer:
         tenant = value if value and type(value) is str else resource_tenant
         if _OPTIONAL_KEYS.isdisjoint(attrs):  # the common span: none of the rarer keys, so their defaults
             tokens_estimated = False
+            said = ""
             error_type = "error" if status_error else ""
             source = scope_name or "unknown"
             tier = "standard"
@@ -312,6 +319,7 @@ class Normalizer:
         else:
             tokens_estimated = _bool(attrs.get(attr.TOKENS_ESTIMATED))
             error_type = _str(attrs, attr.ERROR_TYPE) or ("error" if status_error else "")
+            said, error_type = said_outcome(attrs, error_type)
             if attr.RECORD_SOURCE in attrs:
                 source = "costspan"
             elif _bool(attrs.get(attr.ENRICHED)):
@@ -329,6 +337,8 @@ class Normalizer:
             ttfc_s = _ttfc(attrs.get(attr.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK))
 
         breakdown: PriceBreakdown | None = None
+        if said == attr.OUTCOME_BLOCKED:  # never sent: nothing to price, and not a priced call of 0
+            usage, invalid = None, BLOCKED_REASON
         if usage is None:
             unpriced_reason = invalid
         else:
@@ -357,6 +367,12 @@ class Normalizer:
             cost_total = cost_input = cost_output = cost_cache_read = cost_cache_write = cost_other = None
             pricing_version = breakdown.catalog_version if breakdown is not None else ""
             unpriced_reason = unpriced_reason or "unpriced"
+        # the common call (nothing said, no error, priced) without a function call
+        outcome = (
+            _OK
+            if not said and not error_type and cost_status == _PRICED
+            else call_outcome(said, error_type, cost_status)
+        )
         # Every value is the local named as its field, in CallRecord's order: a test reads this call and pins
         # the names to CallRecord._fields. Not keywords: past 15 keyword arguments CPython builds a dict for
         # the call (over a microsecond a span); not the named tuple's __new__: one more Python frame.
@@ -392,5 +408,6 @@ class Normalizer:
                 ttfc_s,
                 project,
                 reservation_id,
+                outcome,
             ),
         )

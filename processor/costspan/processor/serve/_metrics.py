@@ -102,6 +102,11 @@ class StoreCollector(Collector):
         tokens = CounterMetricFamily("costspan_tokens", "Tokens of LLM calls by type.", labels=[*_LABELS, "token_type"])
         requests = CounterMetricFamily("costspan_requests", "LLM calls by outcome.", labels=[*_LABELS, "status"])
         unpriced = CounterMetricFamily("costspan_unpriced_requests", "LLM calls with no known price.", labels=_LABELS)
+        calls = CounterMetricFamily(
+            "costspan_calls",
+            "LLM calls by outcome: ok, degraded, error (sent) and blocked (refused by a budget, never sent).",
+            labels=[*_LABELS, "outcome"],
+        )
         duration = HistogramMetricFamily("costspan_request_duration_seconds", "Duration of LLM calls.", labels=_LABELS)
         ttfc = HistogramMetricFamily(
             "costspan_time_to_first_chunk_seconds", "Time to the first chunk of streamed LLM calls.", labels=_LABELS
@@ -117,7 +122,8 @@ class StoreCollector(Collector):
             labels=["gen_ai_provider_name", "gen_ai_request_model", "gen_ai_operation_name", "gen_ai_token_type"],
         )
         for dims, t in snapshot.items():
-            requests.add_metric([*dims[:5], dims[5]], t.requests)
+            if t.requests or not t.blocked:  # blocked calls are no requests: see costspan_calls_total
+                requests.add_metric([*dims[:5], dims[5]], t.requests)
         semconv: dict[tuple[str, str, str], Sums] = {}
         for labels, parts in _merge_status(snapshot).items():
             t = parts[0] if len(parts) == 1 else _sum(parts)
@@ -130,6 +136,8 @@ class StoreCollector(Collector):
             tokens.add_metric([*values, "cache_write"], p.cache_write_tokens)
             tokens.add_metric([*values, "reasoning"], p.reasoning_tokens)
             unpriced.add_metric(values, t.unpriced)
+            for outcome, n in (("ok", t.ok), ("degraded", t.degraded), ("error", t.errors), ("blocked", t.blocked)):
+                calls.add_metric([*values, outcome], n)
             duration.add_metric(
                 values, _buckets(DURATION_BUCKETS, _counts(p.duration_counts), p.duration_sum), p.duration_sum
             )
@@ -157,6 +165,7 @@ class StoreCollector(Collector):
         yield tokens
         yield requests
         yield unpriced
+        yield calls
         yield duration
         yield ttfc
         yield semconv_duration

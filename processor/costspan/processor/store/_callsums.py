@@ -15,12 +15,16 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import NamedTuple
 
-from costspan.processor.store._records import API_SOURCE, CallRecord
+from costspan.instrumentation import attributes as attr
+from costspan.processor.store._records import API_SOURCE, CallRecord, outcome_of
 from costspan.processor.store._sums import Sums, latency_bucket
 
 __all__ = ["CallDims", "CallSums", "sum_calls"]
 
 _DAY_S = 86400
+_OK = attr.OUTCOME_OK
+_BLOCKED = attr.OUTCOME_BLOCKED
+_DEGRADED = attr.OUTCOME_DEGRADED
 _HOUR_S = 3600
 
 
@@ -85,6 +89,16 @@ def sum_calls(records: Iterable[CallRecord], rows: Iterable[int] | None = None) 
         group = out.get(dims)
         if group is None:
             group = out[dims] = new(CallSums, (Sums(), []))
+        outcome = r.outcome or outcome_of(r)
+        if outcome != _OK:  # blocked: counted apart from the sent calls; degraded: counted among them
+            if outcome == _BLOCKED:
+                group.sums.blocked += 1
+                group.rows.append(row)
+                continue
+            if outcome == _DEGRADED and not r.error_type:
+                group.sums.degraded += 1
+        if r.cost_total is None:
+            group.sums.unpriced_tokens += r.tokens.input + r.tokens.output
         latency_ms = max(r.end_ns - r.start_ns, 0) / 1e6
         t = r.tokens
         group.sums.add_values(

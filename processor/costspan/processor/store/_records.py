@@ -9,11 +9,14 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
+from costspan.instrumentation import attributes as attr
+
 __all__ = [
     "MAX_TOKENS",
     "RECORD_VERSION",
     "CallRecord",
     "TokenCounts",
+    "outcome_of",
     "record_from_json",
     "record_to_json",
 ]
@@ -86,6 +89,9 @@ class CallRecord(NamedTuple):
     project: str = ""
     #: The budget reservation the guard took for this call (``costspan.budget.reservation_id``), if any.
     reservation_id: str = ""
+    #: ``ok`` | ``degraded`` | ``blocked`` | ``error`` (``costspan.call.outcome``); empty in a record built
+    #: without one: :func:`outcome_of` derives it.
+    outcome: str = ""
 
     @property
     def key(self) -> str:
@@ -99,6 +105,20 @@ class CallRecord(NamedTuple):
     def status(self) -> str:
         """Outcome of the call: ``ok`` or ``error``."""
         return "error" if self.error_type else "ok"
+
+
+def outcome_of(r: CallRecord) -> str:
+    """The record's outcome; derived from its error and cost status when it carries none (a record
+    stored before outcomes existed, or built without one): a budget's refusal is ``blocked``, any other
+    error ``error``, a call not priced from reported usage ``degraded``, the rest ``ok``."""
+    if r.outcome:
+        return r.outcome
+    error = r.error_type
+    if error == attr.ERROR_TYPE_BUDGET_EXCEEDED or error.endswith("BudgetExceededError"):
+        return attr.OUTCOME_BLOCKED
+    if error:
+        return attr.OUTCOME_ERROR
+    return attr.OUTCOME_OK if r.cost_status == attr.STATUS_PRICED else attr.OUTCOME_DEGRADED
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -122,8 +142,9 @@ _KINDS: Final = {
 }
 #: The shorter layouts earlier versions wrote, each named by its last field: a record written before
 #: ``ttfc_s`` existed ends at ``error_type``, one written before ``project`` and ``reservation_id`` at
-#: ``ttfc_s``. The fields after the last one read as their declared defaults.
-_OLDER_LAYOUTS: Final = ("error_type", "ttfc_s")
+#: ``ttfc_s``, one written before ``outcome`` at ``reservation_id``. The fields after the last one
+#: read as their declared defaults, except the outcome, derived by :func:`outcome_of`.
+_OLDER_LAYOUTS: Final = ("error_type", "ttfc_s", "reservation_id")
 
 
 def _kinds() -> tuple[str, ...]:
@@ -218,7 +239,8 @@ def _decoder_source(kinds: tuple[str, ...]) -> str:
         values = [read[k].format(v=f"v{i}", i=i) for i, k in enumerate(kinds[:length])]
         values += [f"_default_{name}" for name in CallRecord._fields[length:]]
         # tuple.__new__: the named tuple's own __new__ is one more Python frame per record
-        lines.append(f"        return _new(CallRecord, ({', '.join(values)},))")
+        made = f"_new(CallRecord, ({', '.join(values)},))"
+        lines.append(f"        return {made}" if length == len(kinds) else f"        return _with_outcome({made})")
     lines.append("    raise ValueError(_MALFORMED)")
     return "\n".join(lines) + "\n"
 
@@ -238,6 +260,11 @@ def _money_of(value: object) -> Decimal | None:
 _ZERO: Final = Decimal(0)
 
 
+def _with_outcome(r: CallRecord) -> CallRecord:
+    """A record of an older layout with its outcome derived."""
+    return r._replace(outcome=outcome_of(r))
+
+
 def _codec() -> tuple[str, dict[str, Any]]:
     kinds = _kinds()
     source = _encoder_source(kinds) + "\n" + _text_encoder_source(kinds) + "\n" + _decoder_source(kinds)
@@ -252,6 +279,7 @@ def _codec() -> tuple[str, dict[str, Any]]:
         "_escape": json.encoder.encode_basestring,
         "_money": _money,
         "_money_of": _money_of,
+        "_with_outcome": _with_outcome,
         "_new": tuple.__new__,
         **{f"_default_{name}": value for name, value in CallRecord._field_defaults.items()},
     }

@@ -7,9 +7,17 @@ the core. The detail holds the usage index's sparse latency histogram (5 % wide,
 rollups' parts (cost parts, estimated calls, cache-write and reasoning tokens, the GenAI semconv
 duration, token and time-to-first-chunk histograms the Prometheus metrics expose).
 
+Outcomes: ``requests`` counts the calls that were sent (``ok``, ``degraded`` and ``error`` ones);
+a call a budget blocked before it was sent is counted in ``blocked`` only — never as a request, a
+priced or an unpriced call, never in tokens or latency. ``degraded`` counts the sent calls that
+succeeded degraded; ``unpriced_tokens`` the tokens (input + output) of the unpriced calls.
+
 Snapshots: :meth:`Sums.to_json` writes the core as a 10-item list (the usage index's shape since
-it existed) and, with the rollups' parts, 14 more items; :meth:`Sums.from_json` also reads the
-rollups' older 19- and 21-item lists.
+it existed), with the rollups' parts 14 more items, then the three outcome counts (degraded,
+blocked, unpriced tokens). :meth:`Sums.from_json` also reads the lists written before the outcome
+counts (10 or 24 items) and the rollups' older 19- and 21-item lists: there, the degraded calls
+are taken to be the unpriced and estimated ones that did not fail, blocked calls stay among the
+errors they were counted as, and the unpriced calls' tokens are unknown (0).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from decimal import Decimal
 from operator import attrgetter
 from typing import Any, Final
 
+from costspan.instrumentation import attributes as attr
 from costspan.processor.store._detail import (
     DURATION_BUCKETS,
     N_DURATION,
@@ -29,7 +38,7 @@ from costspan.processor.store._detail import (
     Detail,
     parts_from_json,
 )
-from costspan.processor.store._records import CallRecord
+from costspan.processor.store._records import CallRecord, outcome_of
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -63,6 +72,9 @@ class Sums:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     latency_ms: float = 0.0
+    degraded: int = 0
+    blocked: int = 0
+    unpriced_tokens: int = 0
     detail: Detail | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:  # compact pickles (batches travel from ingest workers)
@@ -109,13 +121,20 @@ class Sums:
         """Add one call to the core and the rollups' parts (sums made by :meth:`with_parts`):
         ``duration`` in seconds; ``buckets``: the duration's, input and output tokens' and time to
         first chunk's histogram buckets (-1: not streamed), found once per call by the caller."""
+        outcome = r.outcome or outcome_of(r)
+        if outcome == _BLOCKED:
+            self.blocked += 1
+            return
         d: Any = self.detail
         self.requests += 1
         if r.error_type:
             self.errors += 1
+        elif outcome == _DEGRADED:
+            self.degraded += 1
         cost = r.cost_total
         if cost is None:
             self.unpriced += 1
+            self.unpriced_tokens += r.tokens.input + r.tokens.output
         else:
             if r.tokens_estimated:
                 d.estimated += 1
@@ -174,6 +193,10 @@ class Sums:
         self.output_tokens += o.output_tokens
         self.cache_read_tokens += o.cache_read_tokens
         self.latency_ms += o.latency_ms
+        if o.degraded or o.blocked or o.unpriced_tokens:
+            self.degraded += o.degraded
+            self.blocked += o.blocked
+            self.unpriced_tokens += o.unpriced_tokens
         od = o.detail
         if od is None:
             return
@@ -204,6 +227,9 @@ class Sums:
         self.output_tokens -= o.output_tokens
         self.cache_read_tokens -= o.cache_read_tokens
         self.latency_ms -= o.latency_ms
+        self.degraded -= o.degraded
+        self.blocked -= o.blocked
+        self.unpriced_tokens -= o.unpriced_tokens
         if o.detail is not None and self.detail is not None:
             self.detail.merge_parts(o.detail, -1)
 
@@ -219,6 +245,9 @@ class Sums:
             self.output_tokens - o.output_tokens,
             self.cache_read_tokens - o.cache_read_tokens,
             self.latency_ms - o.latency_ms,
+            self.degraded - o.degraded,
+            self.blocked - o.blocked,
+            self.unpriced_tokens - o.unpriced_tokens,
         )
 
     def core(self) -> Sums:
@@ -235,6 +264,21 @@ class Sums:
     @property
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    @property
+    def calls(self) -> int:
+        """Every call counted, sent or blocked (what grows whenever a call is added)."""
+        return self.requests + self.blocked
+
+    @property
+    def ok(self) -> int:
+        """Calls sent and answered as asked, priced from reported usage."""
+        return self.requests - self.errors - self.degraded
+
+    @property
+    def priced_cost(self) -> Decimal | None:
+        """``cost``, or None when calls were sent and none of them could be priced (never a made-up 0)."""
+        return None if self.requests and self.unpriced == self.requests else self.cost
 
     @property
     def latency(self) -> dict[int, int] | None:
@@ -297,16 +341,25 @@ class Sums:
         d = self.detail
         if d is not None and d.duration_counts is not None:
             out += d.parts_json()
+        out += [self.degraded, self.blocked, self.unpriced_tokens]
         return out
 
     @classmethod
     def from_json(cls, d: list[Any]) -> Sums:
         """Sums from :meth:`to_json`'s list, or from the rollups' older 19- or 21-item lists."""
         n = len(d)
-        if n not in {10, 24}:  # the core, or the core and the rollups' parts (literals: a hot path on load)
+        if n not in {13, 27}:  # the core (and the rollups' parts), then the outcome counts (literals: hot on load)
+            if n in (10, 24):
+                return _derived_outcomes(cls._from_core(d, n))
             if n in (19, 21):
-                return _from_old_totals(d)
+                return _derived_outcomes(_from_old_totals(d))
             raise ValueError("sums entry has the wrong length")
+        out = cls._from_core(d, n - 3)
+        out.degraded, out.blocked, out.unpriced_tokens = int(d[-3]), int(d[-2]), int(d[-1])
+        return out
+
+    @classmethod
+    def _from_core(cls, d: list[Any], n: int) -> Sums:
         out = cls(
             int(d[0]), int(d[1]), int(d[2]), int(d[3]), Decimal(d[4]), int(d[5]), int(d[6]), int(d[7]), float(d[8])
         )
@@ -320,7 +373,18 @@ class Sums:
         return out
 
 
+_BLOCKED: Final = attr.OUTCOME_BLOCKED
+_DEGRADED: Final = attr.OUTCOME_DEGRADED
 _core: Final = attrgetter(*(name for name in Sums.__dataclass_fields__ if name != "detail"))
+
+
+def _derived_outcomes(out: Sums) -> Sums:
+    """Sums read from a snapshot written before outcomes: the unpriced and estimated calls that did not
+    fail taken as the degraded ones (the best the old counts tell)."""
+    d = out.detail
+    estimated = d.estimated if d is not None and d.duration_counts is not None else 0
+    out.degraded = max(min(out.unpriced + estimated, out.requests - out.errors), 0)
+    return out
 
 
 def _from_old_totals(data: list[Any]) -> Sums:
