@@ -222,6 +222,9 @@ WRITES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
         "/api/projects/p1/budget",
         {"json": SEED, "params": {"workspace_id": "globex"}},
     ),
+    # admin only: a bound key may neither reprice another tenant's calls nor reload the catalog
+    ("post", "/v1/reprice"): ("/v1/reprice", {"json": {"since": "7d", "tenant": "globex"}}),
+    ("post", "/v1/pricing/reload"): ("/v1/pricing/reload", {}),
 }
 RESERVATIONS = {"/v1/budgets/check", "/v1/budgets/settle", "/v1/budgets/reservations/{reservation_id}/release"}
 

@@ -163,7 +163,7 @@ def screen(record: CallRecord, now_ns: int, limit: int = MAX_ID_LENGTH) -> tuple
     a few comparisons. Cost is not checked: on this path it is computed from bounded counts, never read.
     """
     (_, _, _, start, end, service, tenant, workflow, user, session, provider, model, operation, source,
-     tokens, _, _, _, _, _, _, _, _, _, _, error_type, _, project, reservation_id) = record  # fmt: skip
+     tokens, _, _, _, _, _, _, _, _, _, _, error_type, _, project, reservation_id, _) = record  # fmt: skip
     ids = service + tenant + workflow + user + session + provider + model + operation + project
     if not ids.isprintable() and _CONTROL.search(ids):
         for name in _ID_FIELDS:
