@@ -15,6 +15,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -289,6 +290,11 @@ class Store:
         """Like :meth:`add_commit_listener`, but ``listener(committed)`` gets a :class:`Committed`:
         the calls summed by dimensions (cheap to fold), the records only if it asks for them."""
         self._sum_listeners.append(listener)
+
+    def commits_paused(self) -> AbstractContextManager[bool]:
+        """While held, no group commit runs (nor its listeners): what the ledger holds then is exactly
+        what the commit listeners have seen. Never take it on the writer thread (a listener)."""
+        return self._commit_lock
 
     def _notify(self, committed: Committed) -> None:
         if not committed:

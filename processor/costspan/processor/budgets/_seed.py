@@ -1,0 +1,107 @@
+"""A budget created mid-period starts from what its scope already spent in that period.
+
+The book asks a :class:`SpendSource` when a budget is new (or its scope, period or unit changed, which
+starts its counters over): :class:`StoredSpend` reads the calls of the current period from a store's
+ledger — the truth every rollup and index is derived from — grouped by the budget's counters. While
+it reads and the seed is charged, the store holds its next group commit, so a call is either in the
+ledger read (and in the seed) or settled after it (and charged then): never both, never neither.
+A budget put again unchanged (every restart re-applies the environment's budgets) is not seeded
+again: its counters are in the book's journal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from decimal import Decimal
+from typing import Any, Protocol
+
+from costspan.processor.budgets._definitions import BudgetDefinitions
+from costspan.processor.budgets._model import Budget, BudgetSpec, Call, Period, parse_budget
+from costspan.processor.budgets._periods import window
+from costspan.processor.budgets._settle import Settlement, Spend
+from costspan.processor.budgets._state import match_targets
+from costspan.processor.store._ledger import Ledger
+from costspan.processor.store._records import record_from_json
+from costspan.processor.store._store import Store
+
+__all__ = ["SpendSource", "StoredSpend", "put_seeded"]
+
+#: (counter key, values of the budget's ``*`` dimensions) → what the calls of that counter spent
+SeedSpend = dict[tuple[str, tuple[str, ...]], Spend]
+
+
+class SpendSource(Protocol):
+    """Where a new budget's spend so far comes from."""
+
+    def paused(self) -> AbstractContextManager[Any]:
+        """Hold off new spend being settled into the book while a seed is read and charged."""
+        ...
+
+    def spend(self, budget: Budget, start: float, end: float) -> SeedSpend:
+        """What the calls in ``budget``'s scope that started in ``[start, end)`` spent, per counter."""
+        ...
+
+
+class StoredSpend:
+    """The spend of the calls a :class:`~costspan.processor.store.Store` holds (its ledger, read from disk).
+
+    A call counts as the book's settling counts it: its cost (an unpriced call: 0), its input and
+    output tokens, one request.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def paused(self) -> AbstractContextManager[Any]:
+        return self._store.commits_paused()
+
+    def spend(self, budget: Budget, start: float, end: float) -> SeedSpend:
+        first_ns, end_ns = int(start * 1e9), end * 1e9
+        budgets = (budget,)
+        out: SeedSpend = {}
+        for line in Ledger(self._store.ledger.directory, fsync="never").read():
+            if not first_ns <= line.start_ns < end_ns:
+                continue
+            r = record_from_json(line.payload)
+            dims = Call(
+                tenant=r.tenant or None,
+                service=r.service or None,
+                workflow=r.workflow or None,
+                user=r.user or None,
+                project=r.project or None,
+                provider=r.provider or None,
+                model=r.model or None,
+            ).dims()
+            for _, key, values in match_targets(budgets, dims):
+                had = out.get((key, values), Spend())
+                out[(key, values)] = Spend(
+                    had.cost + (r.cost_total or Decimal(0)),
+                    had.tokens + r.tokens.input + r.tokens.output,
+                    had.requests + 1,
+                )
+        return out
+
+
+def _starts_over(before: Budget | None, after: Budget) -> bool:
+    """Whether putting ``after`` over ``before`` leaves the budget without counters (the state drops them)."""
+    return before is None or (before.scope, before.period, before.unit) != (after.scope, after.period, after.unit)
+
+
+def put_seeded(
+    definitions: BudgetDefinitions,
+    settlement: Settlement,
+    source: SpendSource,
+    spec: Budget | BudgetSpec | Mapping[str, Any],
+    actor: str,
+    clock: Callable[[], float],
+) -> Budget:
+    """Put a budget; if it starts over, charge it what its scope spent so far in its current period."""
+    budget = spec if isinstance(spec, Budget) else parse_budget(spec)
+    with source.paused():
+        before = definitions.get(budget.id)
+        put = definitions.put(budget, actor=actor)
+        if put.period is not Period.PER_REQUEST and _starts_over(before, put):
+            start, end = window(put.period, clock(), put.timezone)
+            settlement.seed(put, source.spend(put, start, end))
+    return put
