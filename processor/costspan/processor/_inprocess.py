@@ -38,10 +38,10 @@ from costspan.processor.budgets import (
     BudgetSpanProcessor,
     BudgetSpec,
     CostEstimator,
+    StoredSpend,
     budget_guard,
     parse_budget,
 )
-from costspan.processor.budgets._seed import StoredSpend
 from costspan.processor.ingest._normalize import Normalizer
 from costspan.processor.store._store import Store, StoreConfig
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from costspan.processor.budgets import BudgetBook, Call, settle_committed
 from costspan.processor.store import CallRecord, Store, StoreConfig
+from costspan.processor.store._records import API_SOURCE
 from tests.component.budgets.conftest import FakeClock
 from tests.support.records import call_record
 
@@ -72,8 +73,8 @@ def _store(tmp_path: Path, book: BudgetBook) -> Store:
     return store
 
 
-def _at(when: float, i: int, cost: str = "1", **fields: object) -> CallRecord:
-    return call_record(i, start_ns=int(when * 1e9), cost=cost, **fields)
+def _at(when: float, i: int, cost: str = "1", source: str = "test", reservation_id: str = "") -> CallRecord:
+    return call_record(i, start_ns=int(when * 1e9), cost=cost, source=source, reservation_id=reservation_id)
 
 
 def test_stored_calls_count_in_the_periods_of_their_start(book: BudgetBook, clock: FakeClock, tmp_path: Path) -> None:
@@ -90,7 +91,7 @@ def test_stored_calls_count_in_the_periods_of_their_start(book: BudgetBook, cloc
                 _at(now - 9 * 86400, 4, "8"),  # 9 days ago: still March
                 _at(_ts(2026, 2, 27), 5, "16"),  # last month
                 _at(_ts(2020, 6, 1), 6, "32"),  # 2020
-                _at(now - 3 * 86400, 7, "64", source="api"),  # logged over the API without a reservation id
+                _at(now - 3 * 86400, 7, "64", source=API_SOURCE),  # logged over the API without a reservation id
                 _at(now - 60, 8, "128", reservation_id="not-open"),  # names a reservation no longer open
             ]
         )

@@ -28,13 +28,13 @@ from costspan.processor.budgets import (
     BudgetCheckEndpoint,
     BudgetCollector,
     Period,
+    StoredSpend,
     Unit,
     apply_env,
     budget_router,
     budgets_from_env,
     settle_committed,
 )
-from costspan.processor.budgets._seed import StoredSpend
 from costspan.processor.serve._app import create_app
 from costspan.processor.serve._settings import Settings
 from costspan.processor.store._store import Store
