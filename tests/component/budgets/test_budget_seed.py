@@ -3,6 +3,7 @@ ledger), once: putting it again, changing its limit or restarting never counts t
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -84,5 +85,33 @@ def test_a_budget_created_mid_period_starts_from_the_stored_spend_once(
         book.put_budget({"id": "acme-day", "scope": {"tenant": "acme"}, "period": "month", "limit": "10"})
         assert _rows(book)[("acme-day", "acme")] == Decimal("5.25")
     finally:
+        book.close()
+        store.close()
+
+
+def test_budgets_created_while_calls_are_stored_count_every_call_exactly_once(
+    clock: FakeClock, pricer: Pricer, tmp_path: Path
+) -> None:
+    store = Store(StoreConfig(data_dir=tmp_path / "store", fsync="never"))
+    store.start()
+    book = _book(clock, pricer, tmp_path / "budgets", store)
+    store.add_sums_listener(lambda committed: settle_committed(book, committed))
+    start_ns = int((clock() - 60) * 1e9)
+    batches = [[call_record(i * 5 + j, start_ns=start_ns, cost="0.001") for j in range(5)] for i in range(80)]
+
+    def ingest() -> None:
+        for batch in batches:
+            store.ingest(batch)
+
+    writer = threading.Thread(target=ingest)
+    try:
+        writer.start()
+        for i in range(20):  # each put between (or during) the writer's commits
+            book.put_budget({"id": f"b{i}", "scope": {"tenant": "acme"}, "period": "day", "limit": "100"})
+        writer.join(60)
+        assert not writer.is_alive()
+        assert {row.budget.id: row.spent for row in book.status()} == {f"b{i}": Decimal("0.4") for i in range(20)}
+    finally:
+        writer.join(60)
         book.close()
         store.close()

@@ -2,11 +2,12 @@
 
 The book asks a :class:`SpendSource` when a budget is new (or its scope, period or unit changed, which
 starts its counters over): :class:`StoredSpend` reads the calls of the current period from a store's
-ledger — the truth every rollup and index is derived from — grouped by the budget's counters. While
-it reads and the seed is charged, the store holds its next group commit, so a call is either in the
-ledger read (and in the seed) or settled after it (and charged then): never both, never neither.
-A budget put again unchanged (every restart re-applies the environment's budgets) is not seeded
-again: its counters are in the book's journal.
+ledger — the truth every rollup and index is derived from — grouped by the budget's counters. It
+reads in two steps: the ledger as it is, while the store goes on committing, then — with the store's
+next group commit held off — only the tail written since, puts the budget and charges the seed. So a
+call is either in the seed or settled after it: never both, never neither; and a long ledger does
+not stall ingest. A budget put again unchanged (every restart re-applies the environment's budgets)
+is not seeded again: its counters are in the book's journal.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from costspan.processor.budgets._model import Budget, BudgetSpec, Call, Period, 
 from costspan.processor.budgets._periods import window
 from costspan.processor.budgets._settle import Settlement, Spend
 from costspan.processor.budgets._state import match_targets
-from costspan.processor.store._ledger import Ledger
+from costspan.processor.store._ledger import Ledger, Position
 from costspan.processor.store._records import record_from_json
 from costspan.processor.store._store import Store
 
@@ -35,11 +36,12 @@ class SpendSource(Protocol):
     """Where a new budget's spend so far comes from."""
 
     def paused(self) -> AbstractContextManager[Any]:
-        """Hold off new spend being settled into the book while a seed is read and charged."""
+        """Hold off new spend being settled into the book while the rest of a seed is read and charged."""
         ...
 
-    def spend(self, budget: Budget, start: float, end: float) -> SeedSpend:
-        """What the calls in ``budget``'s scope that started in ``[start, end)`` spent, per counter."""
+    def spend(self, budget: Budget, start: float, end: float, after: Any = None) -> tuple[SeedSpend, Any]:
+        """What the calls in ``budget``'s scope that started in ``[start, end)`` spent, per counter, and a
+        mark of how far that read: given back as ``after``, only what came after it is read."""
         ...
 
 
@@ -56,11 +58,15 @@ class StoredSpend:
     def paused(self) -> AbstractContextManager[Any]:
         return self._store.commits_paused()
 
-    def spend(self, budget: Budget, start: float, end: float) -> SeedSpend:
+    def spend(
+        self, budget: Budget, start: float, end: float, after: Position | None = None
+    ) -> tuple[SeedSpend, Position | None]:
         first_ns, end_ns = int(start * 1e9), end * 1e9
         budgets = (budget,)
         out: SeedSpend = {}
-        for line in Ledger(self._store.ledger.directory, fsync="never").read():
+        mark = after
+        for line in Ledger(self._store.ledger.directory, fsync="never").read(after):
+            mark = line.end
             if not first_ns <= line.start_ns < end_ns:
                 continue
             r = record_from_json(line.payload)
@@ -80,12 +86,22 @@ class StoredSpend:
                     had.tokens + r.tokens.input + r.tokens.output,
                     had.requests + 1,
                 )
-        return out
+        return out, mark
 
 
 def _starts_over(before: Budget | None, after: Budget) -> bool:
     """Whether putting ``after`` over ``before`` leaves the budget without counters (the state drops them)."""
-    return before is None or (before.scope, before.period, before.unit) != (after.scope, after.period, after.unit)
+    return after.period is not Period.PER_REQUEST and (
+        before is None or (before.scope, before.period, before.unit) != (after.scope, after.period, after.unit)
+    )
+
+
+def _added(a: SeedSpend, b: SeedSpend) -> SeedSpend:
+    out = dict(a)
+    for key, s in b.items():
+        had = out.get(key, Spend())
+        out[key] = Spend(had.cost + s.cost, had.tokens + s.tokens, had.requests + s.requests)
+    return out
 
 
 def put_seeded(
@@ -98,10 +114,18 @@ def put_seeded(
 ) -> Budget:
     """Put a budget; if it starts over, charge it what its scope spent so far in its current period."""
     budget = spec if isinstance(spec, Budget) else parse_budget(spec)
+    period = window(budget.period, clock(), budget.timezone)
+    early: tuple[SeedSpend, Any] | None = None
+    if _starts_over(definitions.get(budget.id), budget):
+        early = source.spend(budget, *period)  # the bulk, while the store keeps committing
     with source.paused():
         before = definitions.get(budget.id)
         put = definitions.put(budget, actor=actor)
-        if put.period is not Period.PER_REQUEST and _starts_over(before, put):
-            start, end = window(put.period, clock(), put.timezone)
-            settlement.seed(put, source.spend(put, start, end))
+        if _starts_over(before, put):
+            now_period = window(put.period, clock(), put.timezone)
+            if early is None or now_period != period:  # changed meanwhile, or the period rolled: read it all
+                seed = source.spend(put, *now_period)[0]
+            else:  # only the calls stored since the first read
+                seed = _added(early[0], source.spend(put, *now_period, after=early[1])[0])
+            settlement.seed(put, seed)
     return put
