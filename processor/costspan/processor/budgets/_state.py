@@ -11,10 +11,10 @@ replayed ``"r"`` turns its amounts into those units the same way.
 - ``["s", rid, [[key, amount], ...], at]`` settle: release the reservation, charge the actual amounts
 - ``["x", rid]`` a reservation expired unsettled: release it
 - ``["c", [[key, amount], ...], at]`` charge spend that came without a reservation
+- ``["f", key, start, threshold]`` a threshold alert fired for the period starting at ``start``
 
 ``at`` is when the charged call started (epoch seconds): a counter whose current period does not
 contain it is not charged. Journals written before ``at`` existed have none (``None``: charged).
-- ``["f", key, start, threshold]`` a threshold alert fired for the period starting at ``start``
 """
 
 from __future__ import annotations
