@@ -38,6 +38,7 @@ from costspan.processor.budgets import (
     BudgetSpanProcessor,
     BudgetSpec,
     CostEstimator,
+    StoredSpend,
     budget_guard,
     parse_budget,
 )
@@ -198,11 +199,15 @@ def _budgets(definitions: Iterable[Budget | BudgetSpec | Mapping[str, Any]]) -> 
     return budgets
 
 
-def _open_book(directory: Path, budgets: list[Budget], pricer: Pricer, fsync: Literal["always", "never"]) -> BudgetBook:
-    """The journaled book in ``directory``, holding exactly ``budgets`` (counters of kept ones carry on)."""
+def _open_book(
+    directory: Path, budgets: list[Budget], pricer: Pricer, fsync: Literal["always", "never"], store: Store
+) -> BudgetBook:
+    """The journaled book in ``directory``, holding exactly ``budgets`` (counters of kept ones carry on;
+    a new one starts from what ``store`` holds of its current period)."""
     book = BudgetBook(
         estimator=CostEstimator(pricer), data_dir=directory, fsync="interval" if fsync == "always" else "never"
     )
+    book.spend_source = StoredSpend(store)
     try:
         wanted = {b.id for b in budgets}
         for old in book.budgets():
@@ -258,7 +263,7 @@ def track_in_process(
     book: BudgetBook | None = None
     try:
         if parsed:
-            book = _open_book(directory / "budgets", parsed, pricer, fsync)
+            book = _open_book(directory / "budgets", parsed, pricer, fsync, store)
     except BaseException:
         store.close()
         raise

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
@@ -51,10 +51,25 @@ from costspan.processor.api._schemas import (
 )
 from costspan.processor.store._sums import Sums
 
-__all__ = ["BudgetView", "router"]
+__all__ = ["BudgetShown", "BudgetView", "router"]
 
-#: ``(tenant or None for global) -> (limit, spent)`` in USD for the current period, from the budgets.
-BudgetView = Callable[[str | None], tuple[Decimal | None, Decimal | None]]
+Status = Literal["healthy", "warning", "critical", "blocked"]
+UsagePeriod = Literal["daily", "monthly"]
+
+
+class BudgetShown(NamedTuple):
+    """A scope's budget as the usage routes show it: the strictest USD budget that applies to the scope
+    in the period asked for, status decided by the budgets (the same word ``/v1/budgets/status`` and
+    the workspace budget status show)."""
+
+    limit: Decimal
+    spent: Decimal
+    utilization: Decimal  # spent / limit, exact
+    status: Status
+
+
+#: ``(tenant or None for global, period) -> BudgetShown`` (None: no USD budget of that period applies).
+BudgetView = Callable[[str | None, UsagePeriod], BudgetShown | None]
 
 router = APIRouter(tags=["usage"], default_response_class=JSONBody)
 
@@ -66,17 +81,13 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-Status = Literal["healthy", "warning", "critical"]
-
-
-def _budget(request: Request, tenant: str | None) -> tuple[Decimal | None, float | None, Status]:
+def _budget(request: Request, tenant: str | None, period: UsagePeriod) -> tuple[Decimal | None, float | None, Status]:
+    """(limit, utilization in % rounded to 2 places, status) of the scope's strictest budget in ``period``."""
     view: BudgetView | None = request.app.state.budget_view
-    limit, spent = view(tenant) if view is not None else (None, None)
-    if limit is None or spent is None or limit <= 0:
-        return limit, None, "healthy"
-    used = float(spent / limit * 100)
-    status: Status = "critical" if used >= 90 else "warning" if used >= 75 else "healthy"
-    return limit, round(used, 2), status
+    shown = view(tenant, period) if view is not None else None
+    if shown is None:
+        return None, None, "healthy"
+    return shown.limit, round(float(shown.utilization * 100), 2), shown.status
 
 
 @router.get("/health", response_model=HealthOut)
@@ -96,7 +107,7 @@ async def usage(
     reader: TenantIdScope,
     money: Currency,
     scope: Literal["tenant", "summary", "global"] = "tenant",
-    period: Literal["daily", "monthly"] = "daily",
+    period: UsagePeriod = "daily",
 ) -> JSONBody:
     """Usage of a tenant (``scope=tenant``), a summary, or every tenant (``scope=global``, admin only)."""
     tenant, index = reader.tenant, reader.index
@@ -109,7 +120,7 @@ async def usage(
     t = datetime.fromtimestamp(now, UTC)
     month = Window(int(datetime(t.year, t.month, 1, tzinfo=UTC).timestamp()), today.last)
     day_total = sum_all(a for _, a in per_day(index, tenant, today))
-    limit, used, status = _budget(request, tenant)
+    limit, used, status = _budget(request, tenant, period)
     tenants, services = active_in(index, tenant, today)
     if scope == "global":
         everyone: GlobalUsageOut = {

@@ -142,7 +142,7 @@ class SummaryUsageOut(TypedDict):
     active_tenants: int
     active_services: int
     budget_utilization_percent: Percent | None
-    status: Literal["healthy", "warning", "critical"]
+    status: Literal["healthy", "warning", "critical", "blocked"]
     last_updated: str
 
 

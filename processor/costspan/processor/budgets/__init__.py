@@ -43,6 +43,7 @@ from costspan.processor.budgets._model import (
 )
 from costspan.processor.budgets._periods import window
 from costspan.processor.budgets._remote import RemoteBudgetGuard
+from costspan.processor.budgets._seed import SpendSource, StoredSpend
 from costspan.processor.budgets._status import BudgetStatus
 from costspan.processor.budgets._stored_calls import settle_committed, settle_records
 
@@ -76,7 +77,9 @@ __all__ = [
     "Mode",
     "Period",
     "RemoteBudgetGuard",
+    "SpendSource",
     "SpikeDetector",
+    "StoredSpend",
     "Unit",
     "WebhookNotifier",
     "apply_env",

@@ -19,7 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from costspan.processor.budgets._alerts import WebhookNotifier
 from costspan.processor.budgets._book import BudgetBook
-from costspan.processor.budgets._model import DEFAULT_THRESHOLDS, Block, Budget, Call, InvalidBudgetError, Mode, money
+from costspan.processor.budgets._model import (
+    DEFAULT_THRESHOLDS,
+    Block,
+    Budget,
+    Call,
+    InvalidBudgetError,
+    Mode,
+    Period,
+    money,
+)
 from costspan.processor.budgets._workspace_ids import SEED_NAMES, SeedBudgets
 
 __all__ = ["BudgetAccess", "Caller", "bound_tenant", "budget_router", "may_see_spend"]
@@ -375,17 +384,16 @@ def budget_router(
 
     @router.get("/api/workspaces/{workspace_id}/budget/status", dependencies=read_workspace)
     def ws_status(workspace_id: str) -> dict[str, Any]:
-        seed = SeedBudgets(book, workspace_id)
+        # every budget that applies to the workspace's calls (this route's, the environment's, global
+        # ones, ``/v1/budgets``'), the strictest per period and overall: the same answer as ``/v1/usage``
+        scope = {"tenant": workspace_id}
         out: dict[str, Any] = {"workspace_id": workspace_id}
-        worst = "healthy"
-        order = ["healthy", "warning", "critical", "blocked"]
-        for name in SEED_NAMES:
-            budget = seed.get(name)
-            rows = book.status(budget.id) if budget is not None else []
-            out[name] = rows[0].to_json() if rows else None
-            if rows and order.index(rows[0].state) > order.index(worst):
-                worst = rows[0].state
-        out["status"] = worst
+        for name, period in (("daily", Period.DAY), ("monthly", Period.MONTH)):
+            row = book.scope_status(scope, period=period)
+            out[name] = None if row is None else row.to_json()
+        strictest = book.scope_status(scope)
+        out["status"] = "healthy" if strictest is None else strictest.state
+        out["budget_id"] = None if strictest is None else strictest.budget.id
         return out
 
     @router.post("/api/projects/{project_id}/budget", dependencies=manage)

@@ -30,11 +30,21 @@ from costspan.processor.budgets._definitions import BudgetDefinitions
 from costspan.processor.budgets._estimate import LINEAR_UP_TO, CostEstimator
 from costspan.processor.budgets._journal import AUDIT, AuditLog, FsyncPolicy, JournaledState
 from costspan.processor.budgets._match import Match, Matches
-from costspan.processor.budgets._model import Budget, BudgetSpec, Call, Decision, Mode, Unit, adaptive_candidates
+from costspan.processor.budgets._model import (
+    Budget,
+    BudgetSpec,
+    Call,
+    Decision,
+    Mode,
+    Period,
+    Unit,
+    adaptive_candidates,
+)
 from costspan.processor.budgets._refusals import as_refusing
+from costspan.processor.budgets._seed import SpendSource, put_seeded
 from costspan.processor.budgets._settle import Settlement
 from costspan.processor.budgets._state import ZERO, Counter
-from costspan.processor.budgets._status import BudgetStatus, statuses
+from costspan.processor.budgets._status import BudgetStatus, scope_status, statuses
 from costspan.processor.budgets._units import from_units, to_units
 
 __all__ = ["BudgetBook"]
@@ -105,6 +115,8 @@ class BudgetBook:
         self.rewritten_total = 0
         self.expired_total = 0
         self._closed = False
+        #: Where a new budget's spend so far comes from (None: it starts at 0); see :func:`put_seeded`.
+        self.spend_source: SpendSource | None = None
 
     def now(self) -> float:
         """The book's clock (epoch seconds)."""
@@ -125,8 +137,14 @@ class BudgetBook:
 
     # --- definitions --------------------------------------------------------------------------------------
     def put_budget(self, spec: Budget | BudgetSpec | Mapping[str, Any], *, actor: str = "system") -> Budget:
-        """Create or replace a budget (validated; raises ``InvalidBudgetError``); audited."""
-        return self._definitions.put(spec, actor=actor)
+        """Create or replace a budget (validated; raises ``InvalidBudgetError``); audited.
+
+        With a :attr:`spend_source`, a new budget (or one whose scope, period or unit changed) starts
+        from what its scope already spent in the current period.
+        """
+        if self.spend_source is None:
+            return self._definitions.put(spec, actor=actor)
+        return put_seeded(self._definitions, self._settlement, self.spend_source, spec, actor, self._clock)
 
     def delete_budget(self, budget_id: str, *, actor: str = "system") -> bool:
         return self._definitions.delete(budget_id, actor=actor)
@@ -298,16 +316,18 @@ class BudgetBook:
         requests: int = 1,
         *,
         tenant: str | None = None,
+        at: float | None = None,
     ) -> bool:
         """Replace a reservation by what the call cost; False if it is unknown (settled or expired).
 
         An unpriced call (``cost_usd=None``) or unknown token count keeps the reserved estimate.
         ``tenant`` (a tenant-bound caller's tenant): only a reservation made for that tenant is
-        settled; another tenant's is answered as unknown.
+        settled; another tenant's is answered as unknown. ``at``: when the call started (epoch seconds;
+        None: now) — only the periods containing it are charged, the hold is released on every budget.
         """
         if tenant is not None and self.reservation_tenant(reservation_id) != (True, tenant):
             return False
-        return self._settlement.settle(reservation_id, cost_usd, tokens, requests)
+        return self._settlement.settle(reservation_id, cost_usd, tokens, requests, at)
 
     def release(self, reservation_id: str, *, tenant: str | None = None) -> bool:
         """Give a reservation back unspent (the call was never sent); ``tenant`` as for :meth:`settle`."""
@@ -338,6 +358,7 @@ class BudgetBook:
         requests: int = 1,
         *,
         reservation_id: str | None = None,
+        at: float | None = None,
     ) -> bool:
         """Settle a finished call's reservation, else :meth:`record` its spend. True if one was settled.
 
@@ -345,21 +366,25 @@ class BudgetBook:
         reservation is settled; if it is no longer open (expired, or taken by another book) the spend
         is recorded and no other reservation is touched. Without it, the oldest open reservation made
         for the same scope and model is settled: a record whose model differs from the request's (a
-        snapshot alias) finds none, and its reservation waits for the TTL.
+        snapshot alias) finds none, and its reservation waits for the TTL. ``at``: the call's start
+        (None: now); the spend counts only in budget periods that contain it.
         """
         if not self.enabled:
             return False
         if reservation_id and self.foreign(reservation_id, call.tenant):
             reservation_id = _FOREIGN  # another tenant's: not settled by this call, whose spend is recorded
-        return self._settlement.settle_call(call, cost_usd, tokens, requests, reservation_id)
+        return self._settlement.settle_call(call, cost_usd, tokens, requests, reservation_id, at)
 
-    def record_unreserved(self, call: Call, cost_usd: Decimal | None, tokens: int | None, requests: int) -> bool:
+    def record_unreserved(
+        self, call: Call, cost_usd: Decimal | None, tokens: int | None, requests: int, at: float | None = None
+    ) -> bool:
         """Charge ``requests`` finished calls of ``call``'s scope and model at once, as :meth:`settle_call`
         would one by one, if no reservation of that scope and model is open (then nothing is settled by
-        them). False, charging nothing, when one is open: the caller settles the calls one by one."""
+        them). False, charging nothing, when one is open: the caller settles the calls one by one.
+        ``at``: when they started (all in the same period of every budget)."""
         if not self.enabled:
             return True
-        return self._settlement.record_unreserved(call, cost_usd, tokens, requests)
+        return self._settlement.record_unreserved(call, cost_usd, tokens, requests, at)
 
     def record(
         self,
@@ -379,6 +404,23 @@ class BudgetBook:
         now = self._clock()
         with self._lock:
             return as_refusing(statuses(self._state, budget_id, now), self._refusing, self._state.counters, now)
+
+    def scope_status(
+        self, scope: Mapping[str, str], *, period: Period | None = None, unit: Unit | None = None
+    ) -> BudgetStatus | None:
+        """The status of a scope (``{"tenant": "acme"}``; ``{}`` = global): of every budget that applies
+        to all of its calls (of ``period`` and ``unit``, if given), the strictest; None if none applies.
+        See :func:`~._status.scope_status`."""
+        now = self._clock()
+        with self._lock:
+            return scope_status(
+                self._state,
+                scope,
+                now,
+                period=period,
+                unit=unit,
+                adjust=lambda rows: as_refusing(rows, self._refusing, self._state.counters, now),
+            )
 
     def open_reservations(self) -> int:
         return len(self._state.reservations)

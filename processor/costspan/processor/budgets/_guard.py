@@ -157,7 +157,8 @@ class BudgetSpanProcessor(SpanProcessor):
                 return
             cost, tokens = cost_of(attributes)
             rid = attributes.get(attr.BUDGET_RESERVATION_ID)
-            self._book.settle_call(call, cost, tokens, reservation_id=rid if isinstance(rid, str) else None)
+            at = None if span.start_time is None else span.start_time / 1e9  # counted in the periods of its start
+            self._book.settle_call(call, cost, tokens, reservation_id=rid if isinstance(rid, str) else None, at=at)
         except Exception:
             self.errors += 1
             logger.exception("budget settlement from a span failed")

@@ -99,7 +99,9 @@ class Journal:
             line = f'[{seq},"r","{rid}",{at!r},{expires!r},{_quoted(match)},[{amounts}]]\n'
         elif event[0] == "s":
             amounts = ",".join(f'[{_quoted(key)},"{amount!s}"]' for key, amount in event[2])
-            line = f'[{seq},"s","{event[1]}",[{amounts}]]\n'
+            at = event[3] if len(event) > 3 else ...  # the call's start (None: unknown); absent in old events
+            tail = "" if at is ... else f",{at!r}" if type(at) is float else "," + json.dumps(at)
+            line = f'[{seq},"s","{event[1]}",[{amounts}]{tail}]\n'
         else:
             line = json.dumps([seq, *encode_event(event)], separators=(",", ":")) + "\n"
         fd = self._open()

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from costspan.processor.budgets._model import Period
 
-__all__ = ["FOREVER", "window"]
+__all__ = ["FOREVER", "same_period", "window"]
 
 FOREVER = (0.0, math.inf)
 
@@ -50,6 +50,13 @@ def window(period: Period, now: float, timezone: str = "UTC") -> tuple[float, fl
     first_of_month = datetime(local.year, local.month, 1, tzinfo=tz)
     year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
     return _epoch(first_of_month), _epoch(datetime(year, month, 1, tzinfo=tz))
+
+
+@lru_cache(maxsize=4096)
+def same_period(period: Period, timezone: str, first: int, last: int) -> bool:
+    """Whether the whole seconds ``first`` and ``last`` fall in the same period (period boundaries are
+    whole seconds, so ``[first, last + 1)`` then lies in one period)."""
+    return window(period, first, timezone) == window(period, last, timezone)
 
 
 def as_datetime(epoch: float) -> datetime | None:

@@ -8,10 +8,13 @@ replayed ``"r"`` turns its amounts into those units the same way.
 - ``["o", key, budget_id, values, start, end]`` open or roll a counter to a new period (spent and
   fired marks reset; outstanding reservations carry over)
 - ``["r", rid, at, expires, match, [[key, amount], ...]]`` reserve
-- ``["s", rid, [[key, amount], ...]]`` settle: release the reservation, charge the actual amounts
+- ``["s", rid, [[key, amount], ...], at]`` settle: release the reservation, charge the actual amounts
 - ``["x", rid]`` a reservation expired unsettled: release it
-- ``["c", [[key, amount], ...]]`` charge spend that came without a reservation
+- ``["c", [[key, amount], ...], at]`` charge spend that came without a reservation
 - ``["f", key, start, threshold]`` a threshold alert fired for the period starting at ``start``
+
+``at`` is when the charged call started (epoch seconds): a counter whose current period does not
+contain it is not charged. Journals written before ``at`` existed have none (``None``: charged).
 """
 
 from __future__ import annotations
@@ -144,14 +147,19 @@ def decode_event(raw: list[Any]) -> list[Any]:
     if op == "r":
         return ["r", raw[1], float(raw[2]), float(raw[3]), tuple(raw[4]), _amounts(raw[5])]
     if op == "s":
-        return ["s", raw[1], _amounts(raw[2])]
+        return ["s", raw[1], _amounts(raw[2]), _at(raw, 3)]
     if op == "c":
-        return ["c", _amounts(raw[1])]
+        return ["c", _amounts(raw[1]), _at(raw, 2)]
     if op == "f":
         return ["f", raw[1], _float(raw[2]), int(raw[3])]
     if op in ("d", "x"):
         return [op, raw[1]]
     raise ValueError(f"unknown budget journal event {op!r}")
+
+
+def _at(raw: list[Any], i: int) -> float | None:
+    """The call start of a charge event; None in journals written before it was recorded."""
+    return float(raw[i]) if len(raw) > i and raw[i] is not None else None
 
 
 def encode_event(event: list[Any]) -> list[Any]:
@@ -163,9 +171,9 @@ def encode_event(event: list[Any]) -> list[Any]:
     if op == "r":
         return ["r", event[1], event[2], event[3], list(event[4]), encode_amounts(event[5])]
     if op == "s":
-        return ["s", event[1], encode_amounts(event[2])]
+        return ["s", event[1], encode_amounts(event[2]), *event[3:]]
     if op == "c":
-        return ["c", encode_amounts(event[1])]
+        return ["c", encode_amounts(event[1]), *event[2:]]
     if op == "f":
         return ["f", event[1], _enc_float(event[2]), event[3]]
     return list(event)
@@ -190,9 +198,9 @@ class BudgetState:
         if op == "r":
             self.reserve(event[1], event[2], event[3], event[4], event[5])
         elif op == "s":
-            self._settle(event[1], event[2])
+            self._settle(event[1], event[2], event[3] if len(event) > 3 else None)
         elif op == "c":
-            self._charge(event[1])
+            self._charge(event[1], event[2] if len(event) > 2 else None)
         elif op == "x":
             self._release(event[1])
         elif op == "o":
@@ -313,14 +321,14 @@ class BudgetState:
                 self.by_match = {k: q for k, q in self.by_match.items() if q}
         return res
 
-    def _settle(self, rid: str, actual: list[tuple[str, Decimal]]) -> None:
+    def _settle(self, rid: str, actual: list[tuple[str, Decimal]], at: float | None) -> None:
         self._release(rid)
-        self._charge(actual)
+        self._charge(actual, at)
 
-    def _charge(self, amounts: list[tuple[str, Decimal]]) -> None:
+    def _charge(self, amounts: list[tuple[str, Decimal]], at: float | None) -> None:
         for key, amount in amounts:
             counter = self.counters.get(key)
-            if counter is not None:
+            if counter is not None and (at is None or counter.start <= at < counter.end):
                 counter.spent += amount
                 counter.refresh()
 

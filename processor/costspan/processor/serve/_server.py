@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from decimal import Decimal
-from typing import Any, Final
+from typing import Final, cast
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -22,11 +21,15 @@ from costspan.processor.api._auth import require_admin, require_ingest, require_
 from costspan.processor.api._keys import KeyStore
 from costspan.processor.api._mount import include_usage_api
 from costspan.processor.api._page import dashboard_router
+from costspan.processor.api._routes_usage import BudgetShown, BudgetView, Status, UsagePeriod
 from costspan.processor.budgets import (
     BudgetAccess,
     BudgetBook,
     BudgetCheckEndpoint,
     BudgetCollector,
+    Period,
+    StoredSpend,
+    Unit,
     apply_env,
     budget_router,
     budgets_from_env,
@@ -42,15 +45,19 @@ __all__ = ["BUDGET_ACCESS", "build_server_app"]
 logger = logging.getLogger(__name__)
 
 
-def _budget_view(book: BudgetBook) -> Any:
-    """The usage API's view of budgets: a tenant's (or the global) first USD budget in its period."""
+def _budget_view(book: BudgetBook) -> BudgetView:
+    """The usage API's view of budgets: of the USD budgets of the period asked for that apply to a tenant
+    (or, for ``None``, to every call), the strictest, with its status — one rule for every route."""
 
-    def view(tenant: str | None) -> tuple[Decimal | None, Decimal | None]:
-        wanted = {"tenant": tenant} if tenant else {}
-        for status in book.status():
-            if status.scope == wanted and status.budget.unit.value == "usd":
-                return status.budget.limit, status.spent
-        return None, None
+    def view(tenant: str | None, period: UsagePeriod) -> BudgetShown | None:
+        row = book.scope_status(
+            {"tenant": tenant} if tenant else {},
+            period=Period.DAY if period == "daily" else Period.MONTH,
+            unit=Unit.USD,
+        )
+        if row is None:
+            return None
+        return BudgetShown(row.budget.limit, row.spent, row.utilization, cast(Status, row.state))
 
     return view
 
@@ -75,6 +82,7 @@ def build_server_app(
     app = create_app(settings, store, pricer=pricer, registry=metrics)
     if book is None:
         book = BudgetBook(data_dir=settings.data_dir / "budgets")
+    book.spend_source = StoredSpend(store)  # a budget created mid-period starts from the stored spend
     notifier = apply_env(book, budgets_from_env())
     metrics.register(BudgetCollector(book, notifier))
     store.add_sums_listener(lambda committed: settle_committed(book, committed))

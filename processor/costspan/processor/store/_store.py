@@ -15,6 +15,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -333,6 +334,11 @@ class Store:
                         self.errors["listener"] += 1
                     logger.exception("a correction listener failed; the corrections are stored")
         return end
+
+    def commits_paused(self) -> AbstractContextManager[bool]:
+        """While held, no group commit runs (nor its listeners): what the ledger holds then is exactly
+        what the commit listeners have seen. Never take it on the writer thread (a listener)."""
+        return self._commit_lock
 
     def _notify(self, committed: Committed) -> None:
         if not committed:
