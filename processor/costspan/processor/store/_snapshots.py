@@ -23,6 +23,7 @@ from typing import Any, Final, Generic, TypeVar
 
 import orjson
 
+from costspan.processor.store._files import private_dir, private_file
 from costspan.processor.store._ledger import Ledger, Position
 from costspan.processor.store._records import CallRecord, record_from_json
 
@@ -77,7 +78,7 @@ class Snapshots:
     def save(self, position: Position, body: bytes) -> Path:
         """Write ``body`` (a JSON object whose ``"position"`` is ``position``) atomically; older files
         beyond ``keep`` are removed."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         name = f"{self.prefix}-{position.segment:08d}-{position.offset:012d}.json"
         final = write_checked(self.directory / name, SNAPSHOT_FORMAT, body)
         for _, path in self.existing()[self.keep :]:
@@ -170,7 +171,7 @@ def write_checked(final: Path, file_format: int, body: bytes) -> Path:
     of the directory. The directory must exist."""
     data = json.dumps({"format": file_format, "crc32": zlib.crc32(body)}).encode() + b"\n" + body
     temp = final.with_suffix(".tmp")
-    with temp.open("wb") as fh:
+    with private_file(temp, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())

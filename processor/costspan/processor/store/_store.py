@@ -20,6 +20,7 @@ from pathlib import Path
 
 from costspan.processor.store._batch import Committed, PreparedBatch, call_key, prepare, records_of
 from costspan.processor.store._dedupe import Deduplicator, PendingCalls
+from costspan.processor.store._files import private_dir
 from costspan.processor.store._ledger import FsyncPolicy, Ledger, Position
 from costspan.processor.store._records import CallRecord, record_from_json
 from costspan.processor.store._rollups import GRANULARITIES, Rollups, group_records, subtract_groups
@@ -109,7 +110,7 @@ class Store:
         """Open the ledger, load the newest valid snapshot, replay the ledger after it, start writing."""
         if self.started:
             return
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.config.data_dir)
         self.ledger.open()
         max_series = self.config.max_series
         snapshot = self.snapshots.load(lambda _, data: Rollups.from_json(data["rollups"], max_series=max_series))
