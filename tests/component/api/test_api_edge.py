@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from costspan.pricing import Pricer
 from costspan.processor._demo.server_thread import ServerThread
-from costspan.processor.api import KeyStore, Principal
+from costspan.processor.api._keys import KeyStore, Principal
 from costspan.processor.api._keys_cli import add_keys_command, run_keys
 from costspan.processor.serve._server import build_server_app
 from costspan.processor.serve._settings import Settings
