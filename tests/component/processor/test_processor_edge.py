@@ -7,7 +7,9 @@ tests run ``python -m costspan.processor.serve`` as a subprocess, as an operator
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import logging
 import os
 import select
 import socket
@@ -24,8 +26,9 @@ import pytest
 from costspan.pricing import Pricer
 from costspan.processor._demo.server_thread import ServerThread
 from costspan.processor.api import KeyStore
+from costspan.processor.serve._serve_cli import add_serve_command
 from costspan.processor.serve._server import build_server_app
-from costspan.processor.serve._settings import Settings
+from costspan.processor.serve._settings import Settings, load_settings
 from costspan.processor.store._files import LOCK_FILE, DataDirLock
 from costspan.processor.store._store import Store
 
@@ -89,7 +92,8 @@ def test_a_head_under_the_bound_is_served(server: str) -> None:
 def test_data_dir_modes_after_a_server_stopped(tmp_path: Path, pricer: Pricer) -> None:
     """Every file and directory the server and `costspan keys` made, after a clean stop (snapshots)."""
     data = tmp_path / "data"
-    data.mkdir(mode=0o755)  # made by an operator with a common umask: tightened at start
+    (data / "ledger").mkdir(mode=0o755, parents=True)  # a subdirectory left open: tightened at start
+    os.chmod(data, 0o700)
     keystore = KeyStore(data)
     admin = {"X-API-Key": keystore.create("admin")[1]}
     settings = Settings(data_dir=data, port=0)
@@ -112,6 +116,31 @@ def test_data_dir_modes_after_a_server_stopped(tmp_path: Path, pricer: Pricer) -
     assert kinds <= {name.split("/")[0] for name in modes}, modes
     wrong = {name: oct(mode) for name, mode in modes.items() if mode != (0o700 if (data / name).is_dir() else 0o600)}
     assert wrong == {}
+
+
+def test_a_data_dir_open_to_others_is_kept_but_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``--data-dir .`` must not lock others out of a project directory: warned, not changed."""
+    tmp_path.chmod(0o755)
+    store = Store(Settings(data_dir=tmp_path).store_config())
+    with caplog.at_level(logging.WARNING):
+        store.start()
+    store.close()
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "ledger").stat().st_mode) == 0o700
+    assert any("may be entered by other users (mode 755)" in r.getMessage() for r in caplog.records)
+
+
+def test_edge_settings_come_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = argparse.ArgumentParser(prog="costspan")
+    add_serve_command(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", "--metrics-public", "--max-request-bytes", "2048", "--max-header-bytes", "4096"])
+    assert (args.metrics_public, args.max_request_bytes, args.max_header_bytes) == (True, 2048, 4096)
+    assert parser.parse_args(["serve"]).metrics_public is None  # not given: the environment decides
+    monkeypatch.setenv("COSTSPAN_METRICS_PUBLIC", "true")
+    monkeypatch.setenv("COSTSPAN_MAX_REQUEST_BYTES", "4096")
+    settings = load_settings()
+    assert (settings.metrics_public, settings.max_request_bytes, settings.max_header_bytes) == (True, 4096, 65536)
+    assert load_settings(metrics_public=None).metrics_public is True
 
 
 def _serve(data_dir: Path, port: int) -> subprocess.Popen[str]:

@@ -99,7 +99,7 @@ class KeyStore:
         return self._keys
 
     def _save(self, keys: dict[str, ApiKey]) -> None:
-        private_dir(self.path.parent)
+        private_dir(self.path.parent, tighten=False)  # the data dir
         tmp = self.path.with_suffix(".tmp")
         with private_file(tmp, "w") as fh:
             json.dump({"keys": [asdict(k) for k in keys.values()]}, fh, indent=1)

@@ -21,6 +21,7 @@ __all__ = [
     "LOCK_FILE",
     "DataDirLock",
     "DataDirLockedError",
+    "open_to_others",
     "private_dir",
     "private_file",
     "private_open",
@@ -31,15 +32,22 @@ FILE_MODE: Final = 0o600
 LOCK_FILE: Final = "costspan.lock"
 
 
-def private_dir(path: Path) -> Path:
-    """Make ``path`` (and missing parents) a directory only its owner can enter; tighten it if it exists.
+def private_dir(path: Path, *, tighten: bool = True) -> Path:
+    """Make ``path`` a directory only its owner can enter (missing parents too).
 
-    Only ``path`` itself is tightened: a parent that already existed (``/var/lib``) keeps its mode.
+    An existing ``path`` is tightened to 0700 with ``tighten`` (the data dir's own subdirectories);
+    the data dir itself is not (``--data-dir .`` must not lock others out of a project directory):
+    see :func:`open_to_others`.
     """
     path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o777 != DIR_MODE:
+    if tighten and path.stat().st_mode & 0o777 != DIR_MODE:
         os.chmod(path, DIR_MODE)
     return path
+
+
+def open_to_others(path: Path) -> int:
+    """The group and other permission bits of ``path`` (0: only its owner may enter it)."""
+    return path.stat().st_mode & 0o077
 
 
 def private_open(path: Path, flags: int) -> int:
@@ -73,7 +81,7 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        private_dir(self.path.parent)
+        private_dir(self.path.parent, tighten=False)
         fd = private_open(self.path, os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
