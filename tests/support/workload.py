@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from costspan.pricing import Usage, default_pricer
 from costspan.processor._demo.server_thread import ServerThread
+from costspan.processor.api import KeyStore
 from costspan.processor.serve._server import build_server_app
 from costspan.processor.serve._settings import Settings
 from costspan.processor.store._store import Store
@@ -42,11 +43,14 @@ CALLS: tuple[tuple[str, str, str, str, int, int, int, bool, bool], ...] = (
 
 
 @contextmanager
-def costspan_server(data_dir: Path, **overrides: object) -> Iterator[tuple[str, Store]]:
-    """The whole server (receiver, budgets, usage API) on 127.0.0.1 without keys (loopback only)."""
+def costspan_server(
+    data_dir: Path, *, keys: KeyStore | None = None, **overrides: object
+) -> Iterator[tuple[str, Store]]:
+    """The whole server (receiver, budgets, usage API) on 127.0.0.1: with ``keys``, or without keys
+    (``--insecure-no-auth``, loopback only)."""
     settings = Settings(data_dir=data_dir, port=0, snapshot_interval_seconds=3600, **overrides)  # type: ignore[arg-type]
     store = Store(settings.store_config())
-    app = build_server_app(settings, store, insecure_no_auth=True)
+    app = build_server_app(settings, store, keys=keys, insecure_no_auth=keys is None)
     with ServerThread(app) as server:
         yield server.url, store
 

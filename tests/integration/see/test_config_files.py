@@ -20,9 +20,15 @@ needs_promtool = pytest.mark.skipif(
 
 
 @needs_promtool
-def test_promtool_accepts_the_config_and_rules() -> None:
+def test_promtool_accepts_the_config_and_rules(tmp_path: Path) -> None:
+    # installed as the comment says: the rules and the metrics key next to prometheus.yml
+    shutil.copytree(PROM, tmp_path / "prometheus")
+    (tmp_path / "prometheus" / "costspan.key").write_text("csk_0123456789ab_secret\n")
     config = subprocess.run(
-        ["promtool", "check", "config", str(PROM / "prometheus.yml")], capture_output=True, text=True, check=False
+        ["promtool", "check", "config", str(tmp_path / "prometheus" / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert config.returncode == 0, config.stdout + config.stderr
     rules = subprocess.run(

@@ -23,6 +23,7 @@ import httpx
 import pytest
 import yaml
 
+from costspan.processor.api import KeyStore
 from tests.support.workload import SpanWorkload, costspan_server
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -44,17 +45,22 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, SpanWorkload]]:
     tmp = tmp_path_factory.mktemp("prom")
-    with costspan_server(tmp / "data") as (url, _store):
+    keys = KeyStore(tmp / "data")
+    admin = {"X-API-Key": keys.create("admin")[1]}
+    ingest = {"X-API-Key": keys.create("ingest")[1]}
+    (tmp / "costspan.key").write_text(keys.create("metrics")[1] + "\n")
+    with costspan_server(tmp / "data", keys=keys) as (url, _store):
         # budgets: a soft one acme's spend crosses thresholds of, a hard one that refuses checks
         for budget in (
             {"id": "acme-daily", "scope": {"tenant": "acme"}, "period": "day", "limit": "0.05", "mode": "soft"},
             {"id": "nobody-daily", "scope": {"tenant": "nobody"}, "period": "day", "limit": "0", "mode": "hard"},
         ):
-            assert httpx.post(f"{url}/v1/budgets", json=budget, timeout=10).status_code == 201
+            assert httpx.post(f"{url}/v1/budgets", json=budget, headers=admin, timeout=10).status_code == 201
         for _ in range(3):
             check = {"tenant": "nobody", "provider": "openai", "model": "gpt-4o", "max_tokens": 10}
-            assert httpx.post(f"{url}/v1/budgets/check", json=check, timeout=10).status_code == 429
-        workload = SpanWorkload(url)
+            assert httpx.post(f"{url}/v1/budgets/check", json=check, headers=ingest, timeout=10).status_code == 429
+        assert httpx.get(f"{url}/metrics", timeout=10).status_code == 401  # Prometheus must send its key
+        workload = SpanWorkload(url, headers=ingest)
         stop = threading.Event()
         feeder = threading.Thread(target=workload.run_until, args=(stop, 0.3), daemon=True)
         feeder.start()
@@ -64,11 +70,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, SpanWo
         rule_dir.mkdir()
         for rule in RULES:
             shutil.copy(rule, rule_dir / rule.name)
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(rule_dir / r.name) for r in RULES],
-            "scrape_configs": [{"job_name": "costspan", "static_configs": [{"targets": [host]}]}],
-        }
+        # the shipped scrape config, pointed at this server and its metrics key
+        config = yaml.safe_load((ROOT / "collector-config" / "prometheus" / "prometheus.yml").read_text())
+        config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+        config["rule_files"] = [str(rule_dir / r.name) for r in RULES]
+        (job,) = config["scrape_configs"]
+        job["static_configs"][0]["targets"] = [host]
+        job["authorization"]["credentials_file"] = str(tmp / "costspan.key")
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
         log = (tmp / "prometheus.log").open("w")
         prom = subprocess.Popen(

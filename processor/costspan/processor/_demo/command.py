@@ -89,7 +89,7 @@ def _handle(args: argparse.Namespace, out: TextIO) -> int:
         server.wait_for_records(progress.ok + progress.degraded + progress.blocked, timeout=60)
         print_cost_table(server, out)
         out.write(f"\nDashboard: {server.url}/dashboard#key={server.admin_key}\n")
-        out.write(f"API key (admin): {server.admin_key}\nMetrics: {server.url}/metrics\n")
+        out.write(f"API key (admin): {server.admin_key}\nMetrics: {server.url}/metrics (with the key)\n")
         if not args.exit_after_workload:
             _serve_until_interrupted(out)
             out.write("\nstopping\n")

@@ -1,4 +1,5 @@
-"""Test support: run an ASGI app with uvicorn on 127.0.0.1 in a background thread (real sockets)."""
+"""Test support: run an ASGI app with uvicorn on 127.0.0.1 in a background thread (real sockets), with
+the request head bounded as ``costspan serve`` bounds it."""
 
 from __future__ import annotations
 
@@ -9,14 +10,32 @@ from types import TracebackType
 import uvicorn
 from fastapi import FastAPI
 
+from costspan.processor.serve._http import DEFAULT_MAX_HEADER_BYTES, server_config
+
 __all__ = ["ServerThread"]
 
 
 class ServerThread:
     """``with ServerThread(app) as server: httpx.post(server.url + "/v1/traces", ...)``; port 0 picks one."""
 
-    def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    def __init__(
+        self,
+        app: FastAPI,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        timeout: float = 20.0,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    ) -> None:
+        config = server_config(
+            app,
+            host=host,
+            port=port,
+            max_header_bytes=max_header_bytes,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name="costspan-test-server", daemon=True)
         self._timeout = timeout

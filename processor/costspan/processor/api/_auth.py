@@ -1,16 +1,17 @@
-"""Who may ask what: API key → principal, tenant scoping, and the ingest guard on ``/v1/traces``.
+"""Who may ask what: API key → principal, and tenant scoping.
 
 Keys come as ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``. ``admin`` reads everything,
 ``tenant`` reads its own tenant only (an ``X-Tenant-ID`` header or a tenant parameter naming another
-tenant is refused with 403), ``ingest`` may only send data (OTLP, ``POST /api/usage/calls``).
+tenant is refused with 403), ``ingest`` may only send data (OTLP, ``POST /api/usage/calls``),
+``metrics`` may only scrape ``/metrics``. The key itself is checked once, at the edge
+(:class:`~costspan.processor.api._edge.EdgeGuard`), before the body is read.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any, Final
 
 from fastapi import HTTPException, Request
@@ -19,7 +20,8 @@ from costspan.processor.api._keys import KeyStore, Principal
 
 __all__ = [
     "NO_AUTH",
-    "IngestGuard",
+    "PRINCIPAL_STATE",
+    "authenticate",
     "check_startup",
     "is_loopback",
     "principal_of",
@@ -34,6 +36,8 @@ logger = logging.getLogger(__name__)
 #: The principal of every request when the server runs with ``--insecure-no-auth``.
 NO_AUTH: Final = Principal("insecure-no-auth", "admin")
 _TENANT_HEADER: Final = "x-tenant-id"
+#: Where the edge leaves the verified principal in ``scope["state"]``.
+PRINCIPAL_STATE: Final = "costspan_principal"
 
 
 def is_loopback(host: str) -> bool:
@@ -71,7 +75,9 @@ def _presented(headers: MutableMapping[str, str] | Any) -> str | None:
     return None
 
 
-def _authenticate(keys: KeyStore | None, headers: Any) -> Principal:
+def authenticate(keys: KeyStore | None, headers: Any) -> Principal:
+    """The principal of the key in ``headers`` (``HTTPException`` 401 without a valid one, 403 for an
+    ``X-Tenant-ID`` naming another tenant than the key's)."""
     if keys is None:
         return NO_AUTH
     presented = _presented(headers)
@@ -89,9 +95,13 @@ def _authenticate(keys: KeyStore | None, headers: Any) -> Principal:
 
 
 def principal_of(request: Request) -> Principal:
-    """FastAPI dependency: the authenticated caller (401 without a valid key)."""
+    """FastAPI dependency: the authenticated caller (401 without a valid key): the one the edge
+    verified, else (an app without the edge) verified here."""
+    verified = request.scope.get("state", {}).get(PRINCIPAL_STATE)
+    if isinstance(verified, Principal):
+        return verified
     keys: KeyStore | None = request.app.state.api_keys
-    return _authenticate(keys, request.headers)
+    return authenticate(keys, request.headers)
 
 
 def require_ingest(request: Request) -> Principal:
@@ -123,6 +133,8 @@ def read_scope(request: Request, requested: str | None) -> str | None:
     A tenant key is always limited to its tenant and may not name another; an ingest key may not read.
     """
     principal = principal_of(request)
+    if principal.role == "metrics":
+        raise HTTPException(403, "a metrics key may only scrape /metrics")
     if principal.role == "ingest":
         raise HTTPException(403, "an ingest key may not read usage")
     header = request.headers.get(_TENANT_HEADER) or None
@@ -134,42 +146,3 @@ def read_scope(request: Request, requested: str | None) -> str | None:
     if wanted is not None and wanted != principal.tenant:
         raise HTTPException(403, "this key may only read its own tenant")
     return principal.tenant
-
-
-_Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-_Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-_App = Callable[[MutableMapping[str, Any], _Receive, _Send], Awaitable[None]]
-
-
-class IngestGuard:
-    """ASGI middleware: ``POST /v1/traces`` needs an admin or ingest key (tenant keys only read)."""
-
-    def __init__(self, app: _App, keys: KeyStore | None, paths: tuple[str, ...] = ("/v1/traces",)) -> None:
-        self.app = app
-        self.keys = keys
-        self.paths = paths
-
-    async def __call__(self, scope: MutableMapping[str, Any], receive: _Receive, send: _Send) -> None:
-        if scope["type"] != "http" or self.keys is None or scope["path"] not in self.paths:
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        status, message = 0, ""
-        try:
-            principal = _authenticate(self.keys, headers)
-            if principal.role not in ("admin", "ingest"):
-                status, message = 403, "this key may not send traces"
-        except HTTPException as exc:
-            status, message = exc.status_code, str(exc.detail)
-        if not status:
-            await self.app(scope, receive, send)
-            return
-        body = json.dumps({"code": 16 if status == 401 else 7, "message": message}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})

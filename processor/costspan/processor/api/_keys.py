@@ -19,14 +19,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final, Literal
 
+from costspan.processor.store._files import private_dir, private_file
 from costspan.processor.store._validate import check_tenant
 
 __all__ = ["ADMIN_KEY_ENV", "KEYS_FILE", "ROLES", "ApiKey", "KeyStore", "Principal", "Role"]
 
 logger = logging.getLogger(__name__)
 
-Role = Literal["admin", "tenant", "ingest"]
-ROLES: Final[tuple[Role, ...]] = ("admin", "tenant", "ingest")
+Role = Literal["admin", "tenant", "ingest", "metrics"]
+ROLES: Final[tuple[Role, ...]] = ("admin", "tenant", "ingest", "metrics")
 KEYS_FILE: Final = "api-keys.json"
 ADMIN_KEY_ENV: Final = "COSTSPAN_ADMIN_KEY"
 _PREFIX: Final = "csk_"
@@ -99,10 +100,9 @@ class KeyStore:
         return self._keys
 
     def _save(self, keys: dict[str, ApiKey]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent, tighten=False)  # the data dir
         tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with private_file(tmp, "w") as fh:
             json.dump({"keys": [asdict(k) for k in keys.values()]}, fh, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
@@ -119,6 +119,8 @@ class KeyStore:
         if role == "admin" and tenant:
             raise ValueError("an admin key reads every tenant; do not give --tenant")
         check_tenant(tenant, "--tenant")
+        if role == "metrics" and tenant:
+            raise ValueError("a metrics key scrapes /metrics (every tenant's series); do not give --tenant")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_hex(16)

@@ -25,8 +25,9 @@ from costspan.processor.api import (
     _routes_v2,
     _routes_workspaces,
 )
-from costspan.processor.api._auth import IngestGuard, check_startup
+from costspan.processor.api._auth import check_startup
 from costspan.processor.api._common import FOLLOWS_STORE
+from costspan.processor.api._edge import EdgeGuard
 from costspan.processor.api._index import UsageIndex
 from costspan.processor.api._index_snapshot import IndexSnapshots
 from costspan.processor.api._invalid import non_finite_number_error
@@ -54,6 +55,12 @@ class UsageApiSettings(Protocol):
     def data_dir(self) -> Path: ...
 
     def cardinality_limits(self) -> CardinalityLimits: ...
+
+    @property
+    def max_request_bytes(self) -> int: ...
+
+    @property
+    def metrics_public(self) -> bool: ...
 
 
 def start_index(index: UsageIndex, snapshots: IndexSnapshots, store: Store) -> None:
@@ -83,7 +90,7 @@ def include_usage_api(
     pricer: Pricer | None = None,
     budget_view: BudgetView | None = None,
 ) -> UsageIndex:
-    """Add the usage API's routes, ``/docs`` and the ``/v1/traces`` key check to ``app``.
+    """Add the usage API's routes, ``/docs`` and the edge (:class:`EdgeGuard`: keys, body limits) to ``app``.
 
     ``keys`` defaults to the data dir's key file plus ``COSTSPAN_ADMIN_KEY``. Raises ``ValueError``
     when there is no key and ``insecure_no_auth`` is not set, or when it is set for a non-loopback
@@ -114,7 +121,14 @@ def include_usage_api(
     app.state.api_pricer = pricer
     app.state.budget_view = budget_view
     app.state.resource_log = ResourceLog(settings.data_dir / "resources")
-    app.add_middleware(IngestGuard, keys=app.state.api_keys)
+    if settings.metrics_public:
+        logger.warning("/metrics is served WITHOUT a key (--metrics-public): every tenant's spend is readable there")
+    app.add_middleware(
+        EdgeGuard,
+        keys=app.state.api_keys,
+        max_body_bytes=settings.max_request_bytes,
+        metrics_public=settings.metrics_public,
+    )
 
     def save() -> None:
         try:

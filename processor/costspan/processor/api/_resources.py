@@ -16,6 +16,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
+from costspan.processor.store._files import private_dir, private_open
+
 __all__ = ["RESOURCE_KINDS", "ResourceEntry", "ResourceLog"]
 
 logger = logging.getLogger(__name__)
@@ -92,8 +94,8 @@ class ResourceLog:
                 },
                 separators=(",", ":"),
             )
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            private_dir(self.path.parent)
+            fd = private_open(self.path, os.O_WRONLY | os.O_APPEND)
             try:
                 os.write(fd, line.encode() + b"\n")
                 os.fdatasync(fd)

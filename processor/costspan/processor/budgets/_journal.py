@@ -36,6 +36,7 @@ from costspan.processor.budgets._state import (
     encode_event,
 )
 from costspan.processor.budgets._units import from_units, to_units
+from costspan.processor.store._files import private_dir, private_file, private_open
 
 __all__ = ["AuditLog", "FsyncPolicy", "Journal", "JournaledState"]
 
@@ -79,7 +80,7 @@ class Journal:
         if fsync_interval <= 0:
             raise ValueError("fsync_interval must be positive")
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         self._fsync = fsync
         self._interval = fsync_interval
         self._last_sync = time.monotonic()
@@ -89,7 +90,7 @@ class Journal:
     # --- writing ------------------------------------------------------------------------------------
     def _open(self) -> int:
         if self._fd is None:
-            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._fd = private_open(self._path, os.O_WRONLY | os.O_APPEND)
         return self._fd
 
     def append(self, seq: int, event: list[Any]) -> None:
@@ -158,7 +159,7 @@ class Journal:
             ],
         }
         tmp = self.directory / (SNAPSHOT + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with private_file(tmp, "w") as fh:
             json.dump(data, fh, separators=(",", ":"))
             fh.flush()
             os.fsync(fh.fileno())
@@ -253,7 +254,7 @@ class AuditLog:
         if self._path is None:
             self._memory.append(entry)
             return entry
-        with open(self._path, "a", encoding="utf-8") as fh:
+        with private_file(self._path, "a") as fh:
             fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
             fh.flush()
             os.fsync(fh.fileno())

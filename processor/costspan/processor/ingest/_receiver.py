@@ -1,7 +1,8 @@
 """``POST /v1/traces``: one OTLP/HTTP export to stored call records, answered once they are durable.
 
-The receiver refuses what it cannot queue before reading the body, decodes and prices the body inline or
-in the ingest worker processes (:mod:`._worker`), submits the prepared batch to the store, waits for the
+The receiver refuses what it cannot queue before reading the body, decodes and prices the body in its
+ingest thread or in the ingest worker processes (:mod:`._worker`) — never on the event loop, so a large
+export does not stall health checks or budget checks — submits the prepared batch to the store, waits for the
 ledger to hold it, forwards the enriched spans when asked, and answers with OTLP partial success.
 An export sent with a key bound to a tenant names it (``tenant``): spans for another tenant are refused
 in the partial success, and spans naming no tenant are the key's tenant's.
@@ -10,8 +11,9 @@ in the partial success, and spans naming no tenant are the key's tenant's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Final, Protocol
 
@@ -59,7 +61,11 @@ class ReceiverLimits(Protocol):
 
 
 class Receiver:
-    """The ``/v1/traces`` handler of one app: :meth:`traces` answers one export."""
+    """The ``/v1/traces`` handler of one app: :meth:`traces` answers one export.
+
+    Without worker processes (``pool`` None) bodies are decoded and priced in one ingest thread of its
+    own (one, so the normalizer is never shared between threads); :meth:`close` stops it.
+    """
 
     def __init__(
         self,
@@ -74,6 +80,12 @@ class Receiver:
         self.normalizer = normalizer
         self.pool = pool
         self.forwarder = forwarder
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="costspan-ingest") if pool is None else None
+
+    def close(self) -> None:
+        """Stop the ingest thread once the bodies it has are done. Safe twice."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
 
     def _forward(self, body: bytes, content_type: str, encoding: str, batch: PreparedBatch, tenant: str) -> None:
         """Queue the export, enriched (and without the spans a bound key may not send), for the forward
@@ -113,9 +125,10 @@ class Receiver:
 
     async def _process(self, body: bytes, content_type: str, encoding: str, tenant: str) -> BodyResult:
         limit = self.limits.max_body_bytes
-        if self.pool is None:
-            return process_body(self.normalizer, body, content_type, encoding, limit, tenant=tenant)
         loop = asyncio.get_running_loop()
+        if self._thread is not None:
+            work = functools.partial(process_body, self.normalizer, body, content_type, encoding, limit, tenant=tenant)
+            return await loop.run_in_executor(self._thread, work)
         return await loop.run_in_executor(self.pool, process_in_worker, body, content_type, encoding, limit, tenant)
 
     async def traces(self, request: Request, tenant: str = "") -> Response:
@@ -164,5 +177,8 @@ class Receiver:
         except Exception:
             logger.warning("storing a batch failed; answered 503 so the exporter retries")
             return self._error(content_type, 503, _UNAVAILABLE, "ledger write failed", **retry_after)
-        self._forward(body, content_type, request.headers.get("content-encoding", ""), result.batch, tenant)
+        if self.forwarder is not None:  # decoding it again for the forward is CPU work too: off the loop
+            encoding = request.headers.get("content-encoding", "")
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._thread, self._forward, body, content_type, encoding, result.batch, tenant)
         return Response(encode_response(content_type, result.rejected, result.message), media_type=content_type)

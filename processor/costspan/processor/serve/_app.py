@@ -92,6 +92,7 @@ def create_app(
         try:
             yield
         finally:
+            app.state.receiver.close()
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
             if forwarder is not None:

@@ -10,7 +10,6 @@ its own catalog. A data dir that a ``costspan serve`` holds is refused offline (
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import sys
@@ -23,10 +22,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from costspan.processor.serve._reprice import Window, parse_time, reprice
+from costspan.processor.store._files import DataDirLock, DataDirLockedError
 
 __all__ = ["DataDirBusyError", "add_reprice_command", "data_dir_lock", "run_reprice", "summary_lines"]
-
-_LOCK_FILE = "serve.lock"
 
 
 class DataDirBusyError(RuntimeError):
@@ -35,18 +33,17 @@ class DataDirBusyError(RuntimeError):
 
 @contextmanager
 def data_dir_lock(data_dir: Path) -> Iterator[None]:
-    """Hold ``<data dir>/serve.lock`` (an exclusive ``flock``) for the block: ``costspan serve`` holds
-    it while it runs, an offline reprice while it writes. Raises :class:`DataDirBusyError`."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(data_dir / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold the data dir's lock (:class:`~costspan.processor.store._files.DataDirLock`, the one
+    ``costspan serve`` holds while it runs) for the block. Raises :class:`DataDirBusyError`."""
+    lock = DataDirLock(data_dir)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DataDirBusyError(f"{data_dir} is in use by a running costspan serve") from None
+        lock.acquire()
+    except DataDirLockedError as exc:
+        raise DataDirBusyError(f"{data_dir} is in use by a running costspan serve ({exc})") from None
+    try:
         yield
     finally:
-        os.close(fd)  # releases the lock
+        lock.release()
 
 
 def add_reprice_command(subparsers: argparse._SubParsersAction[Any]) -> None:

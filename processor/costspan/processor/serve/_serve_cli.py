@@ -7,7 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from costspan.processor.serve._settings import Settings
 
 __all__ = ["add_serve_command", "main", "run_serve"]
 
@@ -32,6 +35,8 @@ def add_serve_command(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--fsync", choices=["always", "never"], help="ledger fsync policy (default always)")
     parser.add_argument("--max-body-bytes", type=int, help="OTLP body limit after decompression")
     parser.add_argument("--max-pending-records", type=int, help="ingest queue bound (503 beyond it)")
+    parser.add_argument("--max-request-bytes", type=int, help="body limit of every other route (default 1 MiB)")
+    parser.add_argument("--max-header-bytes", type=int, help="request line + headers limit (default 64 KiB)")
     parser.add_argument(
         "--ingest-workers", type=int, help="processes that decode and price OTLP bodies (0: in the server)"
     )
@@ -42,6 +47,12 @@ def add_serve_command(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--insecure-no-auth",
         action="store_true",
         help="serve without API keys (only on a loopback address; for local trials)",
+    )
+    parser.add_argument(
+        "--metrics-public",
+        action="store_true",
+        default=None,
+        help="serve /metrics without a key (on a private network only; logged as a warning)",
     )
     parser.set_defaults(handler=run_serve)
 
@@ -64,6 +75,9 @@ def run_serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             fsync=args.fsync,
             max_body_bytes=args.max_body_bytes,
             max_pending_records=args.max_pending_records,
+            max_request_bytes=getattr(args, "max_request_bytes", None),
+            max_header_bytes=getattr(args, "max_header_bytes", None),
+            metrics_public=getattr(args, "metrics_public", None),
             snapshot_interval_seconds=args.snapshot_interval_seconds,
             ingest_workers=args.ingest_workers,
             forward_endpoint=args.forward_endpoint,
@@ -79,39 +93,49 @@ def run_serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         print(f"costspan serve: {exc}", file=sys.stderr)
         return 2
 
+    from costspan.processor.store._files import DataDirLock, DataDirLockedError
+
+    lock = DataDirLock(settings.data_dir)
+    try:
+        lock.acquire()
+    except (DataDirLockedError, OSError) as exc:
+        print(f"costspan serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _serve_locked(settings, bool(getattr(args, "insecure_no_auth", False)), out)
+    finally:
+        lock.release()
+
+
+def _serve_locked(settings: Settings, insecure_no_auth: bool, out: TextIO) -> int:
+    """Serve with the data dir's lock held (by the caller)."""
     import uvicorn
 
+    from costspan.processor.serve._http import server_config
     from costspan.processor.serve._server import build_server_app
     from costspan.processor.store._store import Store
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = Store(settings.store_config())
     try:
-        app = build_server_app(settings, store, insecure_no_auth=bool(getattr(args, "insecure_no_auth", False)))
+        app = build_server_app(settings, store, insecure_no_auth=insecure_no_auth)
     except ValueError as exc:
         print(f"costspan serve: {exc}", file=sys.stderr)
         return 2
-    config = uvicorn.Config(
+    config = server_config(
         app,
         host=settings.host,
         port=settings.port,
+        max_header_bytes=settings.max_header_bytes,
         log_level=settings.log_level,
         access_log=False,
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    from costspan.processor.serve._reprice_cli import DataDirBusyError, data_dir_lock
-
     try:
-        with data_dir_lock(settings.data_dir):  # an offline `costspan reprice` waits for the server to stop
-            out.write(
-                f"costspan serve: listening on http://{settings.host}:{settings.port}, data in {settings.data_dir}\n"
-            )
-            out.flush()
-            server.run()
-    except DataDirBusyError as exc:
-        print(f"costspan serve: {exc}", file=sys.stderr)
-        return 1
+        out.write(f"costspan serve: listening on http://{settings.host}:{settings.port}, data in {settings.data_dir}\n")
+        out.flush()
+        server.run()
     except OSError as exc:  # e.g. the port is taken
         print(f"costspan serve: {exc}", file=sys.stderr)
         return 1

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./costspan-data")
     fsync: Literal["always", "never"] = "always"
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)  # every other route's body
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)  # request line and headers
+    metrics_public: bool = False
     max_pending_records: int = Field(default=100_000, ge=1)
     retry_after_seconds: int = Field(default=1, ge=1)
     snapshot_interval_seconds: float = Field(default=30.0, gt=0)

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final, Literal, NamedTuple
 
+from costspan.processor.store._files import private_dir, private_open
+
 __all__ = ["FsyncPolicy", "Ledger", "LedgerLine", "Position", "encode_line"]
 
 logger = logging.getLogger(__name__)
@@ -164,7 +166,7 @@ class Ledger:
     # --- writing ------------------------------------------------------------------------------------
     def open(self) -> None:
         """Prepare for appending: cut a torn tail off the last segment, or start the first one."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         segments = self.segments()
         if not segments:
             self._start_segment(1)
@@ -199,7 +201,7 @@ class Ledger:
         if self._fd is not None:
             os.close(self._fd)
         path = self._path(segment)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = private_open(path, os.O_WRONLY | os.O_APPEND)
         self._segment = segment
         self._offset = 0
         self._sync_directory()

@@ -24,6 +24,7 @@ from typing import Any, Final, Generic, TypeVar
 import orjson
 
 from costspan.processor.store._corrections import Correction, correction_from_json, is_correction
+from costspan.processor.store._files import private_dir, private_file
 from costspan.processor.store._ledger import Ledger, Position
 from costspan.processor.store._records import CallRecord, record_from_json
 
@@ -78,7 +79,7 @@ class Snapshots:
     def save(self, position: Position, body: bytes) -> Path:
         """Write ``body`` (a JSON object whose ``"position"`` is ``position``) atomically; older files
         beyond ``keep`` are removed."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         name = f"{self.prefix}-{position.segment:08d}-{position.offset:012d}.json"
         final = write_checked(self.directory / name, SNAPSHOT_FORMAT, body)
         for _, path in self.existing()[self.keep :]:
@@ -198,7 +199,7 @@ def write_checked(final: Path, file_format: int, body: bytes) -> Path:
     of the directory. The directory must exist."""
     data = json.dumps({"format": file_format, "crc32": zlib.crc32(body)}).encode() + b"\n" + body
     temp = final.with_suffix(".tmp")
-    with temp.open("wb") as fh:
+    with private_file(temp, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())

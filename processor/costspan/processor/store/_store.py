@@ -29,6 +29,7 @@ from costspan.processor.store._corrections import (
     latest_corrections,
 )
 from costspan.processor.store._dedupe import Deduplicator, PendingCalls
+from costspan.processor.store._files import open_to_others, private_dir
 from costspan.processor.store._ledger import FsyncPolicy, Ledger, Position
 from costspan.processor.store._records import CallRecord, record_from_json
 from costspan.processor.store._rollups import GRANULARITIES, Rollups, group_records, subtract_groups
@@ -120,7 +121,13 @@ class Store:
         """Open the ledger, load the newest valid snapshot, replay the ledger after it, start writing."""
         if self.started:
             return
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.config.data_dir, tighten=False)
+        if open_to_others(self.config.data_dir):
+            logger.warning(
+                "data dir %s may be entered by other users (mode %o): its files are 0600, but `chmod 700` it",
+                self.config.data_dir,
+                self.config.data_dir.stat().st_mode & 0o777,
+            )
         self.ledger.open()
         max_series = self.config.max_series
         snapshot = self.snapshots.load(lambda _, data: Rollups.from_json(data["rollups"], max_series=max_series))
