@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import compile_path
 
 __all__ = ["ERROR_STATUSES", "PUBLIC_PATHS", "ErrorBody", "FieldError", "document_errors", "install_error_handling"]
 
@@ -144,13 +144,17 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route of the app answers on this path (Starlette names the first route's only)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
+def _allowed_methods(request: Request, named: str) -> list[str]:
+    """Every method the app answers on the request's path: what Starlette named (the first route that
+    matched the path) and what the OpenAPI document lists for every path template that matches it."""
+    methods = {m.strip().upper() for m in named.split(",") if m.strip()}
+    spec: dict[str, Any] = request.app.openapi()
+    for template, operations in spec.get("paths", {}).items():
+        regex, _, _ = compile_path(template)
+        if regex.match(request.scope["path"]):
+            methods |= {m.upper() for m in operations}
+    if "GET" in methods:
+        methods.add("HEAD")
     return sorted(methods)
 
 
@@ -165,7 +169,7 @@ def install_error_handling(app: FastAPI, currencies: Callable[[], Iterable[str]]
         assert isinstance(exc, StarletteHTTPException)
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
-            headers["Allow"] = ", ".join(_allowed_methods(request))
+            headers["Allow"] = ", ".join(_allowed_methods(request, headers.get("Allow", "")))
         if exc.status_code in (204, 304):
             return Response(status_code=exc.status_code, headers=headers)
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
