@@ -145,14 +145,17 @@ def _one_line(text: str) -> str:
 
 
 def _allowed_methods(request: Request, named: str) -> list[str]:
-    """Every method the app answers on the request's path: what Starlette named (the first route that
-    matched the path) and what the OpenAPI document lists for every path template that matches it."""
+    """The methods of the request's path: what Starlette named (the first route that matched the path)
+    and what the OpenAPI document lists for it (a literal path's own, else every matching template's)."""
     methods = {m.strip().upper() for m in named.split(",") if m.strip()}
-    spec: dict[str, Any] = request.app.openapi()
-    for template, operations in spec.get("paths", {}).items():
-        regex, _, _ = compile_path(template)
-        if regex.match(request.scope["path"]):
-            methods |= {m.upper() for m in operations}
+    paths: dict[str, Any] = request.app.openapi().get("paths", {})
+    path = request.scope["path"]
+    if path in paths:
+        methods |= {m.upper() for m in paths[path]}
+    else:
+        for template, operations in paths.items():
+            if compile_path(template)[0].match(path):
+                methods |= {m.upper() for m in operations}
     if "GET" in methods:
         methods.add("HEAD")
     return sorted(methods)
