@@ -80,7 +80,7 @@ def test_v1_usage_bad_input(seeded: Api, params: dict[str, str], status: int, fr
 def test_bad_parameters_are_422(seeded: Api, path: str, params: dict[str, str]) -> None:
     r = seeded.get("admin", path, **params)
     assert r.status_code == 422, r.text
-    assert r.json()["detail"][0]["loc"][-1] in params
+    assert r.json()["errors"][0]["loc"][-1] in params
 
 
 def test_export_from_after_to_is_400(seeded: Api) -> None:

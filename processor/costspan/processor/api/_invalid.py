@@ -2,7 +2,7 @@
 
 Python's JSON reader takes a bare ``NaN`` or ``Infinity``; when such a value fails a field's rules,
 FastAPI's 422 answer would echo it and cannot be written as JSON (a 500). This handler answers 400
-with one line naming the field instead, and leaves every other validation error to FastAPI's own.
+with one line naming the field instead (:func:`non_finite_message`); every other validation error is a 422.
 """
 
 from __future__ import annotations
@@ -10,13 +10,10 @@ from __future__ import annotations
 import json
 import math
 
-from fastapi import Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
 
-__all__ = ["non_finite_number_error"]
+__all__ = ["non_finite_message"]
 
 
 def _non_finite_field(errors: list[dict[str, object]]) -> str | None:
@@ -33,11 +30,9 @@ def _non_finite_field(errors: list[dict[str, object]]) -> str | None:
     return None
 
 
-async def non_finite_number_error(request: Request, exc: Exception) -> Response:
-    """Register for :class:`RequestValidationError`: 400 for NaN/Infinity, FastAPI's 422 otherwise."""
-    assert isinstance(exc, RequestValidationError)
+def non_finite_message(exc: RequestValidationError) -> str | None:
+    """The one-line 400 message when ``exc`` is about a NaN or Infinity in the body; None otherwise."""
     field = _non_finite_field(list(exc.errors()))
     if field is None:
-        return await request_validation_exception_handler(request, exc)
-    message = f"{field}: NaN and Infinity are not numbers JSON allows; send a finite number"
-    return JSONResponse({"success": False, "detail": message, "error": message}, 400)
+        return None
+    return f"{field}: NaN and Infinity are not numbers JSON allows; send a finite number"

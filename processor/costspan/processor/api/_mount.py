@@ -10,10 +10,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from costspan.pricing import Pricer
@@ -28,9 +27,9 @@ from costspan.processor.api import (
 from costspan.processor.api._auth import check_startup
 from costspan.processor.api._common import FOLLOWS_STORE
 from costspan.processor.api._edge import EdgeGuard
+from costspan.processor.api._errors import install_error_handling
 from costspan.processor.api._index import UsageIndex
 from costspan.processor.api._index_snapshot import IndexSnapshots
-from costspan.processor.api._invalid import non_finite_number_error
 from costspan.processor.api._keys import KeyStore
 from costspan.processor.api._resources import ResourceLog
 from costspan.processor.api._routes_usage import BudgetView
@@ -164,14 +163,9 @@ def include_usage_api(
     for module in (_routes_usage, _routes_calls, _routes_v2, _routes_workspaces, _routes_analytics):
         app.include_router(module.router)
 
-    app.add_exception_handler(RequestValidationError, non_finite_number_error)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        """Errors as ``{"detail": ..., "success": false}`` so both seeds' clients read them."""
-        return JSONResponse(
-            {"success": False, "detail": exc.detail, "error": exc.detail}, exc.status_code, headers=exc.headers
-        )
+    # errors as ``{"detail": ..., "success": false}`` so both seeds' clients read them, documented
+    # on every operation of the OpenAPI document
+    install_error_handling(app, lambda: pricer.catalog.currencies)
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi() -> dict[str, Any]:

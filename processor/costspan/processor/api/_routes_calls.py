@@ -261,7 +261,15 @@ def _json(records: Iterator[CallRecord]) -> Iterator[str]:
     yield "".join(chunk) + "]"
 
 
-@router.get("/api/usage/export")
+@router.get(
+    "/api/usage/export",
+    responses={
+        200: {
+            "description": "`format=csv`: CSV with a header row; `format=json`: a JSON array of calls",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def export(
     request: Request,
     format: Literal["csv", "json"] = "csv",

@@ -277,7 +277,12 @@ def budget_router(
     def list_budgets() -> list[dict[str, Any]]:
         return [b.to_json() for b in book.budgets()]
 
-    @router.post("/v1/budgets", status_code=201, dependencies=manage)
+    @router.post(
+        "/v1/budgets",
+        status_code=201,
+        dependencies=manage,
+        responses={409: {"description": "a budget with this id exists (PUT /v1/budgets/{id} changes it)"}},
+    )
     def create(spec: dict[str, Any], request: Request) -> dict[str, Any]:
         if spec.get("id") and book.get_budget(str(spec["id"])) is not None:
             raise HTTPException(409, detail=f"budget {spec['id']!r} exists; PUT /v1/budgets/{{id}} to change it")
