@@ -8,14 +8,14 @@ routes it guards. Domain errors become HTTP errors here and nowhere else.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from costspan.processor.budgets._alerts import WebhookNotifier
 from costspan.processor.budgets._book import BudgetBook
@@ -29,47 +29,13 @@ from costspan.processor.budgets._model import (
     Period,
     money,
 )
+from costspan.processor.budgets._requests import CheckRequest, SeedBudget, SettleRequest
 from costspan.processor.budgets._workspace_ids import SEED_NAMES, SeedBudgets
 
 __all__ = ["BudgetAccess", "Caller", "bound_tenant", "budget_router", "may_see_spend"]
 
 ACTOR_HEADER = "X-Costspan-Actor"
 CHECK_PATH = "/v1/budgets/check"
-
-
-class CheckRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    tenant: str | None = None
-    service: str | None = None
-    workflow: str | None = None
-    user: str | None = None
-    project: str | None = None
-    provider: str | None = None
-    model: str | None = None
-    input_tokens: int | None = Field(default=None, ge=0)
-    max_tokens: int | None = Field(default=None, ge=0)
-
-
-class SettleRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reservation_id: str
-    cost_usd: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
-    tokens: int | None = Field(default=None, ge=0)
-    requests: int = Field(default=1, ge=0)
-
-
-class SeedBudget(BaseModel):
-    """The seed gateway's budget body: daily and/or monthly USD limits for a workspace or project."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    daily_limit: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
-    monthly_limit: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
-    alert_thresholds: list[int] = Field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
-    mode: Mode = Mode.HARD
-    timezone: str = "UTC"
 
 
 _json_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
@@ -263,7 +229,8 @@ def budget_router(
     @router.post("/v1/budgets/settle", responses=unknown)
     async def settle(body: SettleRequest, caller: object = Depends(send_rule)) -> JSONResponse:
         tenant = bound_tenant(caller)
-        if not book.settle(body.reservation_id, body.cost_usd, body.tokens, body.requests, tenant=tenant):
+        at = None if body.start_time is None else min(body.start_time, time.time())
+        if not book.settle(body.reservation_id, body.cost_usd, body.tokens, body.requests, tenant=tenant, at=at):
             raise HTTPException(404, detail="no open reservation with this id")
         return JSONResponse({"settled": True})
 
