@@ -118,7 +118,7 @@ def test_the_fast_endpoint_answers_the_check_as_the_route_does(
         refused = client.post(f.url + "/v1/budgets/check", json=ACME)
         assert (refused.status_code, refused.json(), refused.headers["www-authenticate"]) == (
             401,
-            {"detail": "missing API key"},
+            {"success": False, "detail": "missing API key", "error": "missing API key"},  # every route's shape
             "Bearer",
         )
         assert client.get(f.url + "/v1/budgets").status_code == 200  # other routes pass through

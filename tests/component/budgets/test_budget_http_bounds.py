@@ -30,6 +30,9 @@ def _day_budget(book: BudgetBook) -> None:
         {**CHECK, "tenant": "../acme"},
         {**CHECK, "tenant": "a" * 300},
         {**CHECK, "user": "u\x07"},
+        {**CHECK, "tenant": "*"},
+        {**CHECK, "tenant": "(other)"},
+        {**CHECK, "input_tokens": 10**9 + 1},  # beyond one call: pricing would refuse it (a 500 before)
         {**CHECK, "input_tokens": 10**13},
         {**CHECK, "max_tokens": -1},
     ],
@@ -40,7 +43,8 @@ def test_a_check_that_names_what_no_span_could_is_refused_and_holds_nothing(
     _day_budget(serve.book)
     r = serve.post("admin", "/v1/budgets/check", body)
     assert r.status_code == 422, r.text
-    assert "\n" not in r.json()["detail"]
+    error = r.json()
+    assert error["success"] is False and error["error"] == error["detail"] and "\n" not in error["detail"]
     assert serve.book.open_reservations() == 0
     assert reserved(serve.book, "acme") == (Decimal(0), Decimal(0))
 

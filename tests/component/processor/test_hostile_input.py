@@ -56,11 +56,18 @@ HOSTILE: dict[str, tuple[dict[str, Any], int]] = {
     "NaN tokens": ({"gen_ai.usage.input_tokens": float("nan")}, NOW_NS),
     "1e300 tokens": ({"gen_ai.usage.input_tokens": 1e300}, NOW_NS),
     "fractional tokens": ({"gen_ai.usage.output_tokens": 2.5}, NOW_NS),
+    "NaN string tokens": ({"gen_ai.usage.input_tokens": "NaN"}, NOW_NS),
+    "exponent string tokens": ({"gen_ai.usage.input_tokens": "1e12"}, NOW_NS),
+    "underscored string tokens": ({"gen_ai.usage.output_tokens": "1_000"}, NOW_NS),
+    "fullwidth digit tokens": ({"gen_ai.usage.output_tokens": "\uff11\uff12"}, NOW_NS),
+    "bool tokens": ({"gen_ai.usage.input_tokens": True}, NOW_NS),
     "CRLF tenant": ({"costspan.tenant.id": "acme\r\nX-Injected: 1"}, NOW_NS),
     "path tenant": ({"costspan.tenant.id": "../../etc/passwd"}, NOW_NS),
     "internal key tenant": ({"costspan.tenant.id": "\x00all"}, NOW_NS),
     "dot-dot tenant": ({"costspan.tenant.id": ".."}, NOW_NS),
     "long tenant": ({"costspan.tenant.id": "t" * (MAX_ID_LENGTH + 1)}, NOW_NS),
+    "wildcard tenant": ({"costspan.tenant.id": "*"}, NOW_NS),
+    "overflow-name tenant": ({"costspan.tenant.id": OVERFLOW}, NOW_NS),
     "NUL user": ({"costspan.user.id": "bob\x00"}, NOW_NS),
     "C1 model": ({"gen_ai.request.model": "gpt-4o\x85"}, NOW_NS),
     "start in 1970": ({}, 5 * 10**9),
@@ -182,8 +189,9 @@ def test_hostile_spans_are_refused_in_partial_success_and_the_valid_ones_stored_
         ((len(spans)).to_bytes(8, "big").hex(), "acme", "u-2"),
     ]
     expected = {
-        "invalid_tokens": 2 * 5,  # 4000 digits, negative, NaN, 1e300, a fraction; each export twice
-        "invalid_tenant": 2 * 5,
+        # 4000 digits, negative, NaN, 1e300, a fraction, four strings that are no count, a bool; each export twice
+        "invalid_tokens": 2 * 10,
+        "invalid_tenant": 2 * 7,
         "invalid_id": 2 * 2,
         "invalid_timestamp": 2 * 2,
     }
@@ -392,6 +400,7 @@ def test_cli_refuses_a_hostile_tenant_for_a_key(tmp_path: Path) -> None:
 
     assert create("../globex") == (2, "costspan keys: --tenant holds a path separator or is '.' or '..'\n")
     assert create("acme\r\n") == (2, "costspan keys: --tenant holds a control character\n")
+    assert create("*") == (2, "costspan keys: --tenant is '*', a name costspan keeps for itself\n")
     assert create("acme")[0] == 0
     assert [k.tenant for k in KeyStore(tmp_path).list()] == ["acme"]
 
@@ -403,3 +412,25 @@ def test_resource_usage_refuses_control_characters_in_its_ids(server: Server, fi
     response = httpx.post(server.url + "/api/resources/usage", json={**body, field: "x\r\ny"}, headers=headers)
     assert response.status_code == 422, response.text[:300]
     assert httpx.post(server.url + "/api/resources/usage", json=body, headers=headers).status_code == 201
+
+
+def test_resource_usage_refuses_a_cost_beyond_one_reports_bound_and_a_crlf_id(server: Server) -> None:
+    headers = {"X-API-Key": server.admin}
+    huge = {"workspace_id": "acme", "resource_type": "gpu", "amount": 1e9, "duration_seconds": 31536000}
+    response = httpx.post(server.url + "/api/resources/usage", json=huge, headers=headers)
+    assert response.status_code == 422 and "above 1000000000 for one report" in response.json()["detail"]
+    crlf = {"workspace_id": "acme", "resource_type": "cpu", "amount": "1", "duration_seconds": "60", "id": "r\r\nx"}
+    assert httpx.post(server.url + "/api/resources/usage", json=crlf, headers=headers).status_code == 422
+    costs = httpx.get(server.url + "/api/workspaces/acme/costs", headers=headers).json()
+    assert costs["compute_cost"] == "0.00000000"  # neither was stored
+
+
+def test_an_unpriceable_token_count_leaves_every_route_answering(server: Server) -> None:
+    """10^12 tokens is a count (stored, unpriced: beyond what pricing takes for one call); the routes that
+    average usage per call must not turn it into a 500, now or after a restart."""
+    spans = [(dict(VALID), NOW_NS), ({"gen_ai.usage.input_tokens": 10**12}, NOW_NS)]
+    response = server.post(_request(spans).SerializeToString())
+    assert response.status_code == 200
+    assert ExportTraceServiceResponse.FromString(response.content).partial_success.rejected_spans == 0
+    assert sorted(r.cost_status for r in _stored(server)) == ["priced", "unpriced"]
+    _assert_every_route_answers(server)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from costspan.pricing import PricingError, Usage
+from costspan.pricing import InvalidUsageError, PricingError, Usage
 from costspan.processor.api._auth import require_ingest
 from costspan.processor.api._binding import named_tenant, write_tenant
 from costspan.processor.api._common import (
@@ -49,6 +49,7 @@ from costspan.processor.api._schemas_views import (
     WorkspaceForecastOut,
 )
 from costspan.processor.store._sums import Sums
+from costspan.processor.store._validate import MAX_COST_USD
 
 __all__ = ["SMALL_MODELS", "ResourceUsageIn", "router"]
 
@@ -204,11 +205,14 @@ async def workspace_optimization(request: Request, scope: WorkspaceScope, money:
         priced = a.requests - a.unpriced
         if not priced or a.cost <= 0:
             continue
-        usage = Usage(
-            input_tokens=a.input_tokens // a.requests,
-            output_tokens=a.output_tokens // a.requests,
-            cache_read_tokens=a.cache_read_tokens // a.requests,
-        )
+        try:
+            usage = Usage(
+                input_tokens=a.input_tokens // a.requests,
+                output_tokens=a.output_tokens // a.requests,
+                cache_read_tokens=a.cache_read_tokens // a.requests,
+            )
+        except InvalidUsageError:  # an average no single call could have (stored unpriced): no advice
+            continue
         current = a.cost
         small = SMALL_MODELS.get(provider)
         if small and small != model:
@@ -332,7 +336,7 @@ class ResourceUsageIn(BaseModel):
     amount: Decimal = Field(ge=0, le=Decimal(10**9), allow_inf_nan=False)
     duration_seconds: Decimal = Field(Decimal(0), ge=0, le=Decimal(10**9), allow_inf_nan=False)
     timestamp: datetime | None = None
-    id: str = Field("", max_length=200, description="idempotency key")
+    id: Identifier = Field("", max_length=200, description="idempotency key")
 
 
 _UNIT_SECONDS: Final = {"cpu": 3600, "memory": 3600, "gpu": 3600, "storage": 30 * 86400, "sandbox": 60}
@@ -354,6 +358,8 @@ def resource_usage(
         cost = pricer_of(request).price_resource(resource, quantity, at=at, tenant=tenant).total
     except PricingError as exc:
         raise HTTPException(422, str(exc)) from None
+    if cost > MAX_COST_USD:  # each factor is bounded, their product need not be
+        raise HTTPException(422, f"this usage would cost {cost:.2f} USD, above {MAX_COST_USD} for one report")
     entry = ResourceEntry(
         body.id or uuid.uuid4().hex,
         at,

@@ -32,7 +32,7 @@ from costspan.processor.budgets._model import (
 from costspan.processor.budgets._requests import CheckRequest, SeedBudget, SettleRequest
 from costspan.processor.budgets._workspace_ids import SEED_NAMES, SeedBudgets
 
-__all__ = ["BudgetAccess", "Caller", "bound_tenant", "budget_router", "may_see_spend"]
+__all__ = ["BudgetAccess", "Caller", "bound_tenant", "budget_router", "error_json", "may_see_spend"]
 
 ACTOR_HEADER = "X-Costspan-Actor"
 CHECK_PATH = "/v1/budgets/check"
@@ -43,6 +43,11 @@ _json_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=
 
 def _json(value: Any) -> bytes:
     return _json_encode(value).encode()
+
+
+def error_json(detail: str) -> bytes:
+    """An error body in the shape every route answers (``success``, ``detail``, ``error``)."""
+    return _json({"success": False, "detail": detail, "error": detail})
 
 
 def explain_request(exc: ValidationError) -> str:
@@ -91,12 +96,12 @@ def check_answer(
     try:
         req = CheckRequest.model_validate_json(body)
     except ValidationError as exc:
-        return 422, _json({"detail": explain_request(exc)}), []
+        return 422, error_json(explain_request(exc)), []
     bound = bound_tenant(caller)
     tenant = req.tenant
     if bound is not None:
         if tenant is not None and tenant != bound:
-            return 403, _json({"detail": "this key may only check budgets for its own tenant"}), []
+            return 403, error_json("this key may only check budgets for its own tenant"), []
         tenant = bound
     decision = book.check(
         Call(

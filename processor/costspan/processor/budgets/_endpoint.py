@@ -11,7 +11,6 @@ lists it and an app without this middleware still answers it.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 from fastapi import HTTPException
 from starlette.requests import Request
 
-from costspan.processor.budgets._api import CHECK_PATH, check_answer
+from costspan.processor.budgets._api import CHECK_PATH, check_answer, error_json
 from costspan.processor.budgets._book import BudgetBook
 
 __all__ = ["BudgetCheckEndpoint"]
@@ -91,12 +90,16 @@ class BudgetCheckEndpoint:
             if len(body) > MAX_BODY:
                 await _answer(send, 413, _detail(f"a budget check body is at most {MAX_BODY} bytes"), [])
                 return
-        status, payload, extra = check_answer(self.book, body, show_spend=self.show_spend, caller=caller)
+        try:
+            status, payload, extra = check_answer(self.book, body, show_spend=self.show_spend, caller=caller)
+        except Exception:  # a bug, not bad input: the same JSON shape as every other error, logged
+            logger.exception("a budget check failed")
+            status, payload, extra = 500, error_json("internal error: the budget check failed"), []
         await _answer(send, status, payload, [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra])
 
 
 def _detail(detail: Any) -> bytes:
-    return json.dumps({"detail": detail}, ensure_ascii=False, separators=(",", ":")).encode()
+    return error_json(detail if isinstance(detail, str) else str(detail))
 
 
 async def _answer(send: _Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

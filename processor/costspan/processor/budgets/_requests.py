@@ -7,14 +7,19 @@ a span's: a check cannot name a tenant no span could, nor open counters for unbo
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from costspan.pricing import MAX_COUNT
 from costspan.processor.budgets._model import DEFAULT_THRESHOLDS, Mode
 from costspan.processor.store._fields import Identifier, TenantId, TokenCount
 from costspan.processor.store._validate import EARLIEST_START_NS, MAX_COST_USD
 
 __all__ = ["CheckRequest", "SeedBudget", "SettleRequest"]
+
+#: The tokens of one call, as pricing takes them (a stored call may carry more: it is then unpriced).
+CallTokens = Annotated[int, Field(ge=0, le=MAX_COUNT, description=f"tokens of one call, 0 to {MAX_COUNT}")]
 
 
 class CheckRequest(BaseModel):
@@ -27,8 +32,8 @@ class CheckRequest(BaseModel):
     project: Identifier | None = None
     provider: Identifier | None = None
     model: Identifier | None = None
-    input_tokens: TokenCount | None = None
-    max_tokens: TokenCount | None = None
+    input_tokens: CallTokens | None = None
+    max_tokens: CallTokens | None = None
 
 
 class SettleRequest(BaseModel):

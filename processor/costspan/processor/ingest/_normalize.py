@@ -168,14 +168,17 @@ def _int(attrs: Mapping[str, AttrValue], keys: tuple[str, ...]) -> int | None:
             continue
         if type(value) is int:  # the common case, first and cheapest
             return value
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int):
+        if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float):  # NaN, an infinity or a fraction is no count: refused (see _validate.screen)
             return int(value) if value.is_integer() else _NOT_A_COUNT
-        if isinstance(value, str) and (text := value.strip()).lstrip("-").isdecimal():
-            return int(text) if len(text) <= 20 else _NOT_A_COUNT  # beyond any 64-bit count: refused
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:  # an empty value: as if it were not there
+                continue
+            if text.isascii() and text.lstrip("-").isdecimal():
+                return int(text) if len(text) <= 20 else _NOT_A_COUNT  # beyond any 64-bit count: refused
+        return _NOT_A_COUNT  # "NaN", "1e12", "1_000", "１２", a bool, an array: not a count, refused
     return None
 
 

@@ -20,6 +20,12 @@ from costspan.processor.store._validate import (
 
 __all__ = ["Identifier", "Name", "TenantId", "TokenCount"]
 
+
+def _tenant_id(value: str) -> str:
+    """The rules the pattern cannot say ('.', '..', the reserved names); one argument, as pydantic calls it."""
+    return check_tenant(value)
+
+
 #: An identifier a request names (user, workflow, project, session, service, ...): the edge's rules
 #: (store/_validate.py) as a schema, so the OpenAPI document shows them.
 Identifier = Annotated[
@@ -48,6 +54,6 @@ TenantId = Annotated[
         pattern=TENANT_PATTERN,
         description=f"a tenant id: at most {MAX_ID_LENGTH} characters, no control characters, '/' or '\\'",
     ),
-    AfterValidator(lambda v: check_tenant(v) if v in (".", "..") else v),
+    AfterValidator(_tenant_id),
 ]
 TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS, description=f"a token count, 0 to {MAX_TOKENS}")]

@@ -86,6 +86,10 @@ REASONS: Final = (
 _CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 #: The same class for a JSON schema ``pattern`` (both Python's and pydantic's regex engines read it).
 CONTROL_FREE_PATTERN: Final = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
+#: Names a tenant may not take: a budget scope's wildcard, and the names the usage index and the
+#: metrics fold the names beyond their bounds into.
+RESERVED_TENANTS: Final = frozenset({"*", OVERFLOW, "__overflow__"})
+_ODD_TENANTS: Final = frozenset({".", "..", *RESERVED_TENANTS})
 TENANT_PATTERN: Final = r"^[^/\\\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
 _ID_FIELDS: Final = ("service", "tenant", "workflow", "user", "session", "provider", "model", "operation", "project")
 _TEXT_FIELDS: Final = ("source", "error_type", "reservation_id")
@@ -110,6 +114,8 @@ def id_problem(value: str, *, tenant: bool = False, limit: int = MAX_ID_LENGTH) 
             return f"is longer than {limit} characters"
         if "/" in value or "\\" in value or value in (".", ".."):
             return "holds a path separator or is '.' or '..'"
+        if value in RESERVED_TENANTS:
+            return f"is {value!r}, a name costspan keeps for itself"
     return ""
 
 
@@ -170,7 +176,7 @@ def screen(record: CallRecord, now_ns: int, limit: int = MAX_ID_LENGTH) -> tuple
             if _CONTROL.search(getattr(record, name)):
                 reason = "invalid_tenant" if name == "tenant" else "invalid_id"
                 return None, reason, f"span refused: {name} holds a control character"
-    if len(tenant) > limit or "/" in tenant or "\\" in tenant or tenant in (".", ".."):
+    if len(tenant) > limit or "/" in tenant or "\\" in tenant or tenant in _ODD_TENANTS:
         return None, "invalid_tenant", f"span refused: tenant id {id_problem(tenant, tenant=True, limit=limit)}"
     i, o, cr, cw, w1, rs = tokens
     if not 0 <= (i | o | cr | cw | w1 | rs) <= MAX_TOKENS and (min(tokens) < 0 or max(tokens) > MAX_TOKENS):
