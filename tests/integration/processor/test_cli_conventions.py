@@ -28,7 +28,9 @@ from costspan.processor.serve._cli import build_parser
 BIN = Path(sys.executable).parent
 
 
-def costspan(*argv: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def costspan(
+    *argv: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN / "costspan"), *argv],
         capture_output=True,
@@ -40,7 +42,9 @@ def costspan(*argv: str, env: dict[str, str] | None = None, cwd: Path | None = N
     )
 
 
-def _parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+def _parsers(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             helps = {a.dest: a.help for a in action._choices_actions}
