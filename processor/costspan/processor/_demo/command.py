@@ -219,18 +219,21 @@ def run_workload(server: Any, calls: int, out: TextIO) -> Progress:
     for r in readers:
         r.start()
     out.write(f"workload: {len(SERVICES)} services x {calls} calls through the openai and anthropic SDKs\n")
-    _show_progress(progress, readers, out)
+    shown = _show_progress(progress, readers, out)
     for p in procs:
         stderr = p.stderr.read() if p.stderr else ""
         if p.wait() != 0:
             out.write(f"\na demo service failed (exit {p.returncode}): {stderr[-2000:]}\n")
-    out.write(("\r  " if out.isatty() else "  ") + progress.line() + ("\033[K\n" if out.isatty() else "\n"))
+    if out.isatty():
+        out.write(f"\r  {progress.line()}\033[K\n")
+    elif progress.line() != shown:
+        out.write(f"  {progress.line()}\n")
     for message in progress.error_messages[:5]:
         out.write(f"  {message}\n")
     return progress
 
 
-def _show_progress(progress: Progress, readers: list[threading.Thread], out: TextIO) -> None:
+def _show_progress(progress: Progress, readers: list[threading.Thread], out: TextIO) -> str:
     """Show the progress line as calls end: rewritten in place on a terminal, else one line per change
     (at most one every half second). Until the first call ends, say that the services are starting."""
     tty = out.isatty()
@@ -252,6 +255,7 @@ def _show_progress(progress: Progress, readers: list[threading.Thread], out: Tex
         out.write(f"\r  {line}\033[K" if tty else f"  {line}\n")
         out.flush()
         shown, last_write = line, now
+    return shown
 
 
 def _read_events(proc: subprocess.Popen[str], progress: Progress) -> None:
