@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
 import os
@@ -139,6 +140,9 @@ class CostspanInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             unwrap(module.Client, "send")
             unwrap(module.AsyncClient, "send")
         self._wrapped = []
+        runtime = getattr(self, "_runtime", None)
+        if runtime is not None:
+            atexit.unregister(runtime.finish_warm_up)
         self._runtime = None
         remote = getattr(self, "_remote_guard", None)
         if remote is not None:

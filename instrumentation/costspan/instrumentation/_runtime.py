@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +17,9 @@ from costspan.instrumentation._hooks import PreSendHook
 from costspan.instrumentation._providers import Router
 from costspan.instrumentation._tokens import TokenCounter
 from costspan.pricing import Pricer, default_pricer
+
+#: How long an exiting app waits, at most, for the tokenizer and price catalog to finish loading.
+WARM_UP_EXIT_WAIT_S = 5.0
 
 __all__ = ["DURATION_BUCKETS", "TOKEN_BUCKETS", "Runtime", "Settings"]
 
@@ -114,7 +119,17 @@ class Runtime:
     def warm_up(self) -> None:
         """Load the tokenizer and the price catalog off the request path."""
         self.tokens.start_loading()
-        threading.Thread(target=self._warm_pricer, name="costspan-pricer", daemon=True).start()
+        pricer = threading.Thread(target=self._warm_pricer, name="costspan-pricer", daemon=True)
+        pricer.start()
+        atexit.register(self.finish_warm_up, pricer)
+
+    def finish_warm_up(self, pricer: threading.Thread, timeout: float = WARM_UP_EXIT_WAIT_S) -> None:
+        """At exit, let the loading threads end first (a second or so; bounded): a daemon thread still in
+        tiktoken's or pydantic-core's native code while the interpreter finalizes can crash the process
+        (SIGSEGV or SIGABRT in an app that exits right after it starts)."""
+        deadline = time.monotonic() + timeout
+        self.tokens.loaded.wait(timeout)
+        pricer.join(max(0.0, deadline - time.monotonic()))
 
     def _warm_pricer(self) -> None:
         try:

@@ -1,6 +1,6 @@
 """Usage and response facts from each provider's JSON, turned into semconv-inclusive counts.
 
-Provider spellings differ (see DESIGN.md "Usage normalization"): OpenAI's prompt_tokens include
+Provider spellings differ: OpenAI's prompt_tokens include
 cached tokens; Anthropic's input_tokens exclude cache reads and writes; Gemini's candidatesTokenCount
 excludes thoughtsTokenCount. Everything here returns inclusive counts: input includes cache reads and
 writes, output includes reasoning.

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from costspan.pricing._catalog import load_catalog, parse_catalog_text
 from costspan.pricing._engine import PriceBreakdown, Pricer, default_pricer
 from costspan.pricing._errors import CatalogError, PricingError, UnknownModelError
-from costspan.pricing._schema import PriceSet, TieredPrice
+from costspan.pricing._schema import SERVICE_TIERS, PriceSet, TieredPrice
 from costspan.pricing._usage import MAX_COUNT, Usage
 
 __all__ = ["add_pricing_commands", "format_money", "plain", "run_handler"]
@@ -57,7 +57,7 @@ def format_money(value: Decimal | None, places: int = 8) -> str:
     return text
 
 
-def add_pricing_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_pricing_commands(sub: argparse._SubParsersAction[Any]) -> None:
     price = sub.add_parser("price", help="price one call", description="Price one LLM call from the catalog.")
     price.add_argument("--model", required=True, help="model id as any client spells it")
     price.add_argument("--provider", help="provider (openai, anthropic, azure.ai.openai, aws.bedrock, ...)")
@@ -72,23 +72,36 @@ def add_pricing_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     for flag, help_text in tokens:
         price.add_argument(flag, type=_count(flag), default=0, help=help_text)
     price.add_argument("--at", type=_when, help="when the call started (default: now)")
-    price.add_argument("--tier", default="standard", help="service tier: standard, batch, flex, priority")
+    price.add_argument("--tier", default="standard", choices=SERVICE_TIERS, help="service tier (default standard)")
     price.add_argument("--currency", default="USD", help="USD, EUR, GBP, JPY, CNY or any in the catalog")
     price.add_argument("--tenant", help="apply this tenant's negotiated terms")
     price.add_argument("--json", action="store_true", help="one JSON object, money as decimal strings")
     price.set_defaults(handler=_price)
 
-    pricing = sub.add_parser("pricing", help="inspect the price catalog")
-    psub = pricing.add_subparsers(dest="pricing_command", required=True)
-    listing = psub.add_parser("list", help="list priced models")
-    listing.add_argument("--provider")
+    pricing = sub.add_parser(
+        "pricing",
+        help="inspect the price catalog",
+        description=(
+            "Inspect the price catalog: the packaged one plus the files in COSTSPAN_PRICING_FILE. "
+            "list: the priced models; show: one model's prices over time; validate: check a catalog file."
+        ),
+    )
+    psub = pricing.add_subparsers(dest="pricing_command", required=True, metavar="ACTION")
+    listing = psub.add_parser("list", help="list priced models", description="List the priced models, latest prices.")
+    listing.add_argument("--provider", help="only this provider's models")
     listing.set_defaults(handler=_list)
-    show = psub.add_parser("show", help="show one model's prices over time")
-    show.add_argument("model")
-    show.add_argument("--provider")
+    show = psub.add_parser(
+        "show", help="show one model's prices over time", description="Show one model's prices over time, by tier."
+    )
+    show.add_argument("model", help="model id as any client spells it")
+    show.add_argument("--provider", help="provider, when the model id alone is ambiguous")
     show.set_defaults(handler=_show)
-    validate = psub.add_parser("validate", help="check a user catalog file")
-    validate.add_argument("file", type=Path)
+    validate = psub.add_parser(
+        "validate",
+        help="check a user catalog file",
+        description="Check a catalog file (the format of COSTSPAN_PRICING_FILE) and that it merges cleanly.",
+    )
+    validate.add_argument("file", type=Path, help="the JSON catalog file")
     validate.set_defaults(handler=_validate)
 
 

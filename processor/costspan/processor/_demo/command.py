@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from typing import Any, TextIO
 
 from costspan.pricing import Pricer, TenantOverride, Usage, load_catalog
 from costspan.pricing.cli import format_money
+from costspan.processor._cli_base import add_data_dir_flag, resolve_data_dir
 
 __all__ = ["DEMO_CALLS", "add_demo_command", "run_pricing_demo"]
 
@@ -56,9 +58,19 @@ SERVICES = ("support-bot", "code-review", "search")
 _WORKLOAD = ("costspan.processor._demo.workload",)
 
 
-def add_demo_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    demo = sub.add_parser("demo", help="run the demo on embedded defaults")
-    demo.add_argument("--data-dir", type=Path, default=Path("costspan-data"), help="everything the demo writes")
+def add_demo_command(sub: argparse._SubParsersAction[Any]) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="run the demo on embedded defaults",
+        description=(
+            "Start costspan serve, a fake LLM provider and three demo services making real openai and "
+            "anthropic SDK calls under opentelemetry-instrument for three tenants with budgets; show "
+            "progress, print the cost by tenant and model and the dashboard URL, then serve until Ctrl-C. "
+            "A second run adds to the data dir's earlier calls unless --fresh."
+        ),
+    )
+    add_data_dir_flag(demo)
+    demo.add_argument("--fresh", action="store_true", help="delete the data dir's earlier demo data first")
     demo.add_argument("--port", type=int, default=4318, help="port of costspan serve (0 picks a free one)")
     demo.add_argument("--calls", type=int, default=24, help="calls per demo service")
     demo.add_argument("--exit-after-workload", action="store_true", help="stop after printing the table")
@@ -75,14 +87,22 @@ def _handle(args: argparse.Namespace, out: TextIO) -> int:
         return 2
     from costspan.processor._demo.server import DemoServer
 
-    server = DemoServer(args.data_dir, args.port)
+    data_dir = resolve_data_dir(args)
+    try:
+        previous = _prepare_data_dir(data_dir, fresh=args.fresh)
+    except (OSError, ValueError) as exc:
+        print(f"costspan demo: {exc}", file=sys.stderr)
+        return 2
+    if previous:
+        out.write(f"costspan demo: adding to the previous run's data in {data_dir} (--fresh starts over)\n")
+    server = DemoServer(data_dir, args.port)
     try:
         server.__enter__()
     except (OSError, RuntimeError) as exc:
         print(f"costspan demo: cannot serve on port {args.port} ({exc}); try --port 0", file=sys.stderr)
         return 1
     try:
-        out.write(f"costspan serve: {server.url}  (data in {args.data_dir.resolve()})\n")
+        out.write(f"costspan serve: {server.url}  (data in {data_dir.resolve()})\n")
         for line in server.setup_lines:
             out.write(f"  {line}\n")
         progress = run_workload(server, args.calls, out)
@@ -96,6 +116,36 @@ def _handle(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         server.__exit__(None, None, None)
     return 0
+
+
+#: Entries of which at least one is in any data dir costspan wrote (``--fresh`` deletes only such a dir).
+_DATA_DIR_MARKS = ("ledger", "api-keys.json", "costspan.lock", "budgets")
+
+
+def _prepare_data_dir(data_dir: Path, *, fresh: bool) -> bool:
+    """With ``fresh``, delete what an earlier run left; returns whether earlier calls remain (are added to).
+
+    Refuses (ValueError) to delete a directory that does not look like a costspan data dir, and
+    (OSError) one that a running ``costspan serve`` holds.
+    """
+    ledger = data_dir / "ledger"
+    had_calls = ledger.is_dir() and any(ledger.iterdir())
+    if not fresh or not data_dir.exists():
+        return had_calls
+    if not data_dir.is_dir() or (any(data_dir.iterdir()) and not any((data_dir / m).exists() for m in _DATA_DIR_MARKS)):
+        raise ValueError(
+            f"--fresh: {data_dir} is not a costspan data dir; delete it yourself or pick another --data-dir"
+        )
+    from costspan.processor.store._files import DataDirLock, DataDirLockedError
+
+    lock = DataDirLock(data_dir)
+    try:
+        lock.acquire()
+    except DataDirLockedError as exc:
+        raise ValueError(f"--fresh: {data_dir} is in use ({exc})") from None
+    lock.release()
+    shutil.rmtree(data_dir)
+    return False
 
 
 def _serve_until_interrupted(out: TextIO) -> None:
@@ -126,6 +176,7 @@ class Progress:
     by_tenant: Counter[str] = field(default_factory=Counter)
     error_messages: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    changed: threading.Event = field(default_factory=threading.Event)  # set by each call that ends
 
     @property
     def done(self) -> int:
@@ -168,24 +219,43 @@ def run_workload(server: Any, calls: int, out: TextIO) -> Progress:
     for r in readers:
         r.start()
     out.write(f"workload: {len(SERVICES)} services x {calls} calls through the openai and anthropic SDKs\n")
-    tty = out.isatty()
-    while any(r.is_alive() for r in readers):
-        with progress.lock:
-            line = progress.line()
-        if tty:
-            out.write("\r  " + line)
-        out.flush()
-        time.sleep(0.5 if tty else 2.0)
-        if not tty and any(r.is_alive() for r in readers):
-            out.write("  " + line + "\n")
+    shown = _show_progress(progress, readers, out)
     for p in procs:
         stderr = p.stderr.read() if p.stderr else ""
         if p.wait() != 0:
             out.write(f"\na demo service failed (exit {p.returncode}): {stderr[-2000:]}\n")
-    out.write(("\r  " if tty else "  ") + progress.line() + "\n")
+    if out.isatty():
+        out.write(f"\r  {progress.line()}\033[K\n")
+    elif progress.line() != shown:
+        out.write(f"  {progress.line()}\n")
     for message in progress.error_messages[:5]:
         out.write(f"  {message}\n")
     return progress
+
+
+def _show_progress(progress: Progress, readers: list[threading.Thread], out: TextIO) -> str:
+    """Show the progress line as calls end: rewritten in place on a terminal, else one line per change
+    (at most one every half second). Until the first call ends, say that the services are starting."""
+    tty = out.isatty()
+    shown, last_write = "", 0.0
+    out.write(
+        ("\r  " if tty else "  ")
+        + "starting the demo services (loading the SDKs and tokenizer)"
+        + ("" if tty else "\n")
+    )
+    out.flush()
+    while any(r.is_alive() for r in readers):
+        progress.changed.wait(0.2)
+        with progress.lock:
+            progress.changed.clear()
+            line = progress.line() if progress.done else ""
+        now = time.monotonic()
+        if not line or line == shown or (not tty and now - last_write < 0.5):
+            continue
+        out.write(f"\r  {line}\033[K" if tty else f"  {line}\n")
+        out.flush()
+        shown, last_write = line, now
+    return shown
 
 
 def _read_events(proc: subprocess.Popen[str], progress: Progress) -> None:
@@ -207,6 +277,7 @@ def _read_events(proc: subprocess.Popen[str], progress: Progress) -> None:
             else:
                 progress.errors += 1
                 progress.error_messages.append(outcome)
+            progress.changed.set()
 
 
 def print_cost_table(server: Any, out: TextIO) -> None:

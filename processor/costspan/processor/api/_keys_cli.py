@@ -5,26 +5,45 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TextIO
 
-from costspan.processor.api._keys import ROLES, KeyStore
+from costspan.processor._cli_base import add_data_dir_flag, resolve_data_dir
 
 __all__ = ["add_keys_command", "run_keys"]
 
 
 def add_keys_command(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Register ``keys`` with ``create``, ``list`` and ``revoke``; handlers return an exit code."""
-    keys = subparsers.add_parser("keys", help="manage the usage API's keys (stored hashed in the data dir)")
-    keys.add_argument("--data-dir", type=Path, default=Path("./costspan-data"), help="default ./costspan-data")
+    keys = subparsers.add_parser(
+        "keys",
+        help="manage the usage API's keys (stored hashed in the data dir)",
+        description=(
+            "Create, list and revoke the API keys of the server whose data dir this is (the keys live in "
+            "it, hashed). A running costspan serve sees new and revoked keys at once."
+        ),
+    )
+    add_data_dir_flag(keys)
     sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    create = sub.add_parser("create", help="create a key and print it once")
-    create.add_argument("--role", choices=ROLES, required=True)
+    create = sub.add_parser("create", help="create a key and print it once", description="Create a key, print it once.")
+    # the roles are the key store's (api/_keys.py ROLES); named here so that the parser imports nothing
+    # of the server side (an instrumentation-only install still gets `costspan keys --help`)
+    create.add_argument(
+        "--role",
+        required=True,
+        metavar="ROLE",
+        help="admin (everything), tenant (one tenant's data), ingest (send spans, check budgets), "
+        "metrics (scrape /metrics only)",
+    )
     create.add_argument("--tenant", default="", help="the tenant a tenant (or ingest) key is limited to")
     create.add_argument("--name", default="", help="a label to recognise the key by")
-    sub.add_parser("list", help="list keys (ids, roles, tenants; never secrets)")
-    revoke = sub.add_parser("revoke", help="revoke a key by id")
+    add_data_dir_flag(create)
+    listing = sub.add_parser(
+        "list", help="list keys (ids, roles, tenants; never secrets)", description="List the keys; never secrets."
+    )
+    add_data_dir_flag(listing)
+    revoke = sub.add_parser("revoke", help="revoke a key by id", description="Revoke a key by its id.")
     revoke.add_argument("key_id")
+    add_data_dir_flag(revoke)
     keys.set_defaults(handler=run_keys)
 
 
@@ -33,9 +52,14 @@ def _when(ts: float | None) -> str:
 
 
 def run_keys(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    store = KeyStore(args.data_dir)
+    from costspan.processor.api._keys import ROLES, KeyStore
+
+    store = KeyStore(resolve_data_dir(args))
     action = args.keys_command
     if action == "create":
+        if args.role not in ROLES:
+            err.write(f"costspan keys: --role must be one of {', '.join(ROLES)}, got {args.role!r}\n")
+            return 2
         try:
             key, secret = store.create(args.role, args.tenant, args.name)
         except ValueError as exc:

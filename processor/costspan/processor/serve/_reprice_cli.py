@@ -19,10 +19,12 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from costspan.processor.serve._reprice import Window, parse_time, reprice
-from costspan.processor.store._files import DataDirLock, DataDirLockedError
+from costspan.processor._cli_base import add_data_dir_flag, data_dir_flag
+
+if TYPE_CHECKING:  # the server side loads when the command runs (the parser must build without it)
+    from costspan.processor.serve._reprice import Window
 
 __all__ = ["DataDirBusyError", "add_reprice_command", "data_dir_lock", "run_reprice", "summary_lines"]
 
@@ -35,6 +37,8 @@ class DataDirBusyError(RuntimeError):
 def data_dir_lock(data_dir: Path) -> Iterator[None]:
     """Hold the data dir's lock (:class:`~costspan.processor.store._files.DataDirLock`, the one
     ``costspan serve`` holds while it runs) for the block. Raises :class:`DataDirBusyError`."""
+    from costspan.processor.store._files import DataDirLock, DataDirLockedError
+
     lock = DataDirLock(data_dir)
     try:
         lock.acquire()
@@ -63,7 +67,7 @@ def add_reprice_command(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--until", help="as --since, exclusive (default: now)")
     parser.add_argument("--tenant", help="only this tenant's calls")
     parser.add_argument("--dry-run", action="store_true", help="show what would change, write nothing")
-    parser.add_argument("--data-dir", type=Path, help="the data dir (default ./costspan-data)")
+    add_data_dir_flag(parser)
     parser.add_argument("--config", type=Path, help="costspan serve's settings file (for the data dir)")
     parser.add_argument("--server", help="reprice through this running server (http://host:port) instead")
     parser.add_argument("--admin-key", help="admin key for --server (default $COSTSPAN_ADMIN_KEY)")
@@ -112,10 +116,12 @@ def _offline(args: argparse.Namespace, window: Window, err: TextIO) -> dict[str,
     from costspan.pricing import Pricer, load_catalog
     from costspan.processor.budgets import BudgetBook
     from costspan.processor.budgets._stored_calls import settle_corrections
+    from costspan.processor.serve._reprice import reprice
     from costspan.processor.serve._settings import load_settings
     from costspan.processor.store._store import Store
 
-    flags = {"data_dir": args.data_dir} if args.data_dir is not None else {}
+    given = data_dir_flag(args)
+    flags = {"data_dir": given} if given is not None else {}
     settings = load_settings(args.config, **flags)
     pricer = Pricer(load_catalog())
     ledger_dir = settings.data_dir / "ledger"
@@ -140,6 +146,8 @@ def _offline(args: argparse.Namespace, window: Window, err: TextIO) -> dict[str,
 
 def run_reprice(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Parse the window, reprice (offline or through ``--server``), print what changed."""
+    from costspan.processor.serve._reprice import Window, parse_time
+
     try:
         window = Window(
             parse_time(args.since),

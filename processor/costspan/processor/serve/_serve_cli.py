@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+
+from costspan.processor._cli_base import add_data_dir_flag, data_dir_flag
 
 if TYPE_CHECKING:
     from costspan.processor.serve._settings import Settings
@@ -30,7 +33,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 4318; 0 picks a free one)")
-    parser.add_argument("--data-dir", type=Path, help="ledger and snapshots (default ./costspan-data)")
+    add_data_dir_flag(parser)
     parser.add_argument("--config", type=Path, help="settings file (.toml or .json)")
     parser.add_argument("--fsync", choices=["always", "never"], help="ledger fsync policy (default always)")
     parser.add_argument("--max-body-bytes", type=int, help="OTLP body limit after decompression")
@@ -71,7 +74,7 @@ def run_serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             args.config,
             host=args.host,
             port=args.port,
-            data_dir=args.data_dir,
+            data_dir=data_dir_flag(args),
             fsync=args.fsync,
             max_body_bytes=args.max_body_bytes,
             max_pending_records=args.max_pending_records,
@@ -133,18 +136,51 @@ def _serve_locked(settings: Settings, insecure_no_auth: bool, out: TextIO) -> in
     )
     server = uvicorn.Server(config)
     try:
-        out.write(f"costspan serve: listening on http://{settings.host}:{settings.port}, data in {settings.data_dir}\n")
-        out.flush()
-        server.run()
-    except OSError as exc:  # e.g. the port is taken
-        print(f"costspan serve: {exc}", file=sys.stderr)
+        sock = bind(settings.host, settings.port)
+    except OSError as exc:  # e.g. the port is taken: said before anything claims to listen
+        print(
+            f"costspan serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr
+        )
+        store.close()
         return 1
+    with sock:
+        # the address the socket really has (--port 0: the port the system chose)
+        out.write(f"costspan serve: listening on {address_url(sock)}, data in {settings.data_dir}\n")
+        out.flush()
+        server.run(sockets=[sock])
     return 0 if server.started else 1
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (IPv4 or IPv6, as the host resolves). Raises OSError."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+        0
+    ]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(2048)
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def address_url(sock: socket.socket) -> str:
+    """``http://host:port`` of a bound socket (an IPv6 host in brackets)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``serve`` alone: ``python -m costspan.processor.serve [flags]``."""
-    parser = argparse.ArgumentParser(prog="costspan")
+    from costspan.processor._cli_base import CliParser
+
+    parser = CliParser(prog="costspan")
     add_serve_command(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
     return run_serve(args)
