@@ -23,13 +23,14 @@ def add_serve_command(subparsers: argparse._SubParsersAction[Any]) -> None:
         "serve",
         help="run the processor: OTLP receiver, ledger, rollups, /metrics",
         description=(
-            "Receive OTLP/HTTP traces on /v1/traces, price every LLM call, keep a durable ledger and "
-            "rollups, and expose /metrics. Flags beat COSTSPAN_* environment variables, which beat "
+            "Receive OTLP/HTTP traces on /v1/traces and OTLP/gRPC on the gRPC port, price every LLM call, "
+            "keep a durable ledger and rollups, and expose /metrics. Flags beat COSTSPAN_* environment variables, which beat "
             "the config file."
         ),
     )
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 4318; 0 picks a free one)")
+    parser.add_argument("--grpc-port", type=int, help="OTLP/gRPC port on the same host (default 4317; 0: off)")
     parser.add_argument("--data-dir", type=Path, help="ledger and snapshots (default ./costspan-data)")
     parser.add_argument("--config", type=Path, help="settings file (.toml or .json)")
     parser.add_argument("--fsync", choices=["always", "never"], help="ledger fsync policy (default always)")
@@ -71,6 +72,7 @@ def run_serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             args.config,
             host=args.host,
             port=args.port,
+            grpc_port=getattr(args, "grpc_port", None),
             data_dir=args.data_dir,
             fsync=args.fsync,
             max_body_bytes=args.max_body_bytes,
@@ -133,7 +135,10 @@ def _serve_locked(settings: Settings, insecure_no_auth: bool, out: TextIO) -> in
     )
     server = uvicorn.Server(config)
     try:
-        out.write(f"costspan serve: listening on http://{settings.host}:{settings.port}, data in {settings.data_dir}\n")
+        grpc = f", OTLP/gRPC on port {settings.grpc_port}" if settings.grpc_port else ""
+        out.write(
+            f"costspan serve: listening on http://{settings.host}:{settings.port}{grpc}, data in {settings.data_dir}\n"
+        )
         out.flush()
         server.run()
     except OSError as exc:  # e.g. the port is taken
