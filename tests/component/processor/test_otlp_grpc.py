@@ -75,7 +75,7 @@ class Server:
         """One raw export through the generated ``TraceService`` client (no retries)."""
         with grpc.insecure_channel(self.target) as channel:
             metadata = () if key is None else (("x-api-key", key),)
-            stub = TraceServiceStub(channel)
+            stub = _stub(channel)
             answer: ExportTraceServiceResponse = stub.Export(
                 ExportTraceServiceRequest.FromString(body), metadata=metadata, timeout=30, compression=compression
             )
@@ -83,6 +83,11 @@ class Server:
 
 
 ServerFactory = Callable[..., AbstractContextManager[Server]]
+
+
+def _stub(channel: grpc.Channel) -> Any:
+    """The generated ``TraceService`` client (its module is generated without annotations)."""
+    return TraceServiceStub(channel)  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture
@@ -168,7 +173,11 @@ def test_sdk_export_is_stored_once_and_visible_in_the_usage_api(serve: ServerFac
         assert exporter.export(spans) is SpanExportResult.SUCCESS  # a retried export: counted once
         exporter.shutdown()
         rows = server.stored()
-        assert sorted((r["user_id"], r["tenant_id"]) for r in rows) == [("u1", "acme"), ("u2", "acme"), ("u3", "globex")]
+        assert sorted((r["user_id"], r["tenant_id"]) for r in rows) == [
+            ("u1", "acme"),
+            ("u2", "acme"),
+            ("u3", "globex"),
+        ]
         records = server.store.read_records()
         assert len(records) == 3  # acknowledged = in the ledger
         acme = [r.cost_total for r in records if r.tenant == "acme"]
@@ -198,7 +207,7 @@ def test_keys_are_checked_from_the_metadata(serve: ServerFactory) -> None:
         # authorization: Bearer is a key too
         with grpc.insecure_channel(server.target) as channel:
             bearer = (("authorization", "Bearer " + server.keys["ingest"]),)
-            answer = TraceServiceStub(channel).Export(ExportTraceServiceRequest.FromString(body), metadata=bearer)
+            answer = _stub(channel).Export(ExportTraceServiceRequest.FromString(body), metadata=bearer)
         assert answer.partial_success.rejected_spans == 0
         assert [r["user_id"] for r in server.stored()] == ["u1"]
 
@@ -239,13 +248,17 @@ def test_bodies_above_the_limit_are_resource_exhausted_including_a_gzip_bomb(ser
         assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert server.stored() == []
         # and a body within the limit still goes in
-        assert server.export(_body(_spans(many[:3], plain=0)), server.keys["ingest"]).partial_success.rejected_spans == 0
+        assert (
+            server.export(_body(_spans(many[:3], plain=0)), server.keys["ingest"]).partial_success.rejected_spans == 0
+        )
         assert len(server.stored()) == 3
 
 
 def test_a_body_that_does_not_decode_is_invalid_argument(serve: ServerFactory) -> None:
     with serve() as server, grpc.insecure_channel(server.target) as channel:
-        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        export: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        )
         metadata = (("x-api-key", server.keys["ingest"]),)
         code, _ = _code(lambda: export(b"\xff\xff\xff not protobuf", metadata=metadata, timeout=30))
         assert code is grpc.StatusCode.INVALID_ARGUMENT
@@ -283,7 +296,7 @@ def test_a_full_queue_is_unavailable_with_retry_info_and_the_sdk_retries(serve: 
         # a raw export is refused with RetryInfo (what the OTLP exporters wait before retrying)
         body = _body(_spans([_call("c1", "acme"), _call("c2", "acme")], plain=0))
         with grpc.insecure_channel(server.target) as channel:
-            call = TraceServiceStub(channel).Export.with_call
+            call = _stub(channel).Export.with_call
             with pytest.raises(grpc.RpcError) as info:
                 call(ExportTraceServiceRequest.FromString(body), metadata=(("x-api-key", key),), timeout=30)
         error: Any = info.value
@@ -294,7 +307,9 @@ def test_a_full_queue_is_unavailable_with_retry_info_and_the_sdk_retries(serve: 
         refused_before = store.counts()[0].get("rejected_queue_full", 0)
         results: list[SpanExportResult] = []
         exporter = _exporter(server, key, timeout=30)
-        sdk = threading.Thread(target=lambda: results.append(exporter.export(_spans([_call("d1", "acme"), _call("d2", "acme")], plain=0))))
+        sdk = threading.Thread(
+            target=lambda: results.append(exporter.export(_spans([_call("d1", "acme"), _call("d2", "acme")], plain=0)))
+        )
         sdk.start()
         deadline = time.monotonic() + 10
         while store.counts()[0].get("rejected_queue_full", 0) == refused_before and time.monotonic() < deadline:

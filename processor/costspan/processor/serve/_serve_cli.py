@@ -24,8 +24,8 @@ def add_serve_command(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="run the processor: OTLP receiver, ledger, rollups, /metrics",
         description=(
             "Receive OTLP/HTTP traces on /v1/traces and OTLP/gRPC on the gRPC port, price every LLM call, "
-            "keep a durable ledger and rollups, and expose /metrics. Flags beat COSTSPAN_* environment variables, which beat "
-            "the config file."
+            "keep a durable ledger and rollups, and expose /metrics. Flags beat COSTSPAN_* environment "
+            "variables, which beat the config file."
         ),
     )
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
