@@ -8,6 +8,7 @@ that each hold only their tenants.
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import socket
 import threading
@@ -39,8 +40,9 @@ from costspan.pricing import Pricer
 from costspan.processor._demo.server_thread import ServerThread
 from costspan.processor.api import KeyStore
 from costspan.processor.serve._grpc import GRPC_PORT_STATE
+from costspan.processor.serve._serve_cli import add_serve_command, run_serve
 from costspan.processor.serve._server import build_server_app
-from costspan.processor.serve._settings import Settings
+from costspan.processor.serve._settings import Settings, load_settings
 from costspan.processor.store._store import Store
 
 DEFAULT_TENANT = "default-co"
@@ -107,7 +109,9 @@ def serve(tmp_path: Path, pricer: Pricer) -> ServerFactory:
             "metrics": keystore.create("metrics")[1],
         }
         store = Store(settings.store_config())
-        app = build_server_app(settings, store, keys=keystore, pricer=pricer, registry=CollectorRegistry())
+        # ingest worker processes price with the default pricer: a custom one keeps ingest inline
+        chosen = None if settings.ingest_workers else pricer
+        app = build_server_app(settings, store, keys=keystore, pricer=chosen, registry=CollectorRegistry())
         with ServerThread(app) as running:
             port = getattr(app.state, GRPC_PORT_STATE)
             assert port == settings.grpc_port
@@ -212,8 +216,9 @@ def test_keys_are_checked_from_the_metadata(serve: ServerFactory) -> None:
         assert [r["user_id"] for r in server.stored()] == ["u1"]
 
 
-def test_a_bound_key_sends_only_its_tenants_spans(serve: ServerFactory) -> None:
-    with serve() as server:
+@pytest.mark.parametrize("workers", [0, 1], ids=["inline", "ingest-worker"])
+def test_a_bound_key_sends_only_its_tenants_spans(serve: ServerFactory, workers: int) -> None:
+    with serve(ingest_workers=workers) as server:
         body = _body(_spans([_call("u-own", "acme"), _call("u-other", "globex"), _call("u-none", None)]))
         answer = server.export(body, server.keys["ingest_acme"])
         assert answer.partial_success.rejected_spans == 1
@@ -360,3 +365,37 @@ def test_grpc_port_zero_turns_it_off(tmp_path: Path, pricer: Pricer) -> None:
     app = build_server_app(settings, store, keys=keys, pricer=pricer, registry=CollectorRegistry())
     with ServerThread(app):
         assert getattr(app.state, GRPC_PORT_STATE) == 0
+
+
+# uvicorn ends its thread with SystemExit when the app's start-up fails: that is the behaviour tested
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_grpc_port_in_use_stops_start_up(serve: ServerFactory, tmp_path: Path, pricer: Pricer) -> None:
+    """Two shards on one port would split a tenant's spans between them: the second does not start."""
+    with serve() as first:
+        taken = int(first.target.rsplit(":", 1)[1])
+        settings = Settings(data_dir=tmp_path / "second", port=0, grpc_port=taken)
+        keys = KeyStore(settings.data_dir)
+        keys.create("admin")
+        store = Store(settings.store_config())
+        app = build_server_app(settings, store, keys=keys, pricer=pricer, registry=CollectorRegistry())
+        with pytest.raises(RuntimeError, match="did not start"), ServerThread(app):
+            pass
+        assert store.closing or not store.started  # what the failed start opened is closed again
+        # the first server still takes exports
+        body = _body(_spans([_call("u1", "acme")]))
+        assert first.export(body, first.keys["ingest"]).partial_success.rejected_spans == 0
+
+
+def test_the_grpc_port_from_flag_environment_and_default(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser(prog="costspan")
+    add_serve_command(parser.add_subparsers(dest="command", required=True))
+    assert parser.parse_args(["serve", "--grpc-port", "0"]).grpc_port == 0
+    monkeypatch.delenv("COSTSPAN_GRPC_PORT")
+    assert load_settings().grpc_port == 4317
+    monkeypatch.setenv("COSTSPAN_GRPC_PORT", "14317")
+    assert load_settings().grpc_port == 14317
+    assert load_settings(grpc_port=0).grpc_port == 0  # a flag beats the environment
+    assert run_serve(parser.parse_args(["serve", "--grpc-port", "70000"])) == 2
+    assert "grpc_port" in capsys.readouterr().err
