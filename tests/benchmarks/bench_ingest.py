@@ -4,12 +4,13 @@
         [--fsync always] [--rate SPANS_PER_S] [--protocol http|grpc]
 
 Starts the real server (``python -m costspan.processor.serve``) in its own process on a temp
-data dir with the durable ledger (fsync before every 200), then sends OTLP/HTTP protobuf batches of
+data dir with the durable ledger (fsync before every 200), then sends OTLP protobuf batches of
 512 GenAI spans (unique ids, realistic attributes) from ``--senders`` concurrent clients, as fast as
 they are acknowledged or paced to ``--rate`` — over OTLP/HTTP or, with ``--protocol grpc``, as
 ``TraceService/Export`` calls on the server's OTLP/gRPC port (run it once with each to compare).
 Reports spans/s, p50/p99 acknowledgement latency, CPU per span (server, ingest workers, client) and
-the CPU-bound ceiling it implies, and the server's RSS growth per million stored calls. Also checks that the ledger holds exactly the spans sent.
+the CPU-bound ceiling it implies, and the server's RSS growth per million stored calls. Also checks
+that the ledger holds exactly the spans sent.
 """
 
 from __future__ import annotations
