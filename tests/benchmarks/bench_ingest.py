@@ -1,14 +1,16 @@
 """Ingest benchmark of `costspan serve`: sustained spans/s, ack latency, resident memory per million calls.
 
     .venv/bin/python -m tests.benchmarks.bench_ingest [--spans 1000000] [--senders 4] [--workers 2]
-        [--fsync always] [--rate SPANS_PER_S]
+        [--fsync always] [--rate SPANS_PER_S] [--protocol http|grpc]
 
 Starts the real server (``python -m costspan.processor.serve``) in its own process on a temp
-data dir with the durable ledger (fsync before every 200), then sends OTLP/HTTP protobuf batches of
+data dir with the durable ledger (fsync before every 200), then sends OTLP protobuf batches of
 512 GenAI spans (unique ids, realistic attributes) from ``--senders`` concurrent clients, as fast as
-they are acknowledged or paced to ``--rate``. Reports spans/s, p50/p99 acknowledgement latency, CPU
-per span (server, ingest workers, client) and the CPU-bound ceiling it implies, and the server's RSS
-growth per million stored calls. Also checks that the ledger holds exactly the spans sent.
+they are acknowledged or paced to ``--rate`` — over OTLP/HTTP or, with ``--protocol grpc``, as
+``TraceService/Export`` calls on the server's OTLP/gRPC port (run it once with each to compare).
+Reports spans/s, p50/p99 acknowledgement latency, CPU per span (server, ingest workers, client) and
+the CPU-bound ceiling it implies, and the server's RSS growth per million stored calls. Also checks
+that the ledger holds exactly the spans sent.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-sonnet-4-6"), ("openai", "o3")]
 TENANTS = ["acme", "globex", "initech", "umbrella"]
+GRPC_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 def free_port() -> int:
@@ -95,8 +98,10 @@ class Sender:
         phase: float = 0.0,
         headers: dict[str, str] | None = None,
         stop: threading.Event | None = None,
+        grpc_target: str = "",
     ) -> None:
         self.url = url
+        self.grpc_target = grpc_target  # host:port: send over OTLP/gRPC instead of ``url``
         self.headers = {"Content-Type": "application/x-protobuf", **(headers or {})}
         self.stop = stop  # set: no further sends
         self.interval = interval  # seconds between sends (0: send as soon as the last one is acknowledged)
@@ -119,6 +124,9 @@ class Sender:
             yield bytes(body)
 
     def run(self) -> None:
+        if self.grpc_target:
+            self.run_grpc()
+            return
         # http.client, one keep-alive connection: a fraction of httpx's CPU per request
         url = urlsplit(self.url)
         connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=60)
@@ -144,6 +152,30 @@ class Sender:
                     time.sleep(float(response.getheader("retry-after", "0.05")))
         finally:
             connection.close()
+
+    def run_grpc(self) -> None:
+        """Raw serialized bodies on one channel (no client-side protobuf work, as for HTTP)."""
+        import grpc
+
+        metadata = tuple((k.lower(), v) for k, v in self.headers.items() if k.lower() != "content-type")
+        with grpc.insecure_channel(self.grpc_target) as channel:
+            export: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(GRPC_EXPORT)
+            for body in self.bodies():
+                if self.stop is not None and self.stop.is_set():
+                    break
+                while True:
+                    started = time.perf_counter()
+                    try:
+                        export(body, metadata=metadata, timeout=60)
+                    except grpc.RpcError as error:
+                        if error.code() is not grpc.StatusCode.UNAVAILABLE:
+                            raise
+                        self.errors += 1
+                        time.sleep(0.05)
+                        continue
+                    self.latencies.append(time.perf_counter() - started)
+                    self.acked += len(self.offsets)
+                    break
 
 
 def id_offsets(request: ExportTraceServiceRequest) -> tuple[bytes, list[int]]:
@@ -194,10 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rate", type=float, default=0, help="offered spans/s, paced over the senders (0: as fast as acknowledged)"
     )
+    parser.add_argument("--protocol", choices=["http", "grpc"], default="http", help="OTLP/HTTP or OTLP/gRPC")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="costspan-bench-") as tmp:
         port = free_port()
+        grpc_port = free_port() if args.protocol == "grpc" else 0
+        grpc_target = f"127.0.0.1:{grpc_port}" if grpc_port else ""
         server = subprocess.Popen(
             [
                 sys.executable,
@@ -206,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                 "--insecure-no-auth",
                 "--port",
                 str(port),
+                "--grpc-port",
+                str(grpc_port),
                 "--data-dir",
                 tmp,
                 "--log-level",
@@ -232,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit("server did not start")
                 time.sleep(0.1)
             # warm-up
-            Sender(url + "/v1/traces", template(args.batch), 10**15, 10).run()
+            Sender(url + "/v1/traces", template(args.batch), 10**15, 10, grpc_target=grpc_target).run()
             rss_before = rss_kib(server.pid)
 
             workers = children(server.pid)
@@ -246,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                     per_sender,
                     args.batch * args.senders / args.rate if args.rate else 0.0,
                     i / args.senders,
+                    grpc_target=grpc_target,
                 )
                 for i in range(args.senders)
             ]
@@ -267,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
 
             per_million = (rss_after - rss_before) / 1024 / (acked / 1_000_000)
             print(
-                f"costspan ingest benchmark (fsync={args.fsync}, batch={args.batch}, senders={args.senders}, "
+                f"costspan ingest benchmark (OTLP/{args.protocol.upper()}, fsync={args.fsync}, batch={args.batch}, "
+                f"senders={args.senders}, "
                 f"ingest workers={args.workers}, cpus={os.cpu_count()}, "
                 f"offered {f'{args.rate:,.0f} spans/s' if args.rate else 'as fast as acknowledged'})"
             )
@@ -275,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  sustained throughput {acked / elapsed:,.0f} spans/s")
             worst = latencies[-1] * 1000
             print(f"  ack latency          p50 {pct(0.50):.1f} ms  p99 {pct(0.99):.1f} ms  max {worst:.1f} ms")
-            print(f"  503 retries          {retries}")
+            print(f"  refused, retried     {retries} (503 / UNAVAILABLE)")
             main_cpu, worker_cpu, client_cpu = (a - b for a, b in zip(cpu_after, cpu_before, strict=True))
             print(
                 f"  CPU per span         server {main_cpu / acked * 1e6:.1f} us + ingest workers "

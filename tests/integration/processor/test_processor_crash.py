@@ -30,7 +30,7 @@ def _free_port() -> int:
         return port
 
 
-def _start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def _start(data_dir: Path, port: int, grpc_port: int = 0) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("pricing", "instrumentation", "processor")),
@@ -43,6 +43,8 @@ def _start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
             "--insecure-no-auth",
             "--port",
             str(port),
+            "--grpc-port",
+            str(grpc_port),
             "--data-dir",
             str(data_dir),
             "--log-level",
@@ -89,14 +91,37 @@ def _key(n: int) -> str:
     return n.to_bytes(16, "big").hex() + n.to_bytes(8, "big").hex()
 
 
+def _grpc_client(target: str, offset: int, acked: list[int], stop: threading.Event) -> None:
+    """Sends over OTLP/gRPC until the server dies; records what was acknowledged."""
+    import grpc
+
+    next_id = offset
+    with grpc.insecure_channel(target) as channel:
+        export: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        )
+        while not stop.is_set():
+            try:
+                export(_batch(next_id, 50), timeout=5)
+            except grpc.RpcError:
+                return  # the server died mid-call (or refused it): this batch was never acknowledged
+            acked.extend(range(next_id, next_id + 50))
+            next_id += 50
+
+
 @pytest.mark.slow
-def test_sigkill_under_load_loses_no_acknowledged_span(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_sigkill_under_load_loses_no_acknowledged_span(tmp_path: Path, protocol: str) -> None:
     port = _free_port()
-    server = _start(tmp_path, port)
+    grpc_port = _free_port() if protocol == "grpc" else 0
+    server = _start(tmp_path, port, grpc_port)
     acked: list[int] = []
     stop = threading.Event()
 
     def client(offset: int) -> None:
+        if protocol == "grpc":
+            _grpc_client(f"127.0.0.1:{grpc_port}", offset, acked, stop)
+            return
         next_id = offset
         with httpx.Client(timeout=5, headers={"Content-Type": "application/x-protobuf"}) as http:
             while not stop.is_set():

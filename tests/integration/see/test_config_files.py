@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 PROM = ROOT / "collector-config" / "prometheus"
@@ -79,3 +80,8 @@ def test_dashboards_are_generated_from_the_script(tmp_path: Path) -> None:
 def test_load_balancing_routes_by_tenant() -> None:
     text = (ROOT / "collector-config" / "otelcol-load-balancing.yaml").read_text()
     assert "routing_key: attributes" in text and 'routing_attributes: ["costspan.tenant.id"]' in text
+    config = yaml.safe_load(text)
+    exporter = config["exporters"]["load_balancing"]  # the current name (loadbalancing is a deprecated alias)
+    assert config["service"]["pipelines"]["traces"]["exporters"] == ["load_balancing"]
+    assert exporter["protocol"]["otlp"]["headers"] == {"x-api-key": "${env:COSTSPAN_INGEST_KEY}"}
+    assert all(host.endswith(":4317") for host in exporter["resolver"]["static"]["hostnames"])  # OTLP/gRPC

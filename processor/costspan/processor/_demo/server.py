@@ -64,7 +64,7 @@ class DemoServer:
     def __init__(self, data_dir: Path, port: int) -> None:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.settings = Settings(data_dir=data_dir, port=port)
+        self.settings = Settings(data_dir=data_dir, port=port, grpc_port=0)  # the demo sends OTLP/HTTP only
         self.store = Store(self.settings.store_config())
         self.keys = KeyStore(data_dir)
         self.admin_key = self._key("admin", "demo admin")

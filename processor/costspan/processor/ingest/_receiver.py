@@ -6,6 +6,8 @@ export does not stall health checks or budget checks — submits the prepared ba
 ledger to hold it, forwards the enriched spans when asked, and answers with OTLP partial success.
 An export sent with a key bound to a tenant names it (``tenant``): spans for another tenant are refused
 in the partial success, and spans naming no tenant are the key's tenant's.
+:meth:`Receiver.export` is that path from a body already read to its outcome; OTLP/HTTP and OTLP/gRPC
+(serve/_grpc.py) both answer from it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import functools
 import logging
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Final, Protocol
+from dataclasses import dataclass
+from typing import Final, Literal, Protocol
 
 from fastapi import Request, Response
 
@@ -35,7 +38,7 @@ from costspan.processor.store._batch import PreparedBatch, records_of
 from costspan.processor.store._store import QueueFullError, Store
 from costspan.processor.store._validate import REJECTED_PREFIX
 
-__all__ = ["Receiver", "ReceiverLimits"]
+__all__ = ["ExportOutcome", "OutcomeKind", "Receiver", "ReceiverLimits"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,27 @@ _INVALID_ARGUMENT: Final = 3
 _RESOURCE_EXHAUSTED: Final = 8
 _UNAVAILABLE: Final = 14
 _INTERNAL: Final = 13
+
+#: How one export ended: stored (perhaps with spans refused in the partial success), or refused whole —
+#: bad input (not retried), too large, unavailable (the exporter retries later), or an internal error.
+OutcomeKind = Literal["stored", "bad_request", "too_large", "unavailable", "internal"]
+#: The OTLP/HTTP status and google.rpc code of each refusal.
+_HTTP_ANSWERS: Final[dict[OutcomeKind, tuple[int, int]]] = {
+    "bad_request": (400, _INVALID_ARGUMENT),
+    "too_large": (413, _RESOURCE_EXHAUSTED),
+    "unavailable": (503, _UNAVAILABLE),
+    "internal": (500, _INTERNAL),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ExportOutcome:
+    """How :meth:`Receiver.export` ended: ``message`` is the reason of a refusal or the partial success's
+    message; ``rejected`` the spans refused individually in a stored export."""
+
+    kind: OutcomeKind
+    message: str = ""
+    rejected: int = 0
 
 
 def _content_type(request: Request) -> str:
@@ -131,35 +155,31 @@ class Receiver:
             return await loop.run_in_executor(self._thread, work)
         return await loop.run_in_executor(self.pool, process_in_worker, body, content_type, encoding, limit, tenant)
 
-    async def traces(self, request: Request, tenant: str = "") -> Response:
-        """Answer one export; ``tenant`` is the tenant the sending key is bound to (``""``: none)."""
-        content_type = _content_type(request)
-        if content_type not in (PROTOBUF, JSON):
-            self._count("rejected_bad_request")
-            return self._error(JSON, 415, _INVALID_ARGUMENT, f"unsupported Content-Type {content_type or '(none)'!r}")
-        retry_after = {"Retry-After": str(self.limits.retry_after_seconds)}
-        if not self.store.has_room():  # refuse before spending CPU on a body that cannot be queued
-            return self._error(content_type, 503, _UNAVAILABLE, "ingest queue is full", **retry_after)
+    async def export(self, body: bytes, content_type: str, encoding: str, tenant: str = "") -> ExportOutcome:
+        """Decode, price and store one export body already read, and say how it ended; never raises.
+
+        Shared by OTLP/HTTP (:meth:`traces`) and OTLP/gRPC: "stored" only once the store says the batch is
+        durable. ``tenant`` is the tenant the sending key is bound to (``""``: none).
+        """
         try:
-            body = await self._read_body(request)
-            result = await self._process(body, content_type, request.headers.get("content-encoding", ""), tenant)
+            result = await self._process(body, content_type, encoding, tenant)
         except BodyTooLargeError as exc:
             self._count("rejected_too_large")
-            return self._error(content_type, 413, _RESOURCE_EXHAUSTED, str(exc))
+            return ExportOutcome("too_large", str(exc))
         except BrokenProcessPool:
             self._count("receiver", error=True)
-            logger.error("an ingest worker process died; answering 503")
-            return self._error(content_type, 503, _UNAVAILABLE, "ingest worker unavailable", **retry_after)
-        except Exception as exc:  # a bug, not bad input: answer 500 (not retried) and count it
+            logger.error("an ingest worker process died; answering unavailable")
+            return ExportOutcome("unavailable", "ingest worker unavailable")
+        except Exception as exc:  # a bug, not bad input: not retried, and counted
             self._count("receiver", error=True)
             logger.exception("processing an export failed")
-            return self._error(content_type, 500, _INTERNAL, f"internal error: {type(exc).__name__}")
+            return ExportOutcome("internal", f"internal error: {type(exc).__name__}")
         if result.status == 413:
             self._count("rejected_too_large")
-            return self._error(content_type, 413, _RESOURCE_EXHAUSTED, result.message)
+            return ExportOutcome("too_large", result.message)
         if result.status != 200 or result.batch is None:
             self._count("rejected_bad_request")
-            return self._error(content_type, 400, _INVALID_ARGUMENT, result.message)
+            return ExportOutcome("bad_request", result.message)
         if result.rejected > result.rejected_tenant:
             self._count("rejected_invalid_span", result.rejected - result.rejected_tenant)
         if result.rejected_tenant:
@@ -171,14 +191,38 @@ class Receiver:
         try:
             future = self.store.submit(result.batch)
         except QueueFullError as exc:
-            return self._error(content_type, 503, _UNAVAILABLE, str(exc), **retry_after)
+            return ExportOutcome("unavailable", str(exc))
         try:
             await asyncio.wrap_future(future)
         except Exception:
-            logger.warning("storing a batch failed; answered 503 so the exporter retries")
-            return self._error(content_type, 503, _UNAVAILABLE, "ledger write failed", **retry_after)
+            logger.warning("storing a batch failed; answered unavailable so the exporter retries")
+            return ExportOutcome("unavailable", "ledger write failed")
         if self.forwarder is not None:  # decoding it again for the forward is CPU work too: off the loop
-            encoding = request.headers.get("content-encoding", "")
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._thread, self._forward, body, content_type, encoding, result.batch, tenant)
-        return Response(encode_response(content_type, result.rejected, result.message), media_type=content_type)
+        return ExportOutcome("stored", result.message, result.rejected)
+
+    async def traces(self, request: Request, tenant: str = "") -> Response:
+        """Answer one OTLP/HTTP export; ``tenant`` is the tenant the sending key is bound to (``""``: none)."""
+        content_type = _content_type(request)
+        if content_type not in (PROTOBUF, JSON):
+            self._count("rejected_bad_request")
+            return self._error(JSON, 415, _INVALID_ARGUMENT, f"unsupported Content-Type {content_type or '(none)'!r}")
+        retry_after = {"Retry-After": str(self.limits.retry_after_seconds)}
+        if not self.store.has_room():  # refuse before spending CPU on a body that cannot be queued
+            return self._error(content_type, 503, _UNAVAILABLE, "ingest queue is full", **retry_after)
+        try:
+            body = await self._read_body(request)
+        except BodyTooLargeError as exc:
+            self._count("rejected_too_large")
+            return self._error(content_type, 413, _RESOURCE_EXHAUSTED, str(exc))
+        except Exception as exc:  # a bug, not bad input: answer 500 (not retried) and count it
+            self._count("receiver", error=True)
+            logger.exception("reading an export failed")
+            return self._error(content_type, 500, _INTERNAL, f"internal error: {type(exc).__name__}")
+        outcome = await self.export(body, content_type, request.headers.get("content-encoding", ""), tenant)
+        if outcome.kind == "stored":
+            answer = encode_response(content_type, outcome.rejected, outcome.message)
+            return Response(answer, media_type=content_type)
+        status, code = _HTTP_ANSWERS[outcome.kind]
+        return self._error(content_type, status, code, outcome.message, **(retry_after if status == 503 else {}))

@@ -1,4 +1,5 @@
-"""The HTTP app of `costspan serve`: OTLP ``/v1/traces``, ``/metrics``, ``/healthz``, ``/readyz``.
+"""The HTTP app of `costspan serve`: OTLP ``/v1/traces``, ``/metrics``, ``/healthz``, ``/readyz``
+(and, in its lifespan, the OTLP/gRPC receiver: serve/_grpc.py).
 
 ``create_app(settings, store)`` builds it; nothing is built at import time. Later issues add their
 routers to the app it returns (``app.include_router``); the store and normalizer live on
@@ -25,6 +26,7 @@ from costspan.processor.ingest._normalize import Normalizer, Pricer
 from costspan.processor.ingest._otlp import JSON, PROTOBUF
 from costspan.processor.ingest._receiver import Receiver
 from costspan.processor.ingest._worker import init_worker, process_in_worker
+from costspan.processor.serve._grpc import with_grpc_receiver
 from costspan.processor.serve._metrics import StoreCollector
 from costspan.processor.serve._settings import Settings
 from costspan.processor.store._store import Store
@@ -99,7 +101,9 @@ def create_app(
                 await run_in_threadpool(forwarder.close)
             await run_in_threadpool(store.close)
 
-    app = FastAPI(title="costspan", lifespan=composed_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # OTLP/gRPC (settings.grpc_port) serves once every piece has started, and stops before they stop
+    lifespan = with_grpc_receiver(composed_lifespan)
+    app = FastAPI(title="costspan", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     add_lifespan(app, ingest)
     app.state.settings = settings
     app.state.store = store

@@ -26,13 +26,14 @@ def add_serve_command(subparsers: argparse._SubParsersAction[Any]) -> None:
         "serve",
         help="run the processor: OTLP receiver, ledger, rollups, /metrics",
         description=(
-            "Receive OTLP/HTTP traces on /v1/traces, price every LLM call, keep a durable ledger and "
-            "rollups, and expose /metrics. Flags beat COSTSPAN_* environment variables, which beat "
-            "the config file."
+            "Receive OTLP/HTTP traces on /v1/traces and OTLP/gRPC on the gRPC port, price every LLM call, "
+            "keep a durable ledger and rollups, and expose /metrics. Flags beat COSTSPAN_* environment "
+            "variables, which beat the config file."
         ),
     )
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 4318; 0 picks a free one)")
+    parser.add_argument("--grpc-port", type=int, help="OTLP/gRPC port on the same host (default 4317; 0: off)")
     add_data_dir_flag(parser)
     parser.add_argument("--config", type=Path, help="settings file (.toml or .json)")
     parser.add_argument("--fsync", choices=["always", "never"], help="ledger fsync policy (default always)")
@@ -74,6 +75,7 @@ def run_serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             args.config,
             host=args.host,
             port=args.port,
+            grpc_port=getattr(args, "grpc_port", None),
             data_dir=data_dir_flag(args),
             fsync=args.fsync,
             max_body_bytes=args.max_body_bytes,
@@ -145,7 +147,8 @@ def _serve_locked(settings: Settings, insecure_no_auth: bool, out: TextIO) -> in
         return 1
     with sock:
         # the address the socket really has (--port 0: the port the system chose)
-        out.write(f"costspan serve: listening on {address_url(sock)}, data in {settings.data_dir}\n")
+        grpc = f", OTLP/gRPC on port {settings.grpc_port}" if settings.grpc_port else ""
+        out.write(f"costspan serve: listening on {address_url(sock)}{grpc}, data in {settings.data_dir}\n")
         out.flush()
         server.run(sockets=[sock])
     return 0 if server.started else 1

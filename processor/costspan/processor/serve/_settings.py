@@ -29,6 +29,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=4318, ge=0, le=65535)
+    #: OTLP/gRPC (``TraceService/Export``) on ``host``; 0 turns it off.
+    grpc_port: int = Field(default=4317, ge=0, le=65535)
     data_dir: Path = Path("./costspan-data")
     fsync: Literal["always", "never"] = "always"
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
