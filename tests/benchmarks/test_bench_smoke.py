@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tests.benchmarks import bench_check_under_ingest, bench_pricing
+from tests.benchmarks import bench_check_under_ingest, bench_pricing, bench_realistic
 
 
 def test_pricing_benchmark_runs_and_agrees_with_genai_prices() -> None:
@@ -19,3 +21,16 @@ def test_check_under_ingest_benchmark_runs() -> None:
     assert result.idle.checks > 0 and result.under_ingest.checks > 0
     assert 0 < result.under_ingest.p50_ms <= result.under_ingest.p99_ms <= result.under_ingest.max_ms
     assert result.exports > 0 and result.body_bytes > 400_000
+
+
+@pytest.mark.slow
+def test_realistic_benchmark_runs(tmp_path: Path) -> None:
+    summary = bench_realistic.run(3000, tmp_path, requests=3, export_requests=1, live_rate=600)
+    assert summary["calls"] == 3000 and len(summary["rss_mib"]) == 10
+    assert summary["calls_stored"] >= 3000 and summary["export_complete"]
+    assert summary["restart_same_usage"] and summary["restart_s"] > 0
+    assert 0 < summary["rss_base_mib"] <= summary["rss_peak_mib"]
+    routes = summary["routes"]
+    for path in ("/v1/usage", "/api/usage/metrics/realtime", "/api/usage/metrics/aggregates", "/api/usage/export"):
+        assert any(label.startswith(path) for label in routes), path
+    assert all(0 < r["quiet"][0] <= r["quiet"][1] and 0 < r["busy"][0] <= r["busy"][1] for r in routes.values())
