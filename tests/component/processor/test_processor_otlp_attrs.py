@@ -254,14 +254,15 @@ def _tokens_written_out(attrs: dict[str, Any], provider: str) -> tuple[int, ...]
     def first(*keys: str) -> int | None:
         for key in keys:
             value = attrs.get(key)
-            if isinstance(value, bool) or value is None:
-                continue
-            if isinstance(value, int):
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue  # absent, or an empty string: the next spelling
+            if isinstance(value, int) and not isinstance(value, bool):
                 return value
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            if isinstance(value, str) and value.strip().isascii() and value.strip().lstrip("-").isdecimal():
                 return int(value)
+            return -1  # present and not a count (a bool, a fraction, "NaN"): refused downstream
         return None
 
     input_tokens = first("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens")
