@@ -1,12 +1,13 @@
-"""Fixtures for every test."""
+"""Set up for every test: servers built in tests do not listen on the fixed OTLP/gRPC port.
+
+``COSTSPAN_GRPC_PORT=0`` is set when this file is imported, before any fixture of any scope (a
+module-scoped server is built before function-scoped fixtures run), and ``costspan serve``
+subprocesses inherit it: test servers, and suites run side by side, never contend for 4317. A test
+that wants gRPC asks for a port itself.
+"""
 
 from __future__ import annotations
 
-import pytest
+import os
 
-
-@pytest.fixture(autouse=True)
-def _no_default_grpc_port(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Servers built in tests (and ``costspan serve`` subprocesses, which inherit the environment) do not
-    listen on the fixed OTLP/gRPC port 4317 unless a test asks for a port: tests run side by side."""
-    monkeypatch.setenv("COSTSPAN_GRPC_PORT", "0")
+os.environ["COSTSPAN_GRPC_PORT"] = "0"
