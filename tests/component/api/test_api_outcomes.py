@@ -157,7 +157,7 @@ def test_blocked_calls_are_their_own_outcome_from_span_to_aggregates(api: Api, a
         "gpt-4o-mini": (0, 1),
         "claude-haiku-4-5": (0, 1),
     }
-    realtime = api.get("admin", "/api/usage/metrics/realtime").json()["totals"]
+    realtime = api.get("admin", "/api/usage/metrics/realtime").json()["data"]["totals"]
     assert (realtime["request_count"], realtime["blocked_count"], realtime["error_count"]) == (2, 2, 0)
 
     # the call export names each call's outcome
@@ -197,5 +197,5 @@ def test_an_old_ledger_records_a_block_as_blocked(api: Api) -> None:
     read = record_from_json(json.dumps(line[:-1]))  # the layout written before outcomes existed
     assert read.outcome == "blocked"
     api.index.add(read)
-    row = api.get("admin", "/api/usage/metrics/realtime").json()["totals"]
+    row = api.get("admin", "/api/usage/metrics/realtime").json()["data"]["totals"]
     assert (row["request_count"], row["blocked_count"], row["error_count"], row["cost"]) == (0, 1, 0, "0.00000000")

@@ -53,17 +53,17 @@ def _sum(rows: list[dict[str, Any]], key: str) -> Decimal:
 
 
 def test_project_filter_on_usage_routes(projects: Api) -> None:
-    agg = projects.get("acme", "/api/usage/metrics/aggregates", days=7, project="apollo").json()
+    agg = projects.get("acme", "/api/usage/metrics/aggregates", days=7, project="apollo").json()["data"]
     assert agg["project"] == "apollo"
-    assert sum(row["request_count"] for row in agg["data"]) == 3
-    by_provider = projects.get("acme", "/api/usage/costs/by-provider", days=7, project="apollo").json()
+    assert sum(row["request_count"] for row in agg["aggregates"]) == 3
+    by_provider = projects.get("acme", "/api/usage/costs/by-provider", days=7, project="apollo").json()["data"]
     assert {p["provider"]: p["request_count"] for p in by_provider["providers"]} == {"openai": 2, "anthropic": 1}
-    assert Decimal(by_provider["total_cost"]) == _sum(agg["data"], "cost") > 0
+    assert Decimal(by_provider["total_cost"]) == _sum(agg["aggregates"], "cost") > 0
     only_openai = projects.get("acme", "/api/usage/metrics/aggregates", days=7, project="apollo", provider="openai")
-    assert sum(row["request_count"] for row in only_openai.json()["data"]) == 2
+    assert sum(row["request_count"] for row in only_openai.json()["data"]["aggregates"]) == 2
     # the admin without a tenant sums every tenant's calls of that project id
-    everyone = projects.get("admin", "/api/usage/metrics/aggregates", days=7, project="apollo").json()
-    assert sum(row["request_count"] for row in everyone["data"]) == 4
+    everyone = projects.get("admin", "/api/usage/metrics/aggregates", days=7, project="apollo").json()["data"]
+    assert sum(row["request_count"] for row in everyone["aggregates"]) == 4
     hourly = projects.get("acme", "/api/usage/metrics/aggregates", days=7, interval="hour", project="apollo")
     assert hourly.status_code == 400 and "project" in hourly.json()["detail"]
 
@@ -73,8 +73,8 @@ def test_workspace_costs_by_project(projects: Api) -> None:
     assert set(body["by_project"]) == {"apollo", "zeus"}  # calls without a project are left out
     assert body["by_project"]["apollo"]["request_count"] == 3
     assert body["by_project"]["zeus"]["request_count"] == 1
-    agg = projects.get("acme", "/api/usage/metrics/aggregates", days=7, project="apollo").json()
-    assert Decimal(body["by_project"]["apollo"]["cost"]) == _sum(agg["data"], "cost")
+    agg = projects.get("acme", "/api/usage/metrics/aggregates", days=7, project="apollo").json()["data"]
+    assert Decimal(body["by_project"]["apollo"]["cost"]) == _sum(agg["aggregates"], "cost")
 
 
 def test_export_project_filter_and_column(projects: Api) -> None:
@@ -87,8 +87,8 @@ def test_export_project_filter_and_column(projects: Api) -> None:
 
 
 def test_a_tenant_sees_only_its_own_projects(projects: Api) -> None:
-    globex = projects.get("globex", "/api/usage/metrics/aggregates", days=7, project="apollo").json()
-    assert sum(row["request_count"] for row in globex["data"]) == 1
-    zeus = projects.get("globex", "/api/usage/costs/by-provider", days=7, project="zeus").json()
+    globex = projects.get("globex", "/api/usage/metrics/aggregates", days=7, project="apollo").json()["data"]
+    assert sum(row["request_count"] for row in globex["aggregates"]) == 1
+    zeus = projects.get("globex", "/api/usage/costs/by-provider", days=7, project="zeus").json()["data"]
     assert zeus["providers"] == []
     assert projects.get("globex", "/api/workspaces/acme/costs").status_code == 403

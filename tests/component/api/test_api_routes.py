@@ -132,24 +132,25 @@ def test_v2_metrics(seeded: Api, pricer: Pricer) -> None:
 
 
 def test_realtime_and_aggregates(seeded: Api, pricer: Pricer) -> None:
-    rt = seeded.get("acme", "/api/usage/metrics/realtime").json()
+    rt = seeded.get("acme", "/api/usage/metrics/realtime").json()["data"]
     assert rt["totals"]["request_count"] == 2 and rt["totals"]["cost"] == money(acme_today(pricer))
-    agg = seeded.get("acme", "/api/usage/metrics/aggregates", days=7, interval="day").json()["data"]
+    agg = seeded.get("acme", "/api/usage/metrics/aggregates", days=7, interval="day").json()["data"]["aggregates"]
     assert [row["request_count"] for row in agg] == [3, 2]
     assert agg[0]["error_count"] == 1
-    hourly = seeded.get("acme", "/api/usage/metrics/aggregates", days=3, interval="hour").json()["data"]
+    hourly = seeded.get("acme", "/api/usage/metrics/aggregates", days=3, interval="hour").json()["data"]["aggregates"]
     assert sum(row["request_count"] for row in hourly) == 5
     none = seeded.get("acme", "/api/usage/metrics/aggregates", days=7, provider="anthropic").json()["data"]
+    none = none["aggregates"]
     assert none == []
 
 
 def test_by_provider_latency_errors_top(seeded: Api, pricer: Pricer) -> None:
-    bp = seeded.get("admin", "/api/usage/costs/by-provider", days=7).json()
+    bp = seeded.get("admin", "/api/usage/costs/by-provider", days=7).json()["data"]
     assert [p["provider"] for p in bp["providers"]] == ["anthropic", "openai"] or [
         p["provider"] for p in bp["providers"]
     ] == ["openai", "anthropic"]
     assert sum(p["request_count"] for p in bp["providers"]) == 7
-    lat = seeded.get("acme", "/api/usage/performance/latency", days=7, provider="openai").json()
+    lat = seeded.get("acme", "/api/usage/performance/latency", days=7, provider="openai").json()["data"]
     assert lat["request_count"] == 5
     assert lat["success_rate_percent"] == 80.0
     assert lat["p99_ms"] is not None and 700 <= lat["p99_ms"] <= 800  # the 750 ms call, 5 % buckets

@@ -109,9 +109,9 @@ def test_every_read_route_answers_its_documented_schema(seeded: Api) -> None:
 def test_openapi_shows_the_response_schemas(api: Api) -> None:
     spec = api.get(None, "/openapi.json").json()
     ok = spec["paths"]["/api/usage/metrics/aggregates"]["get"]["responses"]["200"]["content"]["application/json"]
-    assert ok["schema"] == {"$ref": "#/components/schemas/AggregatesOut"}
-    row = spec["components"]["schemas"]["PeriodRow"]
-    assert {"period", "cost", "request_count", "avg_latency_ms"} <= set(row["properties"])
+    assert ok["schema"] == {"$ref": "#/components/schemas/SeedAggregatesOk"}
+    row = spec["components"]["schemas"]["SeedPeriodRow"]
+    assert {"period", "cost", "request_count", "avg_latency_ms", "total_cost_usd"} <= set(row["properties"])
     # a decimal string, or null when none of the period's calls could be priced
     assert [t["type"] for t in row["properties"]["cost"]["anyOf"]] == ["string", "null"]
     outcomes = {"unpriced_calls", "unpriced_tokens", "blocked_count", "ok_count", "degraded_count"}

@@ -76,19 +76,19 @@ def test_every_aggregate_route_counts_unpriced_calls_and_shows_no_fake_zero(api:
     assert (models["gpt-4o-mini"]["cost"], models["gpt-4o-mini"]["unpriced_calls"]) == (mix, 0)
     assert get("/v1/usage", scope="summary")["unpriced_calls"] == 3
 
-    realtime = get("/api/usage/metrics/realtime")
+    realtime = get("/api/usage/metrics/realtime")["data"]
     assert _unpriced_figures(realtime["totals"]) == (4, 3, 3300, mix)
     assert _unpriced_figures(realtime["by_provider"]["acmeai"]) == (2, 2, 2200, None)
     assert _unpriced_figures(realtime["by_provider"]["openai"]) == (2, 1, 1100, mix)
     assert [_unpriced_figures(h) for h in realtime["hourly"]] == [(4, 3, 3300, mix)]
 
     for interval in ("hour", "day", "month"):
-        (row,) = get("/api/usage/metrics/aggregates", days=1, interval=interval)["data"]
+        (row,) = get("/api/usage/metrics/aggregates", days=1, interval=interval)["data"]["aggregates"]
         assert _unpriced_figures(row) == (4, 3, 3300, mix), interval
-    (row,) = get("/api/usage/metrics/aggregates", days=1, provider="acmeai")["data"]
+    (row,) = get("/api/usage/metrics/aggregates", days=1, provider="acmeai")["data"]["aggregates"]
     assert _unpriced_figures(row) == (2, 2, 2200, None)
 
-    by_provider = get("/api/usage/costs/by-provider", days=1)
+    by_provider = get("/api/usage/costs/by-provider", days=1)["data"]
     assert (by_provider["total_cost"], by_provider["unpriced_calls"]) == (mix, 3)
     rows = {p["provider"]: p for p in by_provider["providers"]}
     assert _unpriced_figures(rows["acmeai"]) == (2, 2, 2200, None)

@@ -111,10 +111,10 @@ def _totals(server: Server) -> dict[str, Any]:
     """Every place acme's (and globex's) cost shows, read as a user reads it."""
     out: dict[str, Any] = {}
     with server.client(server.acme) as c:
-        out["by-provider"] = Decimal(c.get("/api/usage/costs/by-provider").json()["total_cost"])
+        out["by-provider"] = Decimal(c.get("/api/usage/costs/by-provider").json()["data"]["total_cost"])
         ops = c.get("/api/usage/operations/top", params={"days": 30}).json()["operations"]
         out["operations/top"] = sum((Decimal(o["cost"]) for o in ops), Decimal(0))
-        rows = c.get("/api/usage/metrics/aggregates", params={"days": 30}).json()["data"]
+        rows = c.get("/api/usage/metrics/aggregates", params={"days": 30}).json()["data"]["aggregates"]
         out["aggregates"] = sum((Decimal(r["cost"]) for r in rows), Decimal(0))
         out["v2/costs"] = Decimal(c.get("/api/v2/costs").json()["data"]["total_cost_usd"])
         out["dashboard"] = Decimal(c.get("/api/dashboard/summary").json()["total_cost_usd"])
@@ -285,7 +285,7 @@ def test_an_unpriced_call_becomes_priced_and_a_bad_catalog_is_refused(
             result = c.post("/v1/reprice", json={"since": "1d"}).json()
             assert (result["changed"], result["newly_priced"]) == (1, 1)
         with server.client(server.acme) as c:
-            providers = c.get("/api/usage/costs/by-provider").json()
+            providers = c.get("/api/usage/costs/by-provider").json()["data"]
             assert Decimal(providers["total_cost"]) == Decimal(7)
             (row,) = c.get("/api/usage/export", params={"format": "json"}).json()
             assert (row["cost_status"], Decimal(row["cost_usd"])) == ("priced", Decimal(7))

@@ -33,21 +33,23 @@ from costspan.processor.api._common import (
 from costspan.processor.api._deps import Currency, TenantIdScope, TenantScope
 from costspan.processor.api._index import DAY_S, HOUR_S
 from costspan.processor.api._schemas import (
-    AggregatesOut,
-    CostsByProviderOut,
     CostTrendOut,
     ErrorsByProviderOut,
     GlobalUsageOut,
     HealthOut,
     HourRow,
     LatencyFigures,
-    LatencyOut,
     ModelUsage,
-    PeriodRow,
-    RealtimeOut,
     SummaryUsageOut,
     TenantUsageOut,
     TopOperationsOut,
+)
+from costspan.processor.api._schemas_usage_seed import (
+    SeedAggregatesOk,
+    SeedByProviderOk,
+    SeedLatencyOk,
+    SeedPeriodRow,
+    SeedRealtimeOk,
 )
 from costspan.processor.store._sums import Sums
 
@@ -73,8 +75,22 @@ BudgetView = Callable[[str | None, UsagePeriod], BudgetShown | None]
 
 router = APIRouter(tags=["usage"], default_response_class=JSONBody)
 
-ProviderParam = Annotated[str | None, Query(min_length=1, max_length=200, description="only this provider")]
+ProviderParam = Annotated[
+    str | None, Query(min_length=1, max_length=200, description="only this provider (any letter case)")
+]
 ProjectParam = Annotated[str | None, Query(min_length=1, max_length=200, description="only this project")]
+
+
+def _usd(a: Sums) -> float:
+    """The seed's money: USD of the priced calls as a JSON number (0 when none priced, as the seed did)."""
+    return float(a.cost)
+
+
+def _period_start(label: str) -> str:
+    """The seed's ``period``: ISO 8601 start of the bucket (``YYYY-MM`` / ``YYYY-MM-DD`` / an ISO hour)."""
+    if len(label) == 7:
+        label += "-01"
+    return label if "T" in label else label + "T00:00:00+00:00"
 
 
 def _now_iso() -> str:
@@ -185,9 +201,9 @@ def _key(label: str, money: Money) -> tuple[str, str] | None:
     return (label, "USD") if money.currency == "USD" else None
 
 
-@router.get("/api/usage/metrics/realtime", response_model=RealtimeOut)
+@router.get("/api/usage/metrics/realtime", response_model=SeedRealtimeOk)
 async def realtime(scope: TenantScope, money: Currency) -> JSONBody:
-    """The last 24 hours, hour by hour, with totals per provider."""
+    """The last 24 hours, hour by hour, with totals per provider and operation (seed envelope)."""
     now = int(time.time())
     last = now - now % HOUR_S
     per_provider = by_provider_hours(scope.index, scope.tenant, last - 23 * HOUR_S, last)
@@ -201,17 +217,31 @@ async def realtime(scope: TenantScope, money: Currency) -> JSONBody:
         _key("hour", money),
     )
     total = sum_all(per_provider.values())
-    body: RealtimeOut = {
-        "window_hours": 24,
-        "currency": money.currency,
-        "totals": {**sums_json(total, money), "error_rate_percent": ratio(total.errors, total.requests)},
-        "by_provider": {p: sums_json(a, money) for p, a in sorted(per_provider.items())},
-        "hourly": hours,
+    per_op: dict[str, Sums] = {}
+    for (_, _, op), a in by_call_in(scope.index, scope.tenant, Window.last_days(2 if now % DAY_S else 1)).items():
+        per_op.setdefault(op, Sums()).merge(a, histogram=False)
+    body: SeedRealtimeOk = {
+        "success": True,
+        "data": {
+            "total_cost": _usd(total),
+            "total_requests": total.requests,
+            "avg_latency_ms": int(total.latency_ms / total.requests) if total.requests else 0,
+            "by_provider": {
+                p: {"requests": a.requests, "cost_usd": _usd(a), **sums_json(a, money)}
+                for p, a in sorted(per_provider.items())
+            },
+            "by_operation": {op: {"requests": a.requests, "cost_usd": _usd(a)} for op, a in sorted(per_op.items())},
+            "cached_at": _now_iso(),
+            "window_hours": 24,
+            "currency": money.currency,
+            "totals": {**sums_json(total, money), "error_rate_percent": ratio(total.errors, total.requests)},
+            "hourly": hours,
+        },
     }
     return JSONBody(body)
 
 
-@router.get("/api/usage/metrics/aggregates", response_model=AggregatesOut)
+@router.get("/api/usage/metrics/aggregates", response_model=SeedAggregatesOk)
 async def aggregates(
     scope: TenantScope,
     money: Currency,
@@ -222,7 +252,18 @@ async def aggregates(
 ) -> JSONBody:
     """Totals per hour, day or month over the last ``days`` days (hours: at most 90 days, no project filter)."""
     window = Window.last_days(days)
-    rows: list[PeriodRow] = []
+    only = provider.lower() if provider is not None else None
+    rows: list[SeedPeriodRow] = []
+
+    def row(label: str, a: Sums) -> SeedPeriodRow:
+        return {
+            "period": _period_start(label),
+            "total_requests": a.requests,
+            "total_cost_usd": _usd(a),
+            "total_tokens": a.input_tokens + a.output_tokens,
+            **sums_json(a, money),
+        }
+
     if interval == "hour":
         if days > 90:
             raise HTTPException(400, "interval=hour covers at most 90 days")
@@ -233,14 +274,14 @@ async def aggregates(
             scope.tenant,
             window.first,
             window.last + DAY_S - 1,
-            provider,
-            lambda h, a: {"period": hour_iso(h), **sums_json(a, money)},
-            _key("period", money),
+            only,
+            lambda h, a: row(hour_iso(h), a),
+            _key("seed-period", money),
         )
-        rows = [row for row in rows if row["request_count"] or row["blocked_count"]]
+        rows = [r for r in rows if r["request_count"] or r["blocked_count"]]
     else:
         buckets: dict[str, Sums] = {}
-        for day, agg in per_day(scope.index, scope.tenant, window, provider, project):
+        for day, agg in per_day(scope.index, scope.tenant, window, only, project):
             if not agg.calls:
                 continue
             label = day_iso(day)[: 7 if interval == "month" else 10]
@@ -249,36 +290,47 @@ async def aggregates(
                 buckets[label] = agg if interval == "day" else agg.copy()
             else:
                 into.merge(agg, histogram=False)
-        rows = [{"period": k, **sums_json(a, money)} for k, a in buckets.items()]
-    body: AggregatesOut = {
-        "interval": interval,
-        "days": days,
-        "provider": provider,
-        "project": project,
-        "currency": money.currency,
-        "data": rows,
+        rows = [row(k, a) for k, a in buckets.items()]
+    body: SeedAggregatesOk = {
+        "success": True,
+        "data": {
+            "start_date": day_iso(window.first) + "T00:00:00+00:00",
+            "end_date": _now_iso().replace("Z", "+00:00"),
+            "interval": interval,
+            "provider": provider,
+            "aggregates": rows,
+            "days": days,
+            "project": project,
+            "currency": money.currency,
+        },
     }
     return JSONBody(body)
 
 
-@router.get("/api/usage/costs/by-provider", response_model=CostsByProviderOut)
+@router.get("/api/usage/costs/by-provider", response_model=SeedByProviderOk)
 async def costs_by_provider(
     scope: TenantScope, money: Currency, days: DaysParam = 30, project: ProjectParam = None
 ) -> JSONBody:
     per = by_provider_in(scope.index, scope.tenant, Window.last_days(days), project=project)
     total = sum_all(per.values())
     rows = sorted(per.items(), key=lambda kv: kv[1].cost, reverse=True)
-    body: CostsByProviderOut = {
-        "days": days,
-        "project": project,
-        "currency": money.currency,
-        "total_cost": cost_or_null(total, money),
-        "unpriced_calls": total.unpriced,
-        "blocked_count": total.blocked,
-        "providers": [
-            {"provider": p, **sums_json(a, money), "cost_percent": ratio(float(a.cost), float(total.cost))}
-            for p, a in rows
-        ],
+    body: SeedByProviderOk = {
+        "success": True,
+        "data": {
+            "total_cost_usd": _usd(total),
+            "by_provider": {p: _usd(a) for p, a in rows},
+            "period_days": days,
+            "days": days,
+            "project": project,
+            "currency": money.currency,
+            "total_cost": cost_or_null(total, money),
+            "unpriced_calls": total.unpriced,
+            "blocked_count": total.blocked,
+            "providers": [
+                {"provider": p, **sums_json(a, money), "cost_percent": ratio(float(a.cost), float(total.cost))}
+                for p, a in rows
+            ],
+        },
     }
     return JSONBody(body)
 
@@ -295,15 +347,27 @@ def _latency(a: Sums) -> LatencyFigures:
     }
 
 
-@router.get("/api/usage/performance/latency", response_model=LatencyOut)
+@router.get("/api/usage/performance/latency", response_model=SeedLatencyOk)
 async def latency(scope: TenantScope, days: DaysParam = 7, provider: ProviderParam = None) -> JSONBody:
     """Latency percentiles (from a 5 %-wide histogram) and success rate, overall and per provider."""
-    per = by_provider_in(scope.index, scope.tenant, Window.last_days(days), provider, histogram=True)
-    body: LatencyOut = {
-        "days": days,
-        "provider": provider,
-        **_latency(sum_all(per.values(), histogram=True)),
-        "by_provider": {p: _latency(a) for p, a in sorted(per.items())},
+    only = provider.lower() if provider is not None else None
+    per = by_provider_in(scope.index, scope.tenant, Window.last_days(days), only, histogram=True)
+    figures = _latency(sum_all(per.values(), histogram=True))
+    body: SeedLatencyOk = {
+        "success": True,
+        "data": {
+            "latency_percentiles_ms": {
+                "p50": round(figures["p50_ms"] or 0),
+                "p95": round(figures["p95_ms"] or 0),
+                "p99": round(figures["p99_ms"] or 0),
+            },
+            "period_days": days,
+            "provider": provider,
+            "days": days,
+            **figures,
+            "success_rate_percent": figures["success_rate_percent"] or 0.0,
+            "by_provider": {p: _latency(a) for p, a in sorted(per.items())},
+        },
     }
     return JSONBody(body)
 
