@@ -183,6 +183,18 @@ BODIES: Final[dict[str, BodyRule]] = {
             "reservation_id": world.reservation(owner) if owner else "",
         },
     ),
+    "LLMCallIn": BodyRule(
+        True,
+        False,
+        lambda world, tenant, owner: {
+            "workspace_id": tenant,
+            "execution_id": "matrix-exec",
+            "provider": "openai",
+            "model": UNPRICED,
+            "tokens_prompt": 1,
+            "tokens_completion": 1,
+        },
+    ),
     "ResourceUsageIn": BodyRule(
         True,
         True,

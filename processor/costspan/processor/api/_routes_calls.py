@@ -31,7 +31,7 @@ from costspan.processor.store._records import API_SOURCE, CallRecord, TokenCount
 from costspan.processor.store._store import QueueFullError, Store
 from costspan.processor.store._validate import EARLIEST_START_NS, FUTURE_SLACK_S, MAX_ID_LENGTH, MAX_LATENCY_S
 
-__all__ = ["EXPORT_COLUMNS", "CallIn", "router"]
+__all__ = ["EXPORT_COLUMNS", "CallIn", "router", "store_call"]
 
 router = APIRouter(tags=["calls"])
 
@@ -163,6 +163,23 @@ async def log_call(
     request: Request, call: CallIn, principal: Annotated[Principal, Depends(require_ingest)]
 ) -> dict[str, Any]:
     """Price and store one call (deduplicated by ``call_id``); answered once it is in the ledger."""
+    record, stored = await store_call(request, call, principal)
+    return {
+        "id": record.trace_id + record.span_id,
+        "stored": stored,
+        "duplicate": not stored,
+        "tenant_id": record.tenant,
+        "cost_status": record.cost_status,
+        "outcome": record.outcome,
+        "cost_usd": None if record.cost_total is None else format(record.cost_total, "f"),
+    }
+
+
+async def store_call(request: Request, call: CallIn, principal: Principal) -> tuple[CallRecord, bool]:
+    """Check the key's tenant, price ``call`` and store it; (the record, False when it was a duplicate).
+
+    Every route that records calls goes through here: one binding check, one pricing path, one store.
+    """
     named = named_tenant(request, call.tenant_id)
     tenant = write_tenant(principal, named, refusal="this key may only log calls for its own tenant")
     tenant = tenant or request.app.state.settings.default_tenant
@@ -174,15 +191,7 @@ async def log_call(
     except QueueFullError as exc:
         raise HTTPException(503, str(exc), {"Retry-After": "1"}) from None
     result = await asyncio.wrap_future(future)
-    return {
-        "id": record.trace_id + record.span_id,
-        "stored": bool(result.stored),
-        "duplicate": not result.stored,
-        "tenant_id": tenant,
-        "cost_status": record.cost_status,
-        "outcome": record.outcome,
-        "cost_usd": None if record.cost_total is None else format(record.cost_total, "f"),
-    }
+    return record, bool(result.stored)
 
 
 #: The export's columns, in order (CSV header; JSON object keys).
