@@ -160,7 +160,7 @@ ROUTES: list[tuple[str, str, dict[str, Any]]] = [
     ("tenant", "/api/dashboard/summary", {"days": 14}),
 ]
 #: Keys whose values change from one answer to the next (clocks), left out when answers are compared.
-_VOLATILE = {"last_updated", "generated_at", "timestamp"}
+_VOLATILE = {"last_updated", "generated_at", "timestamp", "cached_at", "end_date"}
 
 
 def _stable(value: Any) -> Any:

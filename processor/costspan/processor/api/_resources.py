@@ -18,7 +18,7 @@ from typing import Final
 
 from costspan.processor.store._files import private_dir, private_open
 
-__all__ = ["RESOURCE_KINDS", "ResourceEntry", "ResourceLog"]
+__all__ = ["RESOURCE_KINDS", "KindSums", "ResourceEntry", "ResourceLog"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,22 @@ class ResourceEntry:
     resource: str
     quantity: Decimal  # in the catalog unit (core-hours, GB-hours, ...)
     cost_usd: Decimal
+    amount: Decimal | None = None  # the usage value as reported (cores, GB, ...); None: written before it was kept
+    unit: str = ""  # the unit the report named (the seed's ``unit``), informational
+
+
+@dataclass(slots=True)
+class KindSums:
+    """One resource type's sums: cost (USD), usage (the reported values), records."""
+
+    cost: Decimal = Decimal(0)
+    usage: Decimal = Decimal(0)
+    count: int = 0
+
+    def add(self, other: KindSums) -> None:
+        self.cost += other.cost
+        self.usage += other.usage
+        self.count += other.count
 
 
 class ResourceLog:
@@ -54,6 +70,8 @@ class ResourceLog:
         self.by_day: dict[tuple[str, int], dict[str, Decimal]] = {}  # (tenant, day) -> resource -> USD
         self.by_workflow: dict[tuple[str, str], dict[str, Decimal]] = {}
         self.ids: set[tuple[str, str]] = set()  # (tenant, id): each tenant has its own ids
+        self.kinds_by_day: dict[tuple[str, int], dict[str, KindSums]] = {}  # (tenant, day) -> kind -> sums
+        self.kinds_by_workflow: dict[tuple[str, str], dict[str, KindSums]] = {}
         self._loaded = False
 
     def _fold(self, e: ResourceEntry) -> None:
@@ -62,6 +80,11 @@ class ResourceLog:
             (self.by_workflow.setdefault((e.tenant, e.workflow), {}),) if e.workflow else ()
         ):
             into[e.resource] = into.get(e.resource, Decimal(0)) + e.cost_usd
+        usage = e.quantity if e.amount is None else e.amount
+        for kinds in (self.kinds_by_day.setdefault((e.tenant, day), {}),) + (
+            (self.kinds_by_workflow.setdefault((e.tenant, e.workflow), {}),) if e.workflow else ()
+        ):
+            kinds.setdefault(e.kind, KindSums()).add(KindSums(e.cost_usd, usage, 1))
         self.ids.add((e.tenant, e.id))
 
     def load(self) -> None:
@@ -76,6 +99,8 @@ class ResourceLog:
                     try:
                         d = json.loads(raw)
                         d["quantity"], d["cost_usd"] = Decimal(d["quantity"]), Decimal(d["cost_usd"])
+                        if d.get("amount") is not None:
+                            d["amount"] = Decimal(d["amount"])
                         self._fold(ResourceEntry(**d))
                     except (ValueError, TypeError, KeyError):
                         logger.warning("resource log: unreadable line skipped")
@@ -91,6 +116,7 @@ class ResourceLog:
                     **{k: getattr(e, k) for k in ResourceEntry.__slots__},
                     "quantity": str(e.quantity),
                     "cost_usd": str(e.cost_usd),
+                    "amount": None if e.amount is None else str(e.amount),
                 },
                 separators=(",", ":"),
             )
@@ -108,6 +134,28 @@ class ResourceLog:
         self.load()
         with self.lock:
             return {d: dict(v) for (t, d), v in self.by_day.items() if t == tenant and first <= d <= last}
+
+    def kinds(self, tenant: str, first: int, last: int) -> dict[str, KindSums]:
+        """Per resource type (cpu, memory, ...), the sums of the days ``first`` to ``last`` (day starts)."""
+        self.load()
+        out: dict[str, KindSums] = {}
+        with self.lock:
+            for (t, d), v in self.kinds_by_day.items():
+                if t == tenant and first <= d <= last:
+                    for k, sums in v.items():
+                        out.setdefault(k, KindSums()).add(sums)
+        return out
+
+    def workflow_kinds(self, tenant: str | None, workflow: str) -> dict[str, KindSums]:
+        """Per resource type, the sums of one workflow (of one tenant, or of all for ``None``)."""
+        self.load()
+        out: dict[str, KindSums] = {}
+        with self.lock:
+            for (t, w), v in self.kinds_by_workflow.items():
+                if w == workflow and (tenant is None or t == tenant):
+                    for k, sums in v.items():
+                        out.setdefault(k, KindSums()).add(sums)
+        return out
 
     def workflow(self, tenant: str | None, workflow: str) -> dict[str, Decimal]:
         self.load()

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from costspan.pricing import InvalidUsageError, PricingError, Usage
+from costspan.pricing import PricingError
 from costspan.processor.api._auth import require_ingest
 from costspan.processor.api._binding import named_tenant, write_tenant
 from costspan.processor.api._common import (
@@ -36,13 +36,11 @@ from costspan.processor.api._names import workflow_total
 from costspan.processor.api._resources import RESOURCE_KINDS, ResourceEntry, ResourceLog
 from costspan.processor.api._schemas import Identifier, TenantId
 from costspan.processor.api._schemas_views import (
-    Caching,
     CostsBody,
-    Downgrade,
     ExecutionCostsOut,
     ForecastFigures,
+    ModelCostRow,
     NamedCost,
-    OptimizationOut,
     StatsOut,
     TrendDay,
     WorkspaceCostsOut,
@@ -51,15 +49,12 @@ from costspan.processor.api._schemas_views import (
 from costspan.processor.store._sums import Sums
 from costspan.processor.store._validate import MAX_COST_USD
 
-__all__ = ["SMALL_MODELS", "ResourceUsageIn", "router"]
+__all__ = ["ResourceUsageIn", "router"]
 
 router = APIRouter(tags=["workspaces"], default_response_class=JSONBody)
 
 _PERIOD_DAYS: Final = {"day": 1, "week": 7, "month": 30}
-#: The cheap model a downgrade recommendation points to, per provider.
-SMALL_MODELS: Final = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "google": "gemini-2.5-flash"}
-#: Share of input tokens a caching recommendation assumes could be served from cache.
-CACHEABLE_SHARE: Final = Decimal("0.5")
+_Q: Final = Decimal("0.00000001")
 _HISTORY_DAYS: Final = 400
 
 
@@ -71,7 +66,8 @@ def _resources(request: Request) -> ResourceLog:
 def _costs(request: Request, scope: Scope, window: Window, money: Money) -> CostsBody:
     tenant, index = scope.one_tenant, scope.index
     by_call = by_call_in(index, tenant, window)
-    compute = _resources(request).days(tenant, window.first, window.last)
+    log = _resources(request)
+    compute = log.days(tenant, window.first, window.last)
     llm_by_day = dict(per_day(index, tenant, window))
     trend: list[TrendDay] = []
     llm_total = compute_total = Decimal(0)
@@ -84,25 +80,64 @@ def _costs(request: Request, scope: Scope, window: Window, money: Money) -> Cost
         if day in llm_by_day:
             calls.merge(llm_by_day[day], histogram=False)
         trend.append({"date": day_iso(day), "llm_cost": money.fmt(llm, day), "compute_cost": money.fmt(comp, day)})
-    by_model: dict[str, Sums] = {}
-    for (_, model, _), a in by_call.items():
-        by_model.setdefault(model, Sums()).merge(a)
-    by_resource: dict[str, Decimal] = {}
-    for day_costs in compute.values():
-        for r, c in day_costs.items():
-            by_resource[r] = by_resource.get(r, Decimal(0)) + c
-    q = Decimal("0.00000001")
+    by_model: dict[tuple[str, str], Sums] = {}
+    for (provider, model, _), a in by_call.items():
+        by_model.setdefault((provider, model), Sums()).merge(a)
+    kinds = log.kinds(tenant, window.first, window.last)
+    total, llm_q, comp_q = ((v.quantize(_Q)) for v in (llm_total + compute_total, llm_total, compute_total))
     return {
-        "total_cost": format((llm_total + compute_total).quantize(q), "f"),
-        "llm_cost": format(llm_total.quantize(q), "f"),
-        "compute_cost": format(compute_total.quantize(q), "f"),
+        "total_cost": float(total),
+        "llm_cost": float(llm_q),
+        "compute_cost": float(comp_q),
+        "total_cost_exact": format(total, "f"),
+        "llm_cost_exact": format(llm_q, "f"),
+        "compute_cost_exact": format(comp_q, "f"),
         "request_count": calls.requests,
         "unpriced_calls": calls.unpriced,
         "blocked_count": calls.blocked,
-        "by_model": {m: _named_cost(a, money) for m, a in sorted(by_model.items())},
-        "by_resource": {r: money.fmt(c) for r, c in sorted(by_resource.items())},
+        "breakdown": {
+            "llm": {
+                "total": float(llm_q),
+                "total_exact": format(llm_q, "f"),
+                "tokens": calls.tokens,
+                "calls": calls.requests,
+            },
+            "compute": {
+                "total": float(comp_q),
+                "total_exact": format(comp_q, "f"),
+                "records": sum(k.count for k in kinds.values()),
+            },
+        },
+        "by_model": sorted(
+            (_model_row(p, m, a, money) for (p, m), a in by_model.items()),
+            key=lambda r: (-(r["cost"] or 0.0), r["provider"], r["model"]),
+        ),
+        "by_resource": [
+            {
+                "resource_type": k,
+                "cost": float(money.amount(v.cost)),
+                "cost_exact": money.fmt(v.cost),
+                "usage": float(v.usage),
+                "count": v.count,
+            }
+            for k, v in sorted(kinds.items(), key=lambda kv: kv[1].cost, reverse=True)
+        ],
         "by_project": {p: _named_cost(a, money) for p, a in sorted(by_project_in(index, tenant, window).items())},
         "daily_trend": trend,
+    }
+
+
+def _model_row(provider: str, model: str, a: Sums, money: Money) -> ModelCostRow:
+    exact = cost_or_null(a, money)
+    return {
+        "provider": provider,
+        "model": model,
+        "cost": None if exact is None else float(exact),
+        "cost_exact": exact,
+        "tokens": a.tokens,
+        "calls": a.requests,
+        "unpriced_calls": a.unpriced,
+        "blocked_count": a.blocked,
     }
 
 
@@ -138,22 +173,33 @@ def _forecast(request: Request, scope: Scope, money: Money, now: float | None = 
     cv = sd / avg if avg else 0.0
     month_first = datetime(t.year, t.month, 1, tzinfo=UTC).timestamp()
     mtd_days = per_day(index, tenant, Window(int(month_first), window.last))
-    mtd = float(sum((a.cost for _, a in mtd_days), Decimal(0)))
+    mtd_llm = float(sum((a.cost for _, a in mtd_days), Decimal(0)))
     month_compute = _resources(request).days(tenant, int(month_first), window.last).values()
-    mtd += float(sum((sum(v.values(), Decimal(0)) for v in month_compute), Decimal(0)))
-    days_left = calendar.monthrange(t.year, t.month)[1] - t.day
+    mtd_compute = float(sum((sum(v.values(), Decimal(0)) for v in month_compute), Decimal(0)))
+    mtd = mtd_llm + mtd_compute
+    total_days = calendar.monthrange(t.year, t.month)[1]
+    days_left = total_days - t.day
     forecast = mtd + avg * days_left
     spread = 1.96 * sd * math.sqrt(days_left)
     score = round(max(0.0, 1.0 - min(cv, 1.0)) * len(observed) / 14, 3)
     rate = float(money.rate(t.timestamp()))
+    confidence: Literal["high", "medium", "low"] = "high" if score >= 0.75 else "medium" if score >= 0.4 else "low"
     return {
+        "current_month_spent": round(mtd * rate, 8),
+        "llm_cost": round(mtd_llm * rate, 8),
+        "compute_cost": round(mtd_compute * rate, 8),
+        "days_elapsed": t.day,
+        "total_days": total_days,
+        "forecast_end_of_month": round(forecast * rate, 8),
+        "forecast_confidence": score,
+        "projection_accuracy": confidence,
         "daily_average": round(avg * rate, 8),
         "month_to_date": round(mtd * rate, 8),
         "days_left_in_month": days_left,
         "forecast_eom": round(forecast * rate, 8),
         "forecast_low": round(max(mtd, forecast - spread) * rate, 8),
         "forecast_high": round((forecast + spread) * rate, 8),
-        "confidence": "high" if score >= 0.75 else "medium" if score >= 0.4 else "low",
+        "confidence": confidence,
         "confidence_score": score,
         "days_of_data": len(observed),
         "note": "money here is a number (a statistical estimate), not an exact decimal string",
@@ -166,12 +212,18 @@ async def workspace_costs(
 ) -> JSONBody:
     """Totals, LLM vs compute, by model and resource, the daily trend and the end-of-month forecast."""
     costs = _costs(request, scope, Window.last_days(_PERIOD_DAYS[period]), money)
+    forecast = _forecast(request, scope, money)
     body: WorkspaceCostsOut = {
         "workspace_id": scope.one_tenant,
         "period": period,
         "currency": money.currency,
         **costs,
-        "forecast_eom": _forecast(request, scope, money)["forecast_eom"],
+        "forecast_eom": forecast["forecast_eom"],
+        "trends": {
+            "daily": costs["daily_trend"],
+            "forecast_eom": forecast["forecast_eom"],
+            "forecast_confidence": forecast["confidence"],
+        },
     }
     return JSONBody(body)
 
@@ -186,92 +238,28 @@ async def workspace_forecast(request: Request, scope: WorkspaceScope, money: Cur
     return JSONBody(body)
 
 
-@router.get("/api/workspaces/{workspace_id}/cost-optimization", response_model=OptimizationOut)
-async def workspace_optimization(request: Request, scope: WorkspaceScope, money: Currency) -> JSONBody:
-    """Model-downgrade and prompt-caching recommendations, savings priced from the catalog.
-
-    From the last 30 days per (provider, model): the average call is re-priced on the provider's
-    small model (:data:`SMALL_MODELS`) and with :data:`CACHEABLE_SHARE` of its input read from
-    cache; monthly savings = (current − alternative) × the calls of 30 days.
-    """
-    tenant = scope.one_tenant
-    pricer = pricer_of(request)
-    by_call = by_call_in(scope.index, tenant, Window.last_days(30))
-    per_model: dict[tuple[str, str], Sums] = {}
-    for (p, m, _), a in by_call.items():
-        per_model.setdefault((p, m), Sums()).merge(a)
-    recs: list[Downgrade | Caching] = []
-    for (provider, model), a in sorted(per_model.items()):
-        priced = a.requests - a.unpriced
-        if not priced or a.cost <= 0:
-            continue
-        try:
-            usage = Usage(
-                input_tokens=a.input_tokens // a.requests,
-                output_tokens=a.output_tokens // a.requests,
-                cache_read_tokens=a.cache_read_tokens // a.requests,
-            )
-        except InvalidUsageError:  # an average no single call could have (stored unpriced): no advice
-            continue
-        current = a.cost
-        small = SMALL_MODELS.get(provider)
-        if small and small != model:
-            alt = pricer.price_call(small, usage, provider=provider)
-            if alt.total is not None and alt.total * priced < current:
-                saving = current - alt.total * priced
-                recs.append(
-                    {
-                        "type": "model_downgrade",
-                        "provider": provider,
-                        "model": model,
-                        "suggested_model": small,
-                        "current_monthly_cost": money.fmt(current),
-                        "estimated_monthly_savings": money.fmt(saving),
-                        "reason": f"{small} costs {money.fmt(alt.total)} per average call of this workload",
-                    }
-                )
-        cached_share = a.cache_read_tokens / a.input_tokens if a.input_tokens else 0.0
-        if cached_share < 0.1 and usage.input_tokens >= 1024:
-            cached = int(usage.input_tokens * CACHEABLE_SHARE)
-            with_cache = pricer.price_call(
-                model,
-                Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cache_read_tokens=cached),
-                provider=provider,
-            )
-            plain = pricer.price_call(model, usage, provider=provider)
-            if with_cache.total is not None and plain.total is not None and with_cache.total < plain.total:
-                saving = (plain.total - with_cache.total) * priced
-                recs.append(
-                    {
-                        "type": "prompt_caching",
-                        "provider": provider,
-                        "model": model,
-                        "current_cache_read_share_percent": round(cached_share * 100, 2),
-                        "estimated_monthly_savings": money.fmt(saving),
-                        "reason": f"reading {int(CACHEABLE_SHARE * 100)} % of input from cache",
-                    }
-                )
-    recs.sort(key=lambda r: Decimal(r["estimated_monthly_savings"]), reverse=True)
-    total = sum((Decimal(r["estimated_monthly_savings"]) for r in recs), Decimal(0))
-    body: OptimizationOut = {
-        "workspace_id": tenant,
-        "currency": money.currency,
-        "recommendations": recs,
-        "total_estimated_monthly_savings": format(total, "f"),
-    }
-    return JSONBody(body)
-
-
 @router.get("/api/workspaces/{workspace_id}/cost-stats", response_model=StatsOut)
 async def workspace_stats(
-    scope: WorkspaceScope, money: Currency, days: Annotated[int, Query(ge=1, le=3660)] = 30
+    request: Request, scope: WorkspaceScope, money: Currency, days: Annotated[int, Query(ge=1, le=3660)] = 30
 ) -> JSONBody:
+    """Totals (LLM and compute), counts, the dearest and cheapest day, by operation and resource."""
     tenant, index = scope.one_tenant, scope.index
     window = Window.last_days(days)
-    days_sums = per_day(index, tenant, window)
+    days_sums = dict(per_day(index, tenant, window))
     by_call = by_call_in(index, tenant, window)
-    total = sum_all(a for _, a in days_sums)
-    costs = sorted(days_sums, key=lambda da: da[1].cost)
+    total = sum_all(days_sums.values())
+    log = _resources(request)
+    compute = {d: sum(v.values(), Decimal(0)) for d, v in log.days(tenant, window.first, window.last).items()}
+    kinds = log.kinds(tenant, window.first, window.last)
+    compute_total = sum(compute.values(), Decimal(0))
+    day_costs = sorted(
+        (
+            (d, (days_sums[d].cost if d in days_sums else Decimal(0)) + compute.get(d, Decimal(0)))
+            for d in set(days_sums) | set(compute)
+        ),
+        key=lambda dc: (dc[1], dc[0]),
+    )
+    llm = cost_or_null(total, money)
     per_op: dict[str, Sums] = {}
     for (_, _, op), a in by_call.items():
         per_op.setdefault(op, Sums()).merge(a)
@@ -279,18 +267,22 @@ async def workspace_stats(
         "workspace_id": tenant,
         "days": days,
         "currency": money.currency,
-        "total_cost": cost_or_null(total, money),
+        "total_cost": None if llm is None and not kinds else money.fmt(total.cost + compute_total),
+        "llm_cost": llm,
+        "compute_cost": money.fmt(compute_total),
         "request_count": total.requests,
         "error_count": total.errors,
         "unpriced_count": total.unpriced,
         "unpriced_calls": total.unpriced,
         "blocked_count": total.blocked,
+        "compute_records": sum(k.count for k in kinds.values()),
         "avg_cost_per_request": money.fmt(total.cost / (total.requests - total.unpriced))
         if total.requests > total.unpriced
         else None,
-        "max_day": {"date": day_iso(costs[-1][0]), "cost": money.fmt(costs[-1][1].cost)} if costs else None,
-        "min_day": {"date": day_iso(costs[0][0]), "cost": money.fmt(costs[0][1].cost)} if costs else None,
+        "max_day": {"date": day_iso(day_costs[-1][0]), "cost": money.fmt(day_costs[-1][1])} if day_costs else None,
+        "min_day": {"date": day_iso(day_costs[0][0]), "cost": money.fmt(day_costs[0][1])} if day_costs else None,
         "by_operation": {op: cost_or_null(a, money) for op, a in sorted(per_op.items())},
+        "by_resource": {k: money.fmt(v.cost) for k, v in sorted(kinds.items())},
         "models_used": len({m for _, m, _ in by_call}),
     }
     return JSONBody(body)
@@ -300,16 +292,31 @@ async def workspace_stats(
 async def execution_costs(request: Request, execution_id: WorkspaceId, scope: TenantScope, money: Currency) -> JSONBody:
     """One execution (workflow) over the retained history: LLM calls plus compute resources."""
     llm = workflow_total(scope.index, scope.tenant, Window.last_days(_HISTORY_DAYS), execution_id)
-    compute = _resources(request).workflow(scope.tenant, execution_id)
+    log = _resources(request)
+    compute = log.workflow(scope.tenant, execution_id)
+    kinds = log.workflow_kinds(scope.tenant, execution_id)
     comp_total = sum(compute.values(), Decimal(0))
     if not llm.calls and not compute:
         raise HTTPException(404, f"no costs recorded for execution {execution_id!r}")
+    total, llm_cost, comp = (money.amount(v) for v in (llm.cost + comp_total, llm.cost, comp_total))
     body: ExecutionCostsOut = {
         "execution_id": execution_id,
         "currency": money.currency,
-        "total_cost": money.fmt(llm.cost + comp_total),
-        "llm_cost": money.fmt(llm.cost),
-        "compute_cost": money.fmt(comp_total),
+        "total_cost": float(total),
+        "llm_cost": float(llm_cost),
+        "compute_cost": float(comp),
+        "total_cost_exact": money.fmt(llm.cost + comp_total),
+        "llm_cost_exact": money.fmt(llm.cost),
+        "compute_cost_exact": money.fmt(comp_total),
+        "breakdown": {
+            "llm": {"cost": float(llm_cost), "tokens": llm.tokens, "calls": llm.requests},
+            "compute": {
+                "cost": float(comp),
+                "by_type": {
+                    k: {"cost": float(money.amount(v.cost)), "usage": float(v.usage)} for k, v in sorted(kinds.items())
+                },
+            },
+        },
         "request_count": llm.requests,
         "unpriced_calls": llm.unpriced,
         "blocked_count": llm.blocked,
@@ -321,10 +328,13 @@ async def execution_costs(request: Request, execution_id: WorkspaceId, scope: Te
 
 
 class ResourceUsageIn(BaseModel):
-    """Compute used by a workspace. ``amount`` is cores, GB, GPUs or sandboxes; bandwidth is GB moved.
+    """Compute used by a workspace. ``amount`` (or the Phase 17 seed's ``usage_value``) is cores, GB,
+    GPUs or sandboxes; bandwidth is GB moved.
 
     Catalog quantity: cpu/memory/gpu = amount × hours; storage = amount × months (30 days);
-    bandwidth = amount; sandbox = amount × minutes.
+    bandwidth = amount; sandbox = amount × minutes. Without ``duration_seconds`` the amount is
+    already in the catalog unit (core-hours, GB-hours, GPU-hours, GB-months, GB, minutes), as the
+    seed priced it. ``unit`` (the seed's) is kept with the entry and does not change the price.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -333,8 +343,12 @@ class ResourceUsageIn(BaseModel):
     execution_id: Identifier = ""
     project_id: Identifier = ""
     resource_type: Literal["cpu", "memory", "gpu", "storage", "bandwidth", "sandbox"]
-    amount: Decimal = Field(ge=0, le=Decimal(10**9), allow_inf_nan=False)
-    duration_seconds: Decimal = Field(Decimal(0), ge=0, le=Decimal(10**9), allow_inf_nan=False)
+    amount: Decimal | None = Field(None, ge=0, le=Decimal(10**9), allow_inf_nan=False)
+    usage_value: Decimal | None = Field(
+        None, ge=0, le=Decimal(10**9), allow_inf_nan=False, description="the seed's name for amount"
+    )
+    unit: str = Field("", max_length=50, pattern=r"^[A-Za-z0-9_./ -]*$", description="e.g. cores, gb, core-hour")
+    duration_seconds: Decimal | None = Field(None, ge=0, le=Decimal(10**9), allow_inf_nan=False)
     timestamp: datetime | None = None
     id: Identifier = Field("", max_length=200, description="idempotency key")
 
@@ -350,8 +364,14 @@ def resource_usage(
     tenant = write_tenant(principal, named, refusal="this key may only report usage for its own workspace")
     if not tenant:
         raise HTTPException(422, "workspace_id is required")
+    if body.amount is not None and body.usage_value is not None and body.amount != body.usage_value:
+        raise HTTPException(422, "amount and usage_value disagree: send one of them")
+    amount = body.amount if body.amount is not None else body.usage_value
+    if amount is None:
+        raise HTTPException(422, "amount (or usage_value) is required")
     unit = _UNIT_SECONDS.get(body.resource_type)
-    quantity = body.amount if unit is None else body.amount * body.duration_seconds / unit
+    duration = body.duration_seconds
+    quantity = amount if unit is None or duration is None else amount * duration / unit
     at = body.timestamp.timestamp() if body.timestamp else time.time()
     resource = RESOURCE_KINDS[body.resource_type]
     try:
@@ -370,6 +390,8 @@ def resource_usage(
         resource,
         quantity,
         cost,
+        amount,
+        body.unit,
     )
     stored = _resources(request).append(entry)
     return {
@@ -377,6 +399,12 @@ def resource_usage(
         "stored": stored,
         "workspace_id": tenant,
         "resource": resource,
+        "resource_type": body.resource_type,
+        "execution_id": body.execution_id,
+        "usage_value": float(amount),
+        "unit": body.unit,
+        "duration_seconds": None if duration is None else float(duration),
         "quantity": format(quantity, "f"),
-        "cost_usd": format(cost, "f"),
+        "cost_usd": float(cost),
+        "cost_usd_exact": format(cost, "f"),
     }

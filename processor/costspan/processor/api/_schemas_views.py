@@ -13,7 +13,6 @@ __all__ = [
     "DashboardOut",
     "ExecutionCostsOut",
     "ForecastFigures",
-    "OptimizationOut",
     "ProvidersOut",
     "SessionsOut",
     "StatsOut",
@@ -39,15 +38,65 @@ class TrendDay(TypedDict):
     compute_cost: DecimalStr
 
 
+Number = Annotated[float, Field(description="money as a JSON number (the seed's type); *_exact: the exact decimal")]
+
+
+class LlmPart(TypedDict):
+    total: Number
+    total_exact: DecimalStr
+    tokens: int
+    calls: int
+
+
+class ComputePart(TypedDict):
+    total: Number
+    total_exact: DecimalStr
+    records: int
+
+
+class Breakdown(TypedDict):
+    llm: LlmPart
+    compute: ComputePart
+
+
+class ModelCostRow(TypedDict):
+    provider: str
+    model: str
+    cost: Annotated[float | None, Field(description="null when calls were sent and none could be priced")]
+    cost_exact: CostOrNull
+    tokens: int
+    calls: int
+    unpriced_calls: int
+    blocked_count: int
+
+
+class ResourceCostRow(TypedDict):
+    resource_type: str
+    cost: Number
+    cost_exact: DecimalStr
+    usage: Annotated[float, Field(description="the sum of the reported usage values (amount / usage_value)")]
+    count: int
+
+
+class Trends(TypedDict):
+    daily: list[TrendDay]
+    forecast_eom: float
+    forecast_confidence: Literal["high", "medium", "low"]
+
+
 class CostsBody(TypedDict):
-    total_cost: DecimalStr
-    llm_cost: DecimalStr
-    compute_cost: DecimalStr
+    total_cost: Number
+    llm_cost: Number
+    compute_cost: Number
+    total_cost_exact: DecimalStr
+    llm_cost_exact: DecimalStr
+    compute_cost_exact: DecimalStr
     request_count: int
     unpriced_calls: Annotated[int, Field(description="LLM calls with no known price: nothing in llm_cost")]
     blocked_count: Annotated[int, Field(description="LLM calls a budget refused before they were sent")]
-    by_model: dict[str, NamedCost]
-    by_resource: dict[str, DecimalStr]
+    breakdown: Breakdown
+    by_model: list[ModelCostRow]
+    by_resource: list[ResourceCostRow]
     by_project: dict[str, NamedCost]
     daily_trend: list[TrendDay]
 
@@ -57,12 +106,21 @@ class WorkspaceCostsOut(CostsBody):
     period: Literal["day", "week", "month"]
     currency: str
     forecast_eom: float
+    trends: Trends
 
 
 class ForecastFigures(TypedDict):
     """A statistical estimate: money here is a number, not an exact decimal string."""
 
+    current_month_spent: float
+    llm_cost: float
+    compute_cost: float
+    days_elapsed: int
+    total_days: int
     daily_average: float
+    forecast_end_of_month: float
+    forecast_confidence: Annotated[float, Field(description="0 to 1: confidence_score")]
+    projection_accuracy: Literal["high", "medium", "low"]
     month_to_date: float
     days_left_in_month: int
     forecast_eom: float
@@ -79,32 +137,6 @@ class WorkspaceForecastOut(ForecastFigures):
     currency: str
 
 
-class Downgrade(TypedDict):
-    type: Literal["model_downgrade"]
-    provider: str
-    model: str
-    suggested_model: str
-    current_monthly_cost: DecimalStr
-    estimated_monthly_savings: DecimalStr
-    reason: str
-
-
-class Caching(TypedDict):
-    type: Literal["prompt_caching"]
-    provider: str
-    model: str
-    current_cache_read_share_percent: Percent
-    estimated_monthly_savings: DecimalStr
-    reason: str
-
-
-class OptimizationOut(TypedDict):
-    workspace_id: str
-    currency: str
-    recommendations: list[Downgrade | Caching]
-    total_estimated_monthly_savings: DecimalStr
-
-
 class DayCost(TypedDict):
     date: str
     cost: DecimalStr
@@ -114,25 +146,49 @@ class StatsOut(TypedDict):
     workspace_id: str
     days: int
     currency: str
-    total_cost: CostOrNull
+    total_cost: Annotated[CostOrNull, Field(description="LLM + compute")]
+    llm_cost: CostOrNull
+    compute_cost: DecimalStr
     request_count: int
     error_count: int
     unpriced_count: int
     unpriced_calls: Annotated[int, Field(description="the same as unpriced_count, named as in every aggregate")]
     blocked_count: int
-    avg_cost_per_request: DecimalStr | None
-    max_day: DayCost | None
+    compute_records: int
+    avg_cost_per_request: Annotated[DecimalStr | None, Field(description="of the priced LLM calls")]
+    max_day: Annotated[DayCost | None, Field(description="LLM + compute")]
     min_day: DayCost | None
     by_operation: dict[str, CostOrNull]
+    by_resource: dict[str, DecimalStr]
     models_used: int
+
+
+class ExecutionLlm(TypedDict):
+    cost: Number
+    tokens: int
+    calls: int
+
+
+class ExecutionCompute(TypedDict):
+    cost: Number
+    by_type: dict[str, dict[str, float]]
+
+
+class ExecutionBreakdown(TypedDict):
+    llm: ExecutionLlm
+    compute: ExecutionCompute
 
 
 class ExecutionCostsOut(TypedDict):
     execution_id: str
     currency: str
-    total_cost: DecimalStr
-    llm_cost: DecimalStr
-    compute_cost: DecimalStr
+    total_cost: Number
+    llm_cost: Number
+    compute_cost: Number
+    total_cost_exact: DecimalStr
+    llm_cost_exact: DecimalStr
+    compute_cost_exact: DecimalStr
+    breakdown: ExecutionBreakdown
     request_count: int
     unpriced_calls: int
     blocked_count: int
