@@ -39,6 +39,7 @@ from tests.support.otlp_receiver import OtlpReceiver
 
 CALL = {"provider": "openai", "model": "gpt-4o", "prompt_tokens": 1000, "completion_tokens": 100}
 USAGE = {"resource_type": "cpu", "amount": "2", "duration_seconds": "3600"}
+LLM_CALL = {"provider": "openai", "model": "gpt-4o", "tokens_prompt": 1000, "tokens_completion": 100}
 SEED = {"daily_limit": "5"}
 DEFAULT_TENANT = "default-co"
 
@@ -208,6 +209,7 @@ def test_spans_refused_for_their_tenant_are_not_forwarded(serve: ServerFactory) 
 WRITES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("post", "/api/usage/calls"): ("/api/usage/calls", {"json": {**CALL, "tenant_id": "globex"}}),
     ("post", "/api/resources/usage"): ("/api/resources/usage", {"json": {**USAGE, "workspace_id": "globex"}}),
+    ("post", "/api/llm-calls"): ("/api/llm-calls", {"json": {**LLM_CALL, "workspace_id": "globex"}}),
     ("post", "/v1/budgets"): (
         "/v1/budgets",
         {"json": {"id": "g-daily", "scope": {"tenant": "globex"}, "period": "day", "limit": "1"}},
@@ -251,7 +253,7 @@ def test_every_write_route_refuses_a_bound_key_naming_another_tenant(serve: Serv
         # nothing was written: no call, no compute, the budgets as they were
         assert server.stored() == []
         costs = server.call("admin", "GET", "/api/workspaces/globex/costs").json()
-        assert costs["compute_cost"] == "0.00000000" and costs["request_count"] == 0
+        assert costs["compute_cost_exact"] == "0.00000000" and costs["request_count"] == 0
         budgets = server.call("admin", "GET", "/v1/budgets").json()
         assert [(b["id"], b["limit"]) for b in budgets] == [("globex-kept", "9")]
         # the same writes for the key's own tenant go through
@@ -284,11 +286,11 @@ def test_resource_usage_ids_are_per_tenant(serve: ServerFactory) -> None:
         assert other.status_code == 201 and other.json()["stored"] is True
         again = server.call("ingest_acme", "POST", "/api/resources/usage", {**USAGE, "id": "job-1"})
         assert again.status_code == 201 and again.json()["stored"] is False
-        expected = Decimal(first.json()["cost_usd"]).quantize(Decimal("0.00000001"))
+        expected = Decimal(first.json()["cost_usd_exact"]).quantize(Decimal("0.00000001"))
         assert expected > 0
         for tenant in ("acme", "globex"):
             costs = server.call(tenant, "GET", f"/api/workspaces/{tenant}/costs").json()
-            assert Decimal(costs["compute_cost"]) == expected, costs
+            assert Decimal(costs["compute_cost_exact"]) == expected, costs
         # an execution id is the tenant's too: globex's run-7 is not acme's to read
         run = {**USAGE, "execution_id": "run-7", "workspace_id": "globex"}
         assert server.call("ingest", "POST", "/api/resources/usage", run).status_code == 201

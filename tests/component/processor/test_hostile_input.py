@@ -422,7 +422,7 @@ def test_resource_usage_refuses_a_cost_beyond_one_reports_bound_and_a_crlf_id(se
     crlf = {"workspace_id": "acme", "resource_type": "cpu", "amount": "1", "duration_seconds": "60", "id": "r\r\nx"}
     assert httpx.post(server.url + "/api/resources/usage", json=crlf, headers=headers).status_code == 422
     costs = httpx.get(server.url + "/api/workspaces/acme/costs", headers=headers).json()
-    assert costs["compute_cost"] == "0.00000000"  # neither was stored
+    assert costs["compute_cost_exact"] == "0.00000000"  # neither was stored
 
 
 def test_an_unpriceable_token_count_leaves_every_route_answering(server: Server) -> None:
