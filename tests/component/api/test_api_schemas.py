@@ -17,9 +17,9 @@ from costspan.processor._demo.server_thread import ServerThread
 from costspan.processor.api import KeyStore
 from costspan.processor.api import _routes_analytics as routes_analytics
 from costspan.processor.api import _routes_dashboard as routes_dashboard
+from costspan.processor.api import _routes_optimization as routes_optimization
 from costspan.processor.api import _routes_usage as routes_usage
 from costspan.processor.api import _routes_v2 as routes_v2
-from costspan.processor.api import _routes_optimization as routes_optimization
 from costspan.processor.api import _routes_workspaces as routes_workspaces
 from costspan.processor.serve._server import build_server_app
 from costspan.processor.serve._settings import Settings
