@@ -3,12 +3,15 @@ forecast, optimization, stats), replayed against costspan: names, JSON types, ba
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from costspan.pricing import Pricer, Usage
+from costspan.processor.api._resources import ResourceEntry, ResourceLog
 from tests.component.api.conftest import Api
 
 #: The seed's ``log_llm_call`` example, sent to the call-recording route.
@@ -221,3 +224,38 @@ def test_another_tenant_sees_none_of_it(workspace: Api) -> None:
     assert workspace.get("globex", "/api/workspaces/acme/costs").status_code == 403
     assert workspace.get("globex", "/api/executions/exec_456/costs").status_code == 404
     assert workspace.get("globex", "/api/workspaces/globex/cost-optimization").json() == []
+
+
+def test_a_resource_log_written_before_usage_values_still_loads(tmp_path: Path) -> None:
+    """Lines written before ``amount``/``unit`` were kept load with the catalog quantity as the usage."""
+    old = {
+        "id": "r1",
+        "at": 1_764_000_000.0,
+        "tenant": "acme",
+        "workflow": "wf",
+        "project": "",
+        "kind": "cpu",
+        "resource": "cpu_core_hour",
+        "quantity": "0.5",
+        "cost_usd": "0.02",
+    }
+    (tmp_path / "usage.jsonl").write_text(json.dumps(old) + "\n")
+    log = ResourceLog(tmp_path)
+    sums = log.workflow_kinds("acme", "wf")["cpu"]
+    assert (sums.cost, sums.usage, sums.count) == (Decimal("0.02"), Decimal("0.5"), 1)
+    new = ResourceEntry(
+        "r2",
+        1_764_000_000.0,
+        "acme",
+        "wf",
+        "",
+        "cpu",
+        "cpu_core_hour",
+        Decimal(1),
+        Decimal("0.04"),
+        Decimal(2),
+        "cores",
+    )
+    assert log.append(new) and not log.append(new)
+    again = ResourceLog(tmp_path).workflow_kinds("acme", "wf")["cpu"]  # read back from disk
+    assert (again.cost, again.usage, again.count) == (Decimal("0.06"), Decimal("2.5"), 2)
