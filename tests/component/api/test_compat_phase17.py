@@ -259,3 +259,17 @@ def test_a_resource_log_written_before_usage_values_still_loads(tmp_path: Path) 
     assert log.append(new) and not log.append(new)
     again = ResourceLog(tmp_path).workflow_kinds("acme", "wf")["cpu"]  # read back from disk
     assert (again.cost, again.usage, again.count) == (Decimal("0.06"), Decimal("2.5"), 2)
+
+
+def test_the_call_logging_route_takes_the_llm_call_names_too(api: Api, pricer: Pricer) -> None:
+    body = {k: v for k, v in LLM_CALL.items() if k != "metadata"}
+    r = api.post_call("ingest", **body, tokens_total=1500)
+    assert r.status_code == 201, r.text
+    assert Decimal(r.json()["cost_usd"]) == _llm(pricer)
+    (record,) = api.store.read_records()
+    assert (record.tenant, record.workflow, record.tokens.input) == ("acme", "exec_456", 1000)
+    for bad in ({"tokens_total": 7}, {"prompt_tokens": 999}, {"tenant_id": "globex"}):
+        refused = api.post_call("ingest", **body, **bad)
+        assert refused.status_code == 422 and refused.json()["success"] is False, bad
+    assert api.post_call("ingest_acme", **{**body, "workspace_id": "globex"}).status_code == 403
+    assert len(api.store.read_records()) == 1

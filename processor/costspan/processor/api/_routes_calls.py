@@ -15,7 +15,7 @@ from typing import Annotated, Any, Final, Literal, Protocol
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from costspan.pricing import Usage
 from costspan.processor.api._auth import read_scope, require_ingest
@@ -36,10 +36,42 @@ __all__ = ["EXPORT_COLUMNS", "CallIn", "router", "store_call"]
 router = APIRouter(tags=["calls"])
 
 
+#: The Phase 17 seed's ``LLMCall`` names this body also takes (see ``POST /api/llm-calls``).
+LLM_CALL_NAMES: Final = {
+    "tokens_prompt": "prompt_tokens",
+    "tokens_completion": "completion_tokens",
+    "workspace_id": "tenant_id",
+    "execution_id": "workflow_id",
+}
+
+
 class CallIn(BaseModel):
-    """One LLM call, as a service that cannot emit OpenTelemetry reports it."""
+    """One LLM call, as a service that cannot emit OpenTelemetry reports it.
+
+    Also takes the Phase 17 seed's names (``tokens_prompt``, ``tokens_completion``, ``workspace_id``,
+    ``execution_id``, ``tokens_total``); one field named both ways must agree.
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not (LLM_CALL_NAMES.keys() | {"tokens_total"}) & data.keys():
+            return data
+        data = dict(data)
+        for seed, ours in LLM_CALL_NAMES.items():
+            if seed in data:
+                value = data.pop(seed)
+                if ours in data and data[ours] != value:
+                    raise ValueError(f"{seed} and {ours} disagree: send one of them")
+                data[ours] = value
+        if "tokens_total" in data:
+            total = data.pop("tokens_total")
+            prompt, completion = data.get("prompt_tokens"), data.get("completion_tokens")
+            if not (type(prompt) is type(completion) is type(total) is int and total == prompt + completion):
+                raise ValueError("tokens_total must equal the prompt and completion tokens' sum")
+        return data
 
     provider: Name
     model: Name
