@@ -21,7 +21,9 @@ from costspan.processor.api import (
     _routes_analytics,
     _routes_calls,
     _routes_llm_calls,
+    _routes_monitoring,
     _routes_optimization,
+    _routes_resources,
     _routes_usage,
     _routes_v2,
     _routes_workspaces,
@@ -164,10 +166,12 @@ def include_usage_api(
     add_lifespan(app, save_when_stopped, outermost=True)
     for module in (
         _routes_usage,
+        _routes_monitoring,
         _routes_calls,
         _routes_llm_calls,
         _routes_v2,
         _routes_workspaces,
+        _routes_resources,
         _routes_optimization,
         _routes_analytics,
     ):

@@ -25,7 +25,6 @@ from costspan.processor.api._common import (
     hour_rows,
     outcome_json,
     per_day,
-    provider_days,
     ratio,
     sum_all,
     sums_json,
@@ -33,8 +32,6 @@ from costspan.processor.api._common import (
 from costspan.processor.api._deps import Currency, TenantIdScope, TenantScope
 from costspan.processor.api._index import DAY_S, HOUR_S
 from costspan.processor.api._schemas import (
-    CostTrendOut,
-    ErrorsByProviderOut,
     GlobalUsageOut,
     HealthOut,
     HourRow,
@@ -42,7 +39,6 @@ from costspan.processor.api._schemas import (
     ModelUsage,
     SummaryUsageOut,
     TenantUsageOut,
-    TopOperationsOut,
 )
 from costspan.processor.api._schemas_usage_seed import (
     SeedAggregatesOk,
@@ -368,51 +364,5 @@ async def latency(scope: TenantScope, days: DaysParam = 7, provider: ProviderPar
             "success_rate_percent": figures["success_rate_percent"] or 0.0,
             "by_provider": {p: _latency(a) for p, a in sorted(per.items())},
         },
-    }
-    return JSONBody(body)
-
-
-@router.get("/api/usage/operations/top", response_model=TopOperationsOut)
-async def top_operations(
-    scope: TenantScope,
-    money: Currency,
-    days: DaysParam = 7,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-) -> JSONBody:
-    """The most expensive (provider, model, operation) combinations."""
-    by_call = by_call_in(scope.index, scope.tenant, Window.last_days(days))
-    rows = sorted(by_call.items(), key=lambda kv: kv[1].cost, reverse=True)[:limit]
-    body: TopOperationsOut = {
-        "days": days,
-        "currency": money.currency,
-        "operations": [{"provider": p, "model": m, "operation": o, **sums_json(a, money)} for (p, m, o), a in rows],
-    }
-    return JSONBody(body)
-
-
-@router.get("/api/usage/costs/trend", response_model=CostTrendOut)
-async def cost_trend(scope: TenantScope, money: Currency, days: DaysParam = 30) -> JSONBody:
-    """Daily cost per provider."""
-    out: dict[str, dict[str, str | None]] = {}
-    for day, by_provider in provider_days(scope.index, scope.tenant, Window.last_days(days)):
-        out[day_iso(day)] = {p: cost_or_null(a, money, day) for p, a in by_provider}
-    body: CostTrendOut = {"days": days, "currency": money.currency, "daily": out}
-    return JSONBody(body)
-
-
-@router.get("/api/usage/errors/by-provider", response_model=ErrorsByProviderOut)
-async def errors_by_provider(scope: TenantScope, days: DaysParam = 7) -> JSONBody:
-    per = by_provider_in(scope.index, scope.tenant, Window.last_days(days))
-    body: ErrorsByProviderOut = {
-        "days": days,
-        "providers": [
-            {
-                "provider": p,
-                "request_count": a.requests,
-                "error_count": a.errors,
-                "error_rate_percent": ratio(a.errors, a.requests),
-            }
-            for p, a in sorted(per.items())
-        ],
     }
     return JSONBody(body)
