@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from costspan.pricing import Pricer, Usage
 from costspan.processor.api._resources import ResourceEntry, ResourceLog
@@ -273,3 +274,17 @@ def test_the_call_logging_route_takes_the_llm_call_names_too(api: Api, pricer: P
         assert refused.status_code == 422 and refused.json()["success"] is False, bad
     assert api.post_call("ingest_acme", **{**body, "workspace_id": "globex"}).status_code == 403
     assert len(api.store.read_records()) == 1
+
+
+def test_compute_is_on_metrics(workspace: Api, pricer: Pricer) -> None:
+    with workspace.client("admin") as c:
+        families = {f.name: f for f in text_string_to_metric_families(c.get("/metrics").text)}
+    cost = {
+        (s.labels["tenant"], s.labels["resource_type"]): s.value
+        for s in families["costspan_compute_cost_usd"].samples
+        if s.name == "costspan_compute_cost_usd_total"
+    }
+    assert set(cost) == {("acme", "cpu"), ("acme", "memory"), ("acme", "sandbox")}
+    assert sum(cost.values()) == pytest.approx(float(_compute(pricer)))
+    records = [s.value for s in families["costspan_compute_records"].samples if s.name.endswith("_total")]
+    assert records == [1, 1, 1]

@@ -35,7 +35,7 @@ from costspan.processor.api._errors import install_error_handling
 from costspan.processor.api._index import UsageIndex
 from costspan.processor.api._index_snapshot import IndexSnapshots
 from costspan.processor.api._keys import KeyStore
-from costspan.processor.api._resources import ResourceLog
+from costspan.processor.api._resources import ComputeCollector, ResourceLog
 from costspan.processor.api._routes_usage import BudgetView
 from costspan.processor.store._store import Store
 from costspan.processor.store._validate import REJECTED_PREFIX, CardinalityLimits
@@ -124,6 +124,9 @@ def include_usage_api(
     app.state.api_pricer = pricer
     app.state.budget_view = budget_view
     app.state.resource_log = ResourceLog(settings.data_dir / "resources")
+    registry = getattr(app.state, "registry", None)
+    if registry is not None:  # compute resources on /metrics beside the LLM calls
+        registry.register(ComputeCollector(app.state.resource_log))
     if settings.metrics_public:
         logger.warning("/metrics is served WITHOUT a key (--metrics-public): every tenant's spend is readable there")
     app.add_middleware(

@@ -11,14 +11,18 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from costspan.processor.store._files import private_dir, private_open
 
-__all__ = ["RESOURCE_KINDS", "KindSums", "ResourceEntry", "ResourceLog"]
+__all__ = ["RESOURCE_KINDS", "ComputeCollector", "KindSums", "ResourceEntry", "ResourceLog"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +76,7 @@ class ResourceLog:
         self.ids: set[tuple[str, str]] = set()  # (tenant, id): each tenant has its own ids
         self.kinds_by_day: dict[tuple[str, int], dict[str, KindSums]] = {}  # (tenant, day) -> kind -> sums
         self.kinds_by_workflow: dict[tuple[str, str], dict[str, KindSums]] = {}
+        self.totals: dict[tuple[str, str], KindSums] = {}  # (tenant, kind) -> since the log began
         self._loaded = False
 
     def _fold(self, e: ResourceEntry) -> None:
@@ -85,6 +90,7 @@ class ResourceLog:
             (self.kinds_by_workflow.setdefault((e.tenant, e.workflow), {}),) if e.workflow else ()
         ):
             kinds.setdefault(e.kind, KindSums()).add(KindSums(e.cost_usd, usage, 1))
+        self.totals.setdefault((e.tenant, e.kind), KindSums()).add(KindSums(e.cost_usd, usage, 1))
         self.ids.add((e.tenant, e.id))
 
     def load(self) -> None:
@@ -166,3 +172,30 @@ class ResourceLog:
                     for k, c in v.items():
                         out[k] = out.get(k, Decimal(0)) + c
         return out
+
+
+class ComputeCollector(Collector):
+    """``costspan_compute_cost_usd_total`` and ``costspan_compute_records_total`` by tenant and
+    resource type, fresh on every scrape. A scrape never fails: an error is logged and skipped."""
+
+    def __init__(self, log: ResourceLog) -> None:
+        self._log = log
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked collector: families depend on the data
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["tenant", "resource_type"]
+        cost = CounterMetricFamily("costspan_compute_cost_usd", "Cost of compute resources reported.", labels=labels)
+        records = CounterMetricFamily("costspan_compute_records", "Compute usage reports stored.", labels=labels)
+        try:
+            self._log.load()
+            with self._log.lock:
+                totals = sorted((k, (float(v.cost), v.count)) for k, v in self._log.totals.items())
+            for (tenant, kind), (usd, count) in totals:
+                cost.add_metric([tenant, kind], usd)
+                records.add_metric([tenant, kind], count)
+        except Exception:
+            logger.exception("collecting compute metrics failed")
+        yield cost
+        yield records
