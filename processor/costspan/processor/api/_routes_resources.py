@@ -67,6 +67,8 @@ def resource_usage(
     tenant = write_tenant(principal, named, refusal="this key may only report usage for its own workspace")
     if not tenant:
         raise HTTPException(422, "workspace_id is required")
+    if not getattr(request.app.state, "cost_tracking", True):  # off: answered, neither priced nor stored
+        return {"id": body.id, "stored": False, "workspace_id": tenant, "cost_status": "untracked"}
     if body.amount is not None and body.usage_value is not None and body.amount != body.usage_value:
         raise HTTPException(422, "amount and usage_value disagree: send one of them")
     amount = body.amount if body.amount is not None else body.usage_value
