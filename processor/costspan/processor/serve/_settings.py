@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     JsonConfigSettingsSource,
@@ -14,12 +14,15 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from costspan.processor.budgets._email import SmtpSettings
 from costspan.processor.store._store import StoreConfig
 from costspan.processor.store._validate import MAX_ID_LENGTH, TENANT_PATTERN, CardinalityLimits
 
 __all__ = ["Settings", "load_settings"]
 
 _BOUNDS = CardinalityLimits()
+#: The address alert e-mails come from (a host name without dots, ``localhost``, is allowed).
+SENDER_PATTERN = r"^[^@\s<>,;\"']{1,64}@[A-Za-z0-9.-]{1,253}$"
 
 
 class Settings(BaseSettings):
@@ -58,6 +61,15 @@ class Settings(BaseSettings):
     max_sessions_per_tenant: int = Field(default=_BOUNDS.session, ge=1)
     max_projects_per_tenant: int = Field(default=_BOUNDS.project, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # e-mail alerts: a budget's alert_emails get its threshold alerts over SMTP (off without smtp_host)
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = Field(default="costspan@localhost", max_length=254, pattern=SENDER_PATTERN)
+    smtp_timeout: float = Field(default=10.0, gt=0, le=300)
+    smtp_ca_file: Path | None = None  # trust this CA (a private one) instead of the system's
 
     @field_validator("forward_endpoint")
     @classmethod
@@ -66,10 +78,31 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL such as http://collector:4318/v1/traces")
         return value or None
 
+    @model_validator(mode="after")
+    def _smtp_login(self) -> Settings:
+        if self.smtp_password is not None and not self.smtp_username:
+            raise ValueError("smtp_password needs smtp_username")
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    def smtp(self) -> SmtpSettings | None:
+        """The SMTP server alert e-mails go through (None: e-mail alerts are off)."""
+        if not self.smtp_host:
+            return None
+        return SmtpSettings(
+            host=self.smtp_host,
+            port=self.smtp_port,
+            tls=self.smtp_tls,
+            username=self.smtp_username or "",
+            password=self.smtp_password.get_secret_value() if self.smtp_password else "",
+            sender=self.smtp_from,
+            timeout=self.smtp_timeout,
+            ca_file=None if self.smtp_ca_file is None else str(self.smtp_ca_file),
+        )
 
     def cardinality_limits(self) -> CardinalityLimits:
         return CardinalityLimits(
