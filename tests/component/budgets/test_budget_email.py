@@ -154,12 +154,16 @@ def test_smtp_down_is_a_counted_failure_and_nothing_else_breaks(clock: FakeClock
 def test_a_full_queue_drops_and_counts(clock: FakeClock) -> None:
     book = BudgetBook(clock=clock)
     gate = threading.Event()
+
+    def held(_: float) -> None:
+        gate.wait(10)
+
     emails = EmailNotifier(
         SmtpSettings(host="127.0.0.1", port=_free_port(), timeout=1),
         _recipients(book),
         max_queue=1,
         retries=1,
-        sleep=lambda _: None if gate.wait(10) else None,
+        sleep=held,
     )
     book.alert_sinks.append(emails)
     book.put_budget(
