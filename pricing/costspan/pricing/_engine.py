@@ -152,6 +152,10 @@ class Pricer:
         override = self.tenant_overrides.get(tenant) if tenant else None
         return override is not None and bool(override.volume_tiers)
 
+    def volume_tiered_tenants(self) -> tuple[str, ...]:
+        """The tenants whose terms have volume tiers, sorted."""
+        return tuple(sorted(t for t, o in self.tenant_overrides.items() if o.volume_tiers))
+
     @property
     def catalog_version(self) -> str:
         return self.catalog.version

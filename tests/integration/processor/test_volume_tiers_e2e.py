@@ -123,3 +123,31 @@ def test_calls_after_the_crossing_get_the_tier_and_repricing_agrees(running: Run
     assert redone.changed == 2
     assert _costs(running.store, "bigco") == tiered
     assert reprice(ledger, pricer, month, running.store.correct).changed == 0
+
+
+def test_ingest_workers_price_with_the_servers_month_to_date(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``ingest_workers``, spans are priced in other processes: the server hands each body the
+    tiered tenants' month to date."""
+    from costspan.pricing import default_pricer
+
+    terms = tmp_path / "terms.json"
+    terms.write_text(json.dumps(TERMS))
+    monkeypatch.setenv("COSTSPAN_PRICING_FILE", str(terms))
+    default_pricer.cache_clear()
+    try:
+        settings = Settings(
+            data_dir=tmp_path / "data", port=0, grpc_port=0, snapshot_interval_seconds=3600, ingest_workers=1
+        )
+        store = Store(settings.store_config())
+        app = build_server_app(settings, store, insecure_no_auth=True)
+        with ServerThread(app) as server:
+            tracer = TracerProvider(resource=Resource.create({"service.name": "volume-test"}))
+            tracer.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{server.url}/v1/traces")))
+            running = Running(server.url, store, tracer)
+            for _ in range(7):
+                _span(running, "bigco")
+            tracer.shutdown()
+            assert _costs(store, "bigco") == [LIST] * 5 + [Decimal("2.25"), Decimal("2.0")]
+    finally:
+        monkeypatch.delenv("COSTSPAN_PRICING_FILE")
+        default_pricer.cache_clear()

@@ -235,6 +235,16 @@ class Normalizer:
         self._last_resource: Mapping[str, AttrValue] | None = None
         self._resource_dims = ("", "", "", "", "", "")
 
+    def with_volume(self, volume: VolumeSpend | None) -> Normalizer:
+        """A normalizer over the same pricer and defaults whose month-to-date spend comes from ``volume``."""
+        return Normalizer(
+            self._pricer,
+            default_tenant=self._default_tenant,
+            default_service=self._default_service,
+            max_value_length=self.max_value_length,
+            volume=volume,
+        )
+
     def with_default_tenant(self, tenant: str) -> Normalizer:
         """A normalizer over the same pricer whose spans without a tenant are ``tenant``'s."""
         return Normalizer(

@@ -10,6 +10,7 @@ priced: calls priced together (one export, or exports in flight at once) share t
 from __future__ import annotations
 
 import threading
+import time
 from calendar import monthrange
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,7 +18,7 @@ from typing import Final, Protocol
 
 from costspan.processor.store._store import Store
 
-__all__ = ["MonthSpend", "month_of"]
+__all__ = ["MonthSpend", "SnapshotSpend", "month_of"]
 
 _ZERO: Final = Decimal(0)
 _DAY: Final = 86400
@@ -26,6 +27,8 @@ _MAX_CACHED: Final = 10_000
 
 class _Tiers(Protocol):
     def has_volume_tiers(self, tenant: str | None) -> bool: ...
+
+    def volume_tiered_tenants(self) -> tuple[str, ...]: ...
 
 
 def month_of(at: float) -> tuple[int, int]:
@@ -44,6 +47,7 @@ class MonthSpend:
         self._lock = threading.Lock()
         #: (tenant, month start) → (rollups version, spent)
         self._cache: dict[tuple[str, int], tuple[tuple[int, int], Decimal]] = {}
+        self._snapshot: tuple[tuple[object, ...], dict[tuple[str, int], Decimal] | None] = ((), None)
 
     def tiered(self, tenant: str) -> bool:
         """Whether ``tenant``'s price depends on its month to date (its terms have volume tiers)."""
@@ -72,3 +76,36 @@ class MonthSpend:
                 self._cache.clear()
             self._cache[key] = (version, total)
         return total
+
+    def snapshot(self, now: float | None = None) -> dict[tuple[str, int], Decimal] | None:
+        """Every tiered tenant's spend in this UTC month and the one before, for ingest workers (which
+        price in other processes); None when no tenant has volume tiers. Recomputed only after the
+        rollups changed."""
+        tenants = self._pricer.volume_tiered_tenants()
+        if not tenants:
+            return None
+        at = time.time() if now is None else now
+        this_month = month_of(at)[0]
+        months = (this_month, month_of(this_month - 1)[0])
+        store = self._store
+        key = (store.rollups.records, store.counters.get("repriced_records", 0), tenants, months)
+        if self._snapshot[0] == key:
+            return self._snapshot[1]
+        out = {(t, m): self.spent(t, m) for t in tenants for m in months}
+        self._snapshot = (key, out)
+        return out
+
+
+class SnapshotSpend:
+    """A :class:`MonthSpend` snapshot, as an ingest worker sees it: a month it does not hold (a call
+    older than last month) reads as no spend, so no volume tier."""
+
+    def __init__(self, pricer: _Tiers, spend: dict[tuple[str, int], Decimal]) -> None:
+        self._pricer = pricer
+        self._spend = spend
+
+    def tiered(self, tenant: str) -> bool:
+        return self._pricer.has_volume_tiers(tenant)
+
+    def spent(self, tenant: str, at: float) -> Decimal:
+        return self._spend.get((tenant, month_of(at)[0]), _ZERO)
