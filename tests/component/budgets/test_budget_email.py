@@ -304,3 +304,19 @@ def test_serve_settings_wire_email_alerts_and_metrics(inbox: tuple[Inbox, int], 
 def test_bad_smtp_settings_stop_start_up(bad: dict[str, Any], named: str) -> None:
     with pytest.raises(ValueError, match=named):
         Settings(smtp_host="127.0.0.1", **bad)
+
+
+def test_alert_emails_survive_a_restart(tmp_path: Path, clock: FakeClock) -> None:
+    spec = {"id": "b", "period": "day", "limit": "10", "alert_emails": ["ops@example.com", "cfo@example.com"]}
+    book = BudgetBook(clock=clock, data_dir=tmp_path, fsync="never")
+    book.put_budget(spec)
+    book.close()
+    reopened = BudgetBook(clock=clock, data_dir=tmp_path, fsync="never")  # from the journal
+    replayed = reopened.get_budget("b")
+    assert replayed is not None and replayed.alert_emails == ("ops@example.com", "cfo@example.com")
+    reopened.snapshot()
+    reopened.close()
+    again = BudgetBook(clock=clock, data_dir=tmp_path, fsync="never")  # from the snapshot
+    budget = again.get_budget("b")
+    assert budget is not None and budget.alert_emails == ("ops@example.com", "cfo@example.com")
+    again.close()

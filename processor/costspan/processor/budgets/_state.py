@@ -122,6 +122,7 @@ def budget_from_json(data: dict[str, Any]) -> Budget:
         max_tokens_cap=data.get("max_tokens_cap"),
         thresholds=tuple(data.get("thresholds", (50, 75, 90, 100))),
         timezone=data.get("timezone", "UTC"),
+        alert_emails=tuple(data.get("alert_emails", ())),
     )
 
 
