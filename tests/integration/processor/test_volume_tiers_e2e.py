@@ -151,3 +151,19 @@ def test_ingest_workers_price_with_the_servers_month_to_date(tmp_path: Path, mon
     finally:
         monkeypatch.delenv("COSTSPAN_PRICING_FILE")
         default_pricer.cache_clear()
+
+
+def test_in_process_mode_prices_with_its_own_stores_month_to_date(tmp_path: Path, pricer: Pricer) -> None:
+    from costspan.processor import track_in_process
+
+    tracer = TracerProvider(resource=Resource.create({"service.name": "volume-test"}))
+    handle = track_in_process(tracer, data_dir=tmp_path / "data", fsync="never", pricer=pricer, instrument=False)
+    try:
+        running = Running("", handle.store, tracer)
+        for _ in range(7):
+            _span(running, "bigco")
+            assert tracer.force_flush()  # stored before the next call is priced
+        assert _costs(handle.store, "bigco") == [LIST] * 5 + [Decimal("2.25"), Decimal("2.0")]
+    finally:
+        handle.shutdown()
+        tracer.shutdown()
