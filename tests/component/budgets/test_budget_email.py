@@ -264,6 +264,30 @@ def test_starttls_with_login_over_a_verified_self_signed_certificate(
         controller.stop()
 
 
+def test_implicit_tls(certificate: tuple[Path, Path], clock: FakeClock) -> None:
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    box = Inbox()
+    controller = _smtp_server(box, ssl_context=context)
+    try:
+        book = BudgetBook(clock=clock)
+        smtp = SmtpSettings(host="127.0.0.1", port=controller.port, tls="tls", ca_file=str(cert))
+        emails = EmailNotifier(smtp, _recipients(book))
+        book.alert_sinks.append(emails)
+        book.put_budget(
+            {"id": "b", "period": "day", "limit": "10", "thresholds": [50], "alert_emails": ["ops@example.com"]}
+        )
+        book.record(ACME, Decimal(6))
+        assert emails.flush(10)
+        ((to, msg),) = box.wait_for(1)
+        assert to == ["ops@example.com"] and "reached 50%" in msg["Subject"]
+        assert (emails.sent, emails.failures) == (1, 0)
+        emails.shutdown()
+    finally:
+        controller.stop()
+
+
 def test_serve_settings_wire_email_alerts_and_metrics(inbox: tuple[Inbox, int], tmp_path: Path) -> None:
     box, port = inbox
     settings = Settings(
