@@ -136,6 +136,7 @@ class Pricer:
         self._resolved: dict[tuple[str, str | None], PricedModel | None] = {}
         self._tenant_models: dict[tuple[str, str, str], PricedModel] = {}
         self._version = self.catalog.version
+        self._tiered: tuple[Mapping[str, TenantOverride] | None, tuple[str, ...]] = (None, ())
 
     def _catalog_terms(self) -> dict[str, TenantOverride]:
         return {
@@ -153,8 +154,11 @@ class Pricer:
         return override is not None and bool(override.volume_tiers)
 
     def volume_tiered_tenants(self) -> tuple[str, ...]:
-        """The tenants whose terms have volume tiers, sorted."""
-        return tuple(sorted(t for t, o in self.tenant_overrides.items() if o.volume_tiers))
+        """The tenants whose terms have volume tiers, sorted (kept until the overrides change)."""
+        overrides = self.tenant_overrides
+        if self._tiered[0] is not overrides:
+            self._tiered = (overrides, tuple(sorted(t for t, o in overrides.items() if o.volume_tiers)))
+        return self._tiered[1]
 
     @property
     def catalog_version(self) -> str:

@@ -67,6 +67,7 @@ def test_which_tenants_have_tiers(pricer: Pricer) -> None:
         False,
         False,
     )
+    assert pricer.volume_tiered_tenants() == ("bigco", "flatco")
 
 
 @pytest.mark.parametrize(
