@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from costspan.processor.api import KeyStore
+from costspan.processor.api._keys import KEYS_FILE
 from costspan.processor.cluster import Peers
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -83,12 +85,15 @@ def shards(tmp_path: Path) -> Iterator[list[Shard]]:
         "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("pricing", "instrumentation", "processor")),
         "COSTSPAN_ADMIN_KEY": ADMIN_KEY,
     }
+    # the same keys on every shard (a tenant's key is valid wherever its request lands)
+    keys = KeyStore(tmp_path / "keys")
+    tenant_keys = {t: keys.create("tenant", t)[1] for t in tenants}
     started: list[Shard] = []
     try:
         for port, url in zip(ports, urls, strict=True):
             data = tmp_path / f"shard-{port}"
-            keys = KeyStore(data)
-            tenant_keys = {t: keys.create("tenant", t)[1] for t in tenants}
+            data.mkdir(mode=0o700)
+            shutil.copy2(keys.path, data / KEYS_FILE)
             grpc_port = _free_port()
             args = ["--port", str(port), "--grpc-port", str(grpc_port), "--data-dir", str(data)]
             args += ["--peers", ",".join(urls), "--node-url", url, "--peer-key", ADMIN_KEY]
@@ -196,6 +201,12 @@ def test_three_shards_answer_every_tenant_and_the_global_totals_exactly(shards: 
                     == by_url[owner].json("/api/usage/costs/by-provider", tenant=tenant)["total_cost"]
                 )
         assert by_url[owner].json("/v1/usage", scope="tenant", tenant_id=tenant)["request_count"] == expected
+        # a proxied read has no more rights than its caller: another tenant's key is refused, by the owner
+        stranger_node = next(s for s in shards if s.url != owner)
+        other_key = next(k for t, k in stranger_node.tenant_keys.items() if t != tenant)
+        refused = stranger_node.get("/api/usage/costs/by-provider", other_key, tenant=tenant)
+        assert refused.status_code == 403, refused.text
+        assert stranger_node.get("/v1/usage", other_key, scope="global").status_code == 403
 
     # the global admin totals, from any node, merged across the shards: exactly the sum of what was sent
     for shard in shards:

@@ -7,8 +7,10 @@ the request's state) and in front of the routes. For a ``GET`` of the usage API:
   goes to every other peer at once (``X-Costspan-Fanout: 1``, the peer key), this node answers too,
   and the answers are merged; ``partial`` says whether a peer failed or timed out (``failed_peers``);
 - a tenant key, or an admin key naming a tenant: answered here when this node owns the tenant, else
-  proxied to the owner (with the peer key and ``X-Tenant-ID`` naming that tenant, so the owner's
-  answer is limited to it exactly as here); an owner that does not answer → 503;
+  proxied to the owner: an admin's request with the peer key and ``X-Tenant-ID`` naming that tenant
+  (so the owner's answer is limited to it exactly as here), a tenant key's with the caller's own key
+  headers — never with more rights than the caller has (tenant keys must be valid on every shard);
+  an owner that does not answer → 503;
 - anything else, and every request that carries ``X-Costspan-Fanout`` (a peer asking): answered here.
 """
 
@@ -52,6 +54,7 @@ ROUTED_PREFIXES: Final = (
 )
 _TENANT_PARAMS: Final = ("tenant", "tenant_id")
 _JSON: Final = "application/json"
+_KEY_HEADERS: Final = ("x-api-key", "authorization", "x-tenant-id")
 
 
 class PeerClient:
@@ -75,15 +78,21 @@ class PeerClient:
         if client is not None:
             await client.aclose()
 
-    async def get(self, peer: str, path_qs: str, tenant: str | None) -> httpx.Response:
-        """``GET peer + path_qs`` as a peer; raises ``httpx.HTTPError`` or ``TimeoutError`` (counted)."""
+    async def get(
+        self, peer: str, path_qs: str, tenant: str | None, credentials: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """``GET peer + path_qs`` as a peer (with ``credentials``, the caller's key headers, instead of
+        the peer key); raises ``httpx.HTTPError`` or ``TimeoutError`` (counted)."""
         if self._client is None:
             raise httpx.TransportError("the peer client is not open")
         headers = {FANOUT_HEADER: "1", "accept": _JSON}
-        if self.key:
-            headers["x-api-key"] = self.key
-        if tenant is not None:
-            headers["x-tenant-id"] = tenant
+        if credentials is not None:  # the caller's key decides the tenant, as it does here
+            headers.update(credentials)
+        else:
+            if self.key:
+                headers["x-api-key"] = self.key
+            if tenant is not None:
+                headers["x-tenant-id"] = tenant
         try:
             return await asyncio.wait_for(self._client.get(peer + path_qs, headers=headers), self.timeout_s)
         except (httpx.HTTPError, TimeoutError) as exc:
@@ -158,7 +167,9 @@ class ClusterRouting:
         if owner == peers.self_url:
             await self.app(scope, receive, send)
             return
-        await self._proxy(owner, scope, send, tenant)
+        # an admin asks with the peer key; anyone else with their own key (no more rights than theirs)
+        credentials = None if principal.role == "admin" else {k: headers[k] for k in _KEY_HEADERS if k in headers}
+        await self._proxy(owner, scope, send, tenant, credentials)
 
     @staticmethod
     def _path_qs(scope: _Scope) -> str:
@@ -166,9 +177,11 @@ class ClusterRouting:
         path: str = scope["path"]
         return path + ("?" + query.decode("latin-1") if query else "")
 
-    async def _proxy(self, owner: str, scope: _Scope, send: _Send, tenant: str) -> None:
+    async def _proxy(
+        self, owner: str, scope: _Scope, send: _Send, tenant: str, credentials: dict[str, str] | None
+    ) -> None:
         try:
-            answer = await self.client.get(owner, self._path_qs(scope), tenant)
+            answer = await self.client.get(owner, self._path_qs(scope), tenant, credentials)
         except (httpx.HTTPError, TimeoutError):
             await _answer(send, 503, _error(f"the shard that owns this tenant ({owner}) did not answer; retry later"))
             return
