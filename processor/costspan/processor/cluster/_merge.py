@@ -121,7 +121,7 @@ def _weigh(objects: Sequence[JSONObject], out: JSONObject) -> None:
     if "avg_latency_ms" not in out or "request_count" not in out:
         return
     n = out["request_count"]
-    if not isinstance(n, int) or not n:
+    if not isinstance(n, int) or not n or all(obj.get("avg_latency_ms") is None for obj in objects):
         out["avg_latency_ms"] = None
         return
     total = sum(
