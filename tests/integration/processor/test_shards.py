@@ -5,22 +5,15 @@ answers once a shard is killed (docs/scale-out.md)."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -28,90 +21,17 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from costspan.processor.api import KeyStore
-from costspan.processor.api._keys import KEYS_FILE
 from costspan.processor.cluster import Peers
+from tests.support.shards import ADMIN_KEY, Shard, run_shards
 
-ROOT = Path(__file__).resolve().parents[3]
-ADMIN_KEY = "cluster-test-admin-key-0123456789"
 PEER_TIMEOUT_S = 1.0
 TENANTS = [f"tenant-{i}" for i in range(6)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class Shard:
-    url: str
-    grpc_target: str
-    process: subprocess.Popen[bytes]
-    tenant_keys: dict[str, str]
-
-    def get(self, path: str, key: str = ADMIN_KEY, *, local: bool = False, **params: Any) -> httpx.Response:
-        headers = {"X-API-Key": key, **({"X-Costspan-Fanout": "1"} if local else {})}
-        return httpx.get(self.url + path, params=params, headers=headers, timeout=10)
-
-    def json(self, path: str, key: str = ADMIN_KEY, *, local: bool = False, **params: Any) -> Any:
-        answer = self.get(path, key, local=local, **params)
-        assert answer.status_code == 200, answer.text
-        return answer.json()
-
-
 @pytest.fixture
 def shards(tmp_path: Path) -> Iterator[list[Shard]]:
-    ports = [_free_port() for _ in range(3)]
-    urls = [f"http://127.0.0.1:{p}" for p in ports]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("pricing", "instrumentation", "processor")),
-        "COSTSPAN_ADMIN_KEY": ADMIN_KEY,
-    }
-    # the same keys on every shard (a tenant's key is valid wherever its request lands)
-    keys = KeyStore(tmp_path / "keys")
-    tenant_keys = {t: keys.create("tenant", t)[1] for t in TENANTS}
-    started: list[Shard] = []
-    try:
-        for port, url in zip(ports, urls, strict=True):
-            data = tmp_path / f"shard-{port}"
-            data.mkdir(mode=0o700)
-            shutil.copy2(keys.path, data / KEYS_FILE)
-            grpc_port = _free_port()
-            args = ["--port", str(port), "--grpc-port", str(grpc_port), "--data-dir", str(data)]
-            args += ["--peers", ",".join(urls), "--node-url", url, "--peer-key", ADMIN_KEY]
-            args += ["--peer-timeout", str(PEER_TIMEOUT_S), "--log-level", "warning", "--fsync", "never"]
-            process = subprocess.Popen(
-                [sys.executable, "-m", "costspan.processor.serve", *args], env=env, stdout=subprocess.DEVNULL
-            )
-            started.append(Shard(url, f"127.0.0.1:{grpc_port}", process, tenant_keys))
-        deadline = time.monotonic() + 60
-        waiting = list(started)
-        while waiting and time.monotonic() < deadline:
-            shard = waiting[0]
-            assert shard.process.poll() is None, "a shard exited at start-up"
-            try:
-                if httpx.get(shard.url + "/readyz", timeout=1).status_code == 200:
-                    waiting.pop(0)
-                    continue
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        assert not waiting, "shards did not become ready"
+    with run_shards(tmp_path, 3, TENANTS, peer_timeout_s=PEER_TIMEOUT_S) as started:
         yield started
-    finally:
-        for shard in started:
-            if shard.process.poll() is None:
-                shard.process.send_signal(signal.SIGTERM)
-        for shard in started:
-            try:
-                shard.process.wait(15)
-            except subprocess.TimeoutExpired:
-                shard.process.kill()
-                shard.process.wait(5)
 
 
 def _spans(tenant: str, n: int, tokens: int) -> list[ReadableSpan]:
