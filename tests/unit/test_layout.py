@@ -123,7 +123,7 @@ PROCESSOR_ALL = [
     "load_settings",
     "track_in_process",
 ]
-SUB_PACKAGES = ("ingest", "store", "budgets", "api", "serve")
+SUB_PACKAGES = ("ingest", "store", "budgets", "api", "serve", "cluster")
 
 
 def test_processor_public_surface_is_all() -> None:
@@ -177,7 +177,8 @@ PROCESSOR_LAYERS = {
     "ingest": {"store"},
     "budgets": {"store"},
     "api": {"store", "ingest"},
-    "serve": {"store", "ingest", "budgets", "api", "_demo"},  # _demo: only to register `costspan demo`
+    "cluster": {"store", "ingest", "api"},
+    "serve": {"store", "ingest", "budgets", "api", "cluster", "_demo"},  # _demo: only to register `costspan demo`
 }
 
 

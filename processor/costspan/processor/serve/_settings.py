@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     JsonConfigSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -61,6 +62,51 @@ class Settings(BaseSettings):
     max_sessions_per_tenant: int = Field(default=_BOUNDS.session, ge=1)
     max_projects_per_tenant: int = Field(default=_BOUNDS.project, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # cluster: the instances of one deployment (docs/scale-out.md); none set: a single node
+    #: Base URLs of every instance, this one included (``COSTSPAN_PEERS``: comma-separated).
+    peers: Annotated[tuple[str, ...], NoDecode] = ()
+    #: One base URL a line (``#`` starts a comment); joined with ``peers``.
+    peers_file: Path | None = None
+    #: This instance's own base URL; must be one of the peers when peers are set.
+    node_url: str | None = None
+    #: API key (admin role) this instance presents to its peers.
+    peer_key: str | None = Field(default=None, repr=False)
+    peer_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+
+    @field_validator("peers", mode="before")
+    @classmethod
+    def _split_peers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part for part in (p.strip() for p in value.split(",")) if part)
+        return value
+
+    @field_validator("peers")
+    @classmethod
+    def _peer_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from costspan.processor.cluster._peers import parse_peer_urls
+
+        return parse_peer_urls(value)
+
+    @field_validator("node_url")
+    @classmethod
+    def _node_url(cls, value: str | None) -> str | None:
+        from costspan.processor.cluster._peers import parse_peer_urls
+
+        return parse_peer_urls([value])[0] if value else None
+
+    @model_validator(mode="after")
+    def _node_among_peers(self) -> Settings:
+        from costspan.processor.cluster._peers import all_peer_urls
+
+        urls = all_peer_urls(self.peers, self.peers_file)
+        if urls and self.node_url is None:
+            raise ValueError("node_url is required when peers are set (this instance's own base URL)")
+        if urls and self.node_url not in urls:
+            raise ValueError(f"node_url {self.node_url} is not one of the peers {', '.join(urls)}")
+        return self
+
+    # end cluster
+
     # e-mail alerts: a budget's alert_emails get its threshold alerts over SMTP (off without smtp_host)
     smtp_host: str | None = None
     smtp_port: int = Field(default=25, ge=1, le=65535)
