@@ -177,10 +177,10 @@ def test_a_lease_is_drawn_on_while_the_owner_is_down_then_lapses_closed() -> Non
     owner = LeaseBook(LeaseTerms(ttl_seconds=30))
     clock = Clock()
     book, lessee = shard("a", owner)
-    lessee._clock = clock  # noqa: SLF001 - the lessee's monotonic clock, driven by the test
+    lessee._clock = clock
     lessee.attach()
     lessee.tick()  # 20 requests leased
-    lessee._ask_remote = lambda url, ask: (_ for _ in ()).throw(LeaseUnavailableError("timed out"))  # type: ignore[method-assign]  # noqa: SLF001
+    lessee._ask_remote = lambda url, ask: (_ for _ in ()).throw(LeaseUnavailableError("timed out"))
     allowed = sum(book.check(Call(tenant="t", model="m")).allowed for _ in range(25))
     lessee.tick()
     assert allowed == 20  # the lease, and not one call more

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 from costspan.processor.budgets._leases import Grant, LeaseBook
 from costspan.processor.budgets._model import EACH, Budget, Mode, Period
@@ -78,8 +78,8 @@ class LeaseAsk:
     release: bool = False
 
 
-class OwnerClient(Protocol):
-    def __call__(self, owner_url: str, ask: LeaseAsk) -> Grant: ...
+#: Asks the owner at a base URL for a lease; raises :class:`LeaseUnavailableError`.
+OwnerClient = Callable[[str, LeaseAsk], Grant]
 
 
 @dataclass(slots=True)
