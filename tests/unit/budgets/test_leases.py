@@ -151,7 +151,7 @@ def test_a_new_counter_has_no_room_until_its_lease_arrives() -> None:
     assert not refused.allowed
     lessee.tick()
     assert book.check(Call(tenant="t", model="m")).allowed
-    assert lessee.held()["g"]["allowance"] == "20.0"
+    assert lessee.held()["g"]["allowance"] == "20"
 
 
 def test_owner_down_closed_refuses_and_says_why() -> None:

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 __all__ = ["Grant", "LeaseBook", "LeaseTerms"]
 
@@ -93,6 +93,7 @@ class LeaseBook:
         shard: str,
         spent: Decimal,
         *,
+        whole: bool = False,
         want: Decimal | None = None,
         holding: Decimal | None = None,
         holding_ttl: float = 0.0,
@@ -100,7 +101,9 @@ class LeaseBook:
         """Renew ``shard``'s lease on counter ``key`` for the period starting at ``start``.
 
         ``spent``: what the shard has spent in the period (cumulative). ``want``: the most it asks for
-        beyond that (None: the owner's share). ``holding``/``holding_ttl``: the allowance and remaining
+        beyond that (None: the owner's share). ``whole``: the budget counts tokens or requests, so a
+        slice is a whole number (rounded up to at least one, never beyond the remaining).
+        ``holding``/``holding_ttl``: the allowance and remaining
         life of the lease the shard holds, adopted when the owner has no record of it (the owner
         restarted or just became the owner) so that it is not granted twice.
         """
@@ -131,6 +134,8 @@ class LeaseBook:
             else:
                 size = min(max(terms.fraction * remaining, terms.min_share * limit), terms.max_share * limit)
                 size = min(size, remaining) if want is None else min(size, remaining, want)
+                if whole:
+                    size = min(size.to_integral_value(ROUND_CEILING), remaining.to_integral_value(ROUND_FLOOR))
             held.allowance, held.expires = held.reported + size, now + terms.ttl_seconds
             if size > 0:
                 self.granted_total += 1

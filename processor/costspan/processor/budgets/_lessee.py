@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
 from costspan.processor.budgets._leases import Grant, LeaseBook
-from costspan.processor.budgets._model import EACH, Budget, Mode, Period
+from costspan.processor.budgets._model import EACH, Budget, Mode, Period, Unit
 
 if TYPE_CHECKING:
     from costspan.processor.budgets._book import BudgetBook
@@ -226,13 +226,14 @@ class Lessee:
             return
         if grant.granted > 0:
             self.granted_total += 1
+        stalled = lease is not None and grant.allowance <= lease.allowance  # no more than before: ask less often
         self._leases[key] = _Lease(
             start,
             grant.allowance,
             grant.granted,
             sent + grant.ttl,
             sent + grant.ttl / 2,
-            0.0 if grant.granted > 0 else sent + min(1.0, grant.ttl / 2),
+            sent + min(1.0, grant.ttl / 2) if stalled or grant.granted <= 0 else 0.0,
         )
         note = (
             ""
@@ -306,5 +307,12 @@ def local_grant(owner_book: LeaseBook, budget: Budget, ask: LeaseAsk) -> Grant:
         owner_book.give_back(ask.key, ask.start, ask.shard, ask.spent)
         return Grant(ask.spent, ZERO, ZERO, 0.0)
     return owner_book.grant(
-        ask.key, ask.start, budget.limit, ask.shard, ask.spent, holding=ask.holding, holding_ttl=ask.holding_ttl
+        ask.key,
+        ask.start,
+        budget.limit,
+        ask.shard,
+        ask.spent,
+        whole=budget.unit is not Unit.USD,
+        holding=ask.holding,
+        holding_ttl=ask.holding_ttl,
     )
