@@ -35,6 +35,7 @@ from costspan.processor.budgets import (
     budgets_from_env,
     settle_committed,
 )
+from costspan.processor.cluster._mount import include_cluster
 from costspan.processor.serve._app import create_app
 from costspan.processor.serve._leases import add_spend_leases
 from costspan.processor.serve._reprice_api import add_repricing
@@ -81,6 +82,8 @@ def build_server_app(
     """Raises ``ValueError`` for a server that would start without keys (see ``include_usage_api``)."""
     metrics = registry if registry is not None else CollectorRegistry(auto_describe=False)
     app = create_app(settings, store, pricer=pricer, registry=metrics)
+    # cluster: reads routed across shards, inside the edge added below (docs/scale-out.md)
+    include_cluster(app, settings, store, metrics)
     if book is None:
         book = BudgetBook(data_dir=settings.data_dir / "budgets")
     book.spend_source = StoredSpend(store)  # a budget created mid-period starts from the stored spend
