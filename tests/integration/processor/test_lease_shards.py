@@ -89,10 +89,17 @@ def _client(url: str) -> httpx.Client:
     return httpx.Client(base_url=url, headers={"x-api-key": ADMIN}, timeout=5)
 
 
-def _define(urls: list[str], budget: dict[str, object]) -> None:
-    for url in urls:  # budgets are defined on every shard
-        with _client(url) as c:
-            assert c.post("/v1/budgets", json=budget).status_code == 201
+def _define(urls: list[str], budget: dict[str, object], via: str | None = None) -> str:
+    """Define a budget on one shard: it forwards it to the others; the peers that did not take it."""
+    with _client(via or urls[-1]) as c:
+        answer = c.post("/v1/budgets", json=budget)
+        assert answer.status_code == 201, answer.text
+        failed = answer.headers["x-costspan-peers-failed"]
+    for url in urls:
+        if url not in failed:
+            with _client(url) as c:
+                assert c.get(f"/v1/budgets/{budget['id']}").json()["limit"] == budget["limit"]
+    return failed
 
 
 def _wait_for_lease(urls: list[str], key: str) -> None:
@@ -123,16 +130,19 @@ def _spend(c: httpx.Client, tenant: str, model: str = "gpt-4o-mini") -> bool:
 
 def test_a_global_limit_holds_across_three_shards(shards: tuple[list[str], dict[str, subprocess.Popen[bytes]]]) -> None:
     urls, _ = shards
-    _define(
-        urls,
-        {
-            "id": "g",
-            "scope": {"model": "gpt-4o-mini"},
-            "period": "day",
-            "limit": "40",
-            "unit": "requests",
-            "mode": "hard",
-        },
+    assert (
+        _define(
+            urls,
+            {
+                "id": "g",
+                "scope": {"model": "gpt-4o-mini"},
+                "period": "day",
+                "limit": "40",
+                "unit": "requests",
+                "mode": "hard",
+            },
+        )
+        == ""
     )
     _wait_for_lease(urls, "g")
     clients = [_client(u) for u in urls]
@@ -189,3 +199,6 @@ def test_owner_down_closed_refuses_and_open_allows(
         failures = re.search(r"^costspan_budget_lease_renew_failures_total (\S+)$", metrics, re.M)
         assert opened_total is not None and float(opened_total[1]) >= 1, metrics
         assert failures is not None and float(failures[1]) >= 1, metrics
+    # a budget defined now reaches the live peers, and the answer names the one that did not take it
+    g3 = {"id": "g3", "period": "month", "limit": "5", "mode": "hard"}
+    assert _define([closed, opened], g3, via=closed) == owner

@@ -1,4 +1,5 @@
-"""Spend leases in ``costspan serve``: the lease routes, the lessee thread (with peers) and their metrics.
+"""Spend leases in ``costspan serve``: the lease routes, the lessee thread (with peers), their metrics,
+and (with peers) budget definitions forwarded to every peer (serve/_budget_peers.py).
 
 A single node (no peers) mounts the routes and answers for the budgets it owns (all of them), but
 runs no lessee: its budgets behave exactly as without leases.
@@ -23,6 +24,7 @@ from costspan.processor.budgets._lease_api import http_owner_client, lease_route
 from costspan.processor.budgets._leases import LeaseBook, LeaseTerms
 from costspan.processor.budgets._lessee import Lessee
 from costspan.processor.cluster import Peers
+from costspan.processor.serve._budget_peers import BudgetDefinitionsToPeers
 from costspan.processor.serve._settings import Settings
 
 __all__ = ["LeaseCollector", "add_spend_leases"]
@@ -110,6 +112,9 @@ def add_spend_leases(app: FastAPI, settings: Settings, book: BudgetBook, registr
     registry.register(LeaseCollector(owner_book, lessee))
     if lessee is None:
         return
+    app.add_middleware(
+        BudgetDefinitionsToPeers, peers=peers, peer_key=settings.peer_key, timeout=settings.peer_timeout_seconds
+    )
     running = lessee
 
     @asynccontextmanager
