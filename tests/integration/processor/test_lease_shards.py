@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -89,7 +89,7 @@ def _client(url: str) -> httpx.Client:
     return httpx.Client(base_url=url, headers={"x-api-key": ADMIN}, timeout=5)
 
 
-def _define(urls: list[str], budget: dict[str, object], via: str | None = None) -> str:
+def _define(urls: list[str], budget: Mapping[str, object], via: str | None = None) -> str:
     """Define a budget on one shard: it forwards it to the others; the peers that did not take it."""
     with _client(via or urls[-1]) as c:
         answer = c.post("/v1/budgets", json=budget)

@@ -218,8 +218,11 @@ class Lessee:
             self.renew_failures_total += 1
             if lease is not None:
                 lease.retry_at = sent + self._retry
-                if lease.expires > sent:
-                    return  # draw on what is left of the lease meanwhile
+                if lease.expires > sent and (self.owner_down == "closed" or lease.allowance > spent):
+                    # draw on what is left of the lease meanwhile; a refusal beyond it says why
+                    owner = self._owner_of(budget_owner_key(budget.id))
+                    self._set_note(key, start, f"its lease owner {owner} is unavailable: {exc}; the lease is spent")
+                    return
             else:
                 self._leases[key] = _Lease(start, spent, ZERO, sent, sent, sent + self._retry)
             self._lapse(key, start, budget, spent, str(exc))
@@ -263,6 +266,13 @@ class Lessee:
             return
         note = f"its lease owner {owner} is unavailable: {why}; refused (lease_owner_down=closed)"
         self._set_cap(key, start, spent, note, lower_only=True)
+
+    def _set_note(self, key: str, start: float, note: str) -> None:
+        book = self._book
+        with book._lock:
+            counter = book._state.counters.get(key)
+            if counter is not None and counter.start == start:
+                counter.lease_note = note
 
     def _set_cap(self, key: str, start: float, cap: Decimal, note: str, *, lower_only: bool = False) -> None:
         book = self._book
