@@ -111,3 +111,17 @@ def test_is_self_and_owns() -> None:
     assert all(peers.owns(t) == (peers.owner(t) == THREE[1]) for t in TENANTS[:100])
     with pytest.raises(ValueError, match="not one of the peers"):
         Peers(self_url="http://elsewhere:1", urls=THREE)
+
+
+def test_serve_refuses_to_start_with_a_node_url_outside_the_peers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from costspan.processor.serve._serve_cli import main
+
+    data = tmp_path / "data"
+    flags = ["--data-dir", str(data), "--peers", "http://a:1,http://b:2", "--node-url", "http://c:1"]
+    assert main(flags) == 2
+    assert "node_url http://c:1 is not one of the peers http://a:1, http://b:2" in capsys.readouterr().err
+    assert main(["--data-dir", str(data), "--peers-file", str(tmp_path / "missing")]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    assert not data.exists()  # refused before anything was created

@@ -1,4 +1,4 @@
-"""Reads across shards: admin queries fanned out and merged, tenant queries answered by the tenant's owner.
+"""Reads across shards: fanned out and merged, or answered by the shard that holds the tenant's calls.
 
 :class:`ClusterRouting` is ASGI middleware inside the edge (the key is verified, the principal is in
 the request's state) and in front of the routes. For a ``GET`` of the usage API:
@@ -6,11 +6,14 @@ the request's state) and in front of the routes. For a ``GET`` of the usage API:
 - an admin key without a tenant filter, on a route of :data:`~._merge.MERGED_PATHS`: the same request
   goes to every other peer at once (``X-Costspan-Fanout: 1``, the peer key), this node answers too,
   and the answers are merged; ``partial`` says whether a peer failed or timed out (``failed_peers``);
-- a tenant key, or an admin key naming a tenant: answered here when this node owns the tenant, else
-  proxied to the owner: an admin's request with the peer key and ``X-Tenant-ID`` naming that tenant
-  (so the owner's answer is limited to it exactly as here), a tenant key's with the caller's own key
-  headers — never with more rights than the caller has (tenant keys must be valid on every shard);
-  an owner that does not answer → 503;
+- a tenant key, or an admin key naming a tenant, on a route of ``MERGED_PATHS``: fanned out and merged
+  the same way, each peer limited to that tenant (the Collector's ring, not :meth:`Peers.owner`,
+  decides where a tenant's calls are, and a re-balance leaves some on another shard: every shard is
+  asked); on any other route: answered by the shard holding the most of the tenant's calls (asked
+  with ``GET /api/cluster/tenant-calls``), proxied there when it is another; a holder that does not
+  answer → 503. Peers are asked by an admin with the peer key and ``X-Tenant-ID`` naming the tenant,
+  by anyone else with the caller's own key headers — never with more rights than the caller has
+  (tenant keys must be valid on every shard);
 - anything else, and every request that carries ``X-Costspan-Fanout`` (a peer asking): answered here.
 """
 
@@ -21,12 +24,13 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import httpx
 
 from costspan.processor.api._auth import PRINCIPAL_STATE
 from costspan.processor.api._keys import Principal
+from costspan.processor.cluster._holders import TENANT_CALLS_PATH, tenant_calls
 from costspan.processor.cluster._merge import MERGED_PATHS, JSONObject, merge_answers
 from costspan.processor.cluster._peers import Peers
 
@@ -101,6 +105,17 @@ class PeerClient:
             raise
 
 
+def _calls_of(result: httpx.Response | BaseException) -> int | None:
+    """The ``calls`` of a peer's tenant-calls answer (None: no usable answer)."""
+    if not isinstance(result, httpx.Response) or result.status_code != 200:
+        return None
+    try:
+        calls = result.json().get("calls")
+    except (ValueError, AttributeError):
+        return None
+    return calls if isinstance(calls, int) else None
+
+
 def _tenant_of(principal: Principal, scope: _Scope, headers: dict[str, str]) -> str | None:
     """The one tenant a read is limited to, as the routes will decide it (None: every tenant)."""
     if principal.role != "admin":
@@ -157,19 +172,14 @@ class ClusterRouting:
             await self.app(scope, receive, send)
             return
         tenant = _tenant_of(principal, scope, headers)
-        if tenant is None:
-            if path in MERGED_PATHS:
-                await self._fan_out(scope, receive, send)
-            else:
-                await self.app(scope, receive, send)
-            return
-        owner = peers.owner(tenant)
-        if owner == peers.self_url:
-            await self.app(scope, receive, send)
-            return
-        # an admin asks with the peer key; anyone else with their own key (no more rights than theirs)
+        # an admin asks peers with the peer key; anyone else with their own key (no more rights than theirs)
         credentials = None if principal.role == "admin" else {k: headers[k] for k in _KEY_HEADERS if k in headers}
-        await self._proxy(owner, scope, send, tenant, credentials)
+        if path in MERGED_PATHS:
+            await self._fan_out(scope, receive, send, tenant, credentials)
+        elif tenant is None:
+            await self.app(scope, receive, send)
+        else:
+            await self._to_holder(scope, receive, send, tenant, credentials)
 
     @staticmethod
     def _path_qs(scope: _Scope) -> str:
@@ -178,14 +188,40 @@ class ClusterRouting:
         return path + ("?" + query.decode("latin-1") if query else "")
 
     async def _proxy(
-        self, owner: str, scope: _Scope, send: _Send, tenant: str, credentials: dict[str, str] | None
+        self, holder: str, scope: _Scope, send: _Send, tenant: str, credentials: dict[str, str] | None
     ) -> None:
         try:
-            answer = await self.client.get(owner, self._path_qs(scope), tenant, credentials)
+            answer = await self.client.get(holder, self._path_qs(scope), tenant, credentials)
         except (httpx.HTTPError, TimeoutError):
-            await _answer(send, 503, _error(f"the shard that owns this tenant ({owner}) did not answer; retry later"))
+            await _answer(send, 503, _error(f"the shard holding this tenant ({holder}) did not answer; retry later"))
             return
         await _answer(send, answer.status_code, answer.content, answer.headers.get("content-type", _JSON))
+
+    async def _to_holder(
+        self, scope: _Scope, receive: _Receive, send: _Send, tenant: str, credentials: dict[str, str] | None
+    ) -> None:
+        """A read that cannot be merged: answered by the shard holding most of the tenant's calls."""
+        index = getattr(scope["app"].state, "usage_index", None)
+        here = tenant_calls(index, tenant) if index is not None else 0
+        others = self.client.peers.others()
+        path_qs = f"{TENANT_CALLS_PATH}?{urlencode({'tenant': tenant})}"
+        results = await asyncio.gather(
+            *(self.client.get(peer, path_qs, None) for peer in others), return_exceptions=True
+        )
+        best, holder, failed = here, self.client.peers.self_url, False
+        for peer, result in zip(others, results, strict=True):
+            calls = _calls_of(result)
+            if calls is None:
+                failed = True
+            elif calls > best:
+                best, holder = calls, peer
+        if holder != self.client.peers.self_url:
+            await self._proxy(holder, scope, send, tenant, credentials)
+        elif here or not failed:
+            await self.app(scope, receive, send)
+        else:
+            detail = "a shard that may hold this tenant's calls did not answer; retry later"
+            await _answer(send, 503, _error(detail))
 
     async def _local(self, scope: _Scope, receive: _Receive) -> tuple[int, bytes, str]:
         """This node's own answer, captured."""
@@ -206,10 +242,12 @@ class ClusterRouting:
         await self.app(scope, receive, capture)
         return status, b"".join(chunks), content_type
 
-    async def _fan_out(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+    async def _fan_out(
+        self, scope: _Scope, receive: _Receive, send: _Send, tenant: str | None, credentials: dict[str, str] | None
+    ) -> None:
         others = self.client.peers.others()
         path_qs = self._path_qs(scope)
-        asked = [asyncio.ensure_future(self.client.get(peer, path_qs, None)) for peer in others]
+        asked = [asyncio.ensure_future(self.client.get(peer, path_qs, tenant, credentials)) for peer in others]
         try:
             status, body, content_type = await self._local(scope, receive)
             results = await asyncio.gather(*asked, return_exceptions=True)

@@ -1,12 +1,16 @@
 """Join a node to its peers: :func:`include_cluster` (called by ``build_server_app``).
 
-Foreign tenants: a shard that receives spans of a tenant it does not own (the Collector re-balanced
-its ring, a shard was added or removed) accepts and stores them like its own — acknowledged once
-durable, nothing lost — and counts them (``costspan_foreign_tenant_spans_total``). It does not
-forward them to the owner: forwarding would add a hop that can fail after the exporter was
-acknowledged, and the Collector's ring differs from :meth:`Peers.owner`, so a forward could bounce
-between shards. Admin totals are merged across shards, so they stay exact; a tenant's own view (its
-owner's) does not include what another shard accepted for it (docs/scale-out.md).
+Ownership: :meth:`Peers.owner` names one shard per tenant (rendezvous hashing over ``--peers``): the
+shard that hands out the tenant's budget leases. Where the tenant's calls are stored is the
+Collector's choice (its ``load_balancing`` ring), which is a different hash: reads never assume the
+owner holds the data (``_fanout``).
+
+Foreign tenants: a shard that receives spans of a tenant it does not own accepts and stores them like
+its own — acknowledged once durable, nothing lost — and counts them
+(``costspan_foreign_tenant_spans_total``). It does not forward them to the owner: forwarding would add
+a hop that can fail after the exporter was acknowledged, and the Collector's ring differs from
+:meth:`Peers.owner`, so spans would be moved on every export (and two rings that disagree could bounce
+a span back and forth). Reads merge or ask every shard, so totals stay exact (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from costspan.processor._lifespan import add_lifespan
 from costspan.processor.cluster._fanout import ClusterRouting, PeerClient
+from costspan.processor.cluster._holders import router as holders_router
 from costspan.processor.cluster._peers import Peers, PeerSettings, peers_from_settings
 from costspan.processor.store._batch import Committed
 from costspan.processor.store._store import Store
@@ -85,6 +90,7 @@ def include_cluster(app: FastAPI, settings: ClusterSettings, store: Store, regis
     setattr(app.state, CLUSTER_STATE, peers)
     client = PeerClient(peers, settings.peer_key, settings.peer_timeout_seconds)
     registry.register(ClusterCollector(store, client))
+    app.include_router(holders_router)
     if peers.single:
         return peers
     if not settings.peer_key:
