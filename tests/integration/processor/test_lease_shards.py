@@ -117,14 +117,21 @@ def _check(c: httpx.Client, tenant: str, model: str = "gpt-4o-mini") -> httpx.Re
     return c.post("/v1/budgets/check", json=body)
 
 
-def _spend(c: httpx.Client, tenant: str, model: str = "gpt-4o-mini") -> bool:
-    """One call: check, then settle what it reserved (a request budget counts it once)."""
+def _spend(c: httpx.Client, tenant: str, model: str = "gpt-4o-mini", *, record: bool = False) -> bool:
+    """One call: check, then settle what it reserved (a request budget counts it once) — by the settle
+    route, or (``record``) by the call's own usage record carrying the reservation, as a span would."""
     answer = _check(c, tenant, model)
     if answer.status_code == 429:
         return False
     assert answer.status_code == 200, answer.text
-    settled = c.post("/v1/budgets/settle", json={"reservation_id": answer.json()["reservation_id"], "cost_usd": "0"})
-    assert settled.status_code == 200, settled.text
+    rid = answer.json()["reservation_id"]
+    if record:
+        call = {"tenant_id": tenant, "provider": "openai", "model": model, "prompt_tokens": 10}
+        settled = c.post("/api/usage/calls", json={**call, "completion_tokens": 10, "reservation_id": rid})
+        assert settled.status_code == 201, settled.text
+    else:
+        settled = c.post("/v1/budgets/settle", json={"reservation_id": rid, "cost_usd": "0"})
+        assert settled.status_code == 200, settled.text
     return True
 
 
@@ -149,7 +156,7 @@ def test_a_global_limit_holds_across_three_shards(shards: tuple[list[str], dict[
     admitted = [0, 0, 0]
     quiet_rounds, deadline = 0, time.monotonic() + 15
     while quiet_rounds < 4 and time.monotonic() < deadline:  # until the pool is drawn down
-        got = [_spend(c, f"tenant-{i}") for i, c in enumerate(clients)]
+        got = [_spend(c, f"tenant-{i}", record=i == 1) for i, c in enumerate(clients)]
         for i, ok in enumerate(got):
             admitted[i] += ok
         quiet_rounds = 0 if any(got) else quiet_rounds + 1
@@ -195,8 +202,8 @@ def test_owner_down_closed_refuses_and_open_allows(
         assert f"lease owner {owner} is unavailable" in message and "lease_owner_down=closed" in message
         assert all(_spend(o, "globex", "gpt-4o") for _ in range(5))  # open: allowed, and counted
         metrics = o.get("/metrics").text
-        opened_total = re.search(r"^costspan_budget_lease_fail_open_total (\S+)$", metrics, re.M)
-        failures = re.search(r"^costspan_budget_lease_renew_failures_total (\S+)$", metrics, re.M)
+        opened_total = re.search(r"^costspan_budget_leases_fail_open_total (\S+)$", metrics, re.M)
+        failures = re.search(r"^costspan_budget_leases_renew_failures_total (\S+)$", metrics, re.M)
         assert opened_total is not None and float(opened_total[1]) >= 1, metrics
         assert failures is not None and float(failures[1]) >= 1, metrics
     # a budget defined now reaches the live peers, and the answer names the one that did not take it

@@ -50,12 +50,12 @@ class LeaseCollector(Collector):
         yield granted
         lessee = self._lessee
         failures = CounterMetricFamily(
-            "costspan_budget_lease_renew_failures", "Lease asks this instance could not get answered by the owner."
+            "costspan_budget_leases_renew_failures", "Lease asks this instance could not get answered by the owner."
         )
         failures.add_metric([], lessee.renew_failures_total if lessee is not None else 0)
         yield failures
         opened = CounterMetricFamily(
-            "costspan_budget_lease_fail_open",
+            "costspan_budget_leases_fail_open",
             "Times a leased counter was opened because its owner was down (lease_owner_down=open).",
         )
         opened.add_metric([], lessee.open_total if lessee is not None else 0)
@@ -69,7 +69,7 @@ class LeaseCollector(Collector):
             outstanding.add_metric([key], float(amount))
         yield outstanding
         held = GaugeMetricFamily(
-            "costspan_budget_lease_unspent_usd", "Unspent part of the USD leases this instance holds."
+            "costspan_budget_leases_unspent_usd", "Unspent part of the USD leases this instance holds."
         )
         held.add_metric([], float(lessee.unspent()) if lessee is not None else 0.0)
         yield held
