@@ -1,8 +1,9 @@
 """Three real ``costspan serve`` shards on loopback share global budgets by spend leases.
 
 Checks spread over the shards (settled by the settle route, or by the call's usage record as a span
-would) never admit more than a global budget's limit; then the owner of a second budget is killed: a ``closed`` shard refuses once its lease is gone (saying why), an ``open``
-shard keeps admitting and counts it.
+would) never admit more than a global budget's limit; then the owner of a second budget is killed:
+a ``closed`` shard refuses once its lease is gone (saying why), an ``open`` shard keeps admitting
+and counts it.
 """
 
 from __future__ import annotations

@@ -197,3 +197,32 @@ def test_a_lease_is_drawn_on_while_the_owner_is_down_then_lapses_closed() -> Non
     lessee.tick()
     refused = book.check(Call(tenant="t", model="m"))
     assert refused.block is not None and "lease owner" in refused.block.message()
+
+
+def test_stopping_gives_the_unspent_lease_back() -> None:
+    owner = LeaseBook()
+    book, lessee = shard("a", owner)
+    lessee.attach()
+    lessee.tick()
+    assert book.check(Call(tenant="t", model="m")).allowed
+    assert owner.outstanding() == {"g": D(20)}
+    lessee.stop()
+    assert owner.outstanding() == {"g": D(0)}
+    view = owner.view("g", book._state.counters["g"].start)
+    assert view is not None and view["reported"] == "1"
+
+
+def test_lease_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from costspan.processor.serve._settings import Settings
+
+    for name in ("COSTSPAN_PEERS", "COSTSPAN_NODE_URL", "COSTSPAN_PEERS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    assert Settings().lease_owner_down == "closed" and Settings().lease_ttl_seconds == 30
+    with pytest.raises(ValidationError, match="lease_min_share must not exceed lease_max_share"):
+        Settings(lease_min_share=D("0.5"), lease_max_share=D("0.2"))
+    with pytest.raises(ValidationError, match="lease_owner_down"):
+        Settings(lease_owner_down="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="lease_fraction"):
+        Settings(lease_fraction=D(0))

@@ -150,11 +150,12 @@ class Lessee:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        for key, budget, start, spent, _ in self._counters():
+        for key, budget, start, spent, reserved in self._counters():
             lease = self._leases.pop(key, None)
             if lease is None or lease.start != start:
                 continue
-            ask = LeaseAsk(budget.id, key, start, self._shard, spent, release=True)
+            # calls still in flight may yet spend what they reserved: that part is not given back
+            ask = LeaseAsk(budget.id, key, start, self._shard, spent + reserved, release=True)
             with contextlib.suppress(LeaseUnavailableError):
                 self._ask(budget, ask)
 
