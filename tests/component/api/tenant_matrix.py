@@ -216,6 +216,18 @@ BODIES: Final[dict[str, BodyRule]] = {
         },
     ),
     "OTLP": BodyRule(True, False, lambda world, tenant, owner: otlp_export(tenant)),
+    # a peer's spend-lease ask (admin keys only): it names no tenant and no tenant's resource
+    "LeaseRequest": BodyRule(
+        False,
+        False,
+        lambda world, tenant, owner: {
+            "budget_id": "matrix-global",
+            "key": "matrix-global",
+            "start": 0,
+            "shard": "http://127.0.0.1:9",
+            "spent": "0",
+        },
+    ),
 }
 
 

@@ -274,6 +274,8 @@ class Block:
     estimate_usd: Decimal | None = None
     basis: EstimateBasis | None = None
     mode: Mode = Mode.HARD
+    #: With spend leases across instances: why this instance has no more room (e.g. the lease owner is down).
+    note: str = ""
 
     def retry_after(self, now: float) -> int | None:
         """Whole seconds until the period resets (None: it never does)."""
@@ -327,6 +329,8 @@ class Block:
                 f": limit {self._amount(self.limit)}, spent {self._amount(self.spent)},"
                 f" reserved {self._amount(self.reserved)}"
             )
+        if self.note:
+            text += f" ({self.note})"
         return f"{text}; {self.estimate_text()}. To go ahead: " + "; or ".join(self.advice()) + "."
 
 

@@ -51,6 +51,13 @@ def add_serve_command(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--node-url", help="this instance's own base URL (one of the peers)")
     parser.add_argument("--peer-key", help="admin API key presented to peers (or COSTSPAN_PEER_KEY)")
     parser.add_argument("--peer-timeout", type=float, help="seconds to wait for a peer (default 2)")
+    # spend leases
+    parser.add_argument(
+        "--lease-owner-down",
+        choices=["closed", "open"],
+        help="a global budget's owner unreachable and the lease spent: refuse calls (closed) or allow them",
+    )
+    parser.add_argument("--lease-ttl", type=float, help="seconds a global budget's spend lease lives (default 30)")
     parser.add_argument("--snapshot-interval-seconds", type=float, help="seconds between snapshots")
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument(
@@ -98,6 +105,8 @@ def run_serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             node_url=getattr(args, "node_url", None),
             peer_key=getattr(args, "peer_key", None),
             peer_timeout_seconds=getattr(args, "peer_timeout", None),
+            lease_owner_down=getattr(args, "lease_owner_down", None),
+            lease_ttl_seconds=getattr(args, "lease_ttl", None),
         )
     except ValidationError as exc:
         problems = "; ".join(

@@ -38,6 +38,7 @@ from costspan.processor.budgets import (
 from costspan.processor.budgets._email import EmailNotifier
 from costspan.processor.cluster._mount import include_cluster
 from costspan.processor.serve._app import create_app
+from costspan.processor.serve._leases import add_spend_leases
 from costspan.processor.serve._reprice_api import add_repricing
 from costspan.processor.serve._settings import Settings
 from costspan.processor.store._store import Store
@@ -136,4 +137,5 @@ def build_server_app(
             book.close()
 
     add_lifespan(app, close_budgets)
+    add_spend_leases(app, settings, book, metrics)  # with peers, its lessee stops before the book closes
     return app

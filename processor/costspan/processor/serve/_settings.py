@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -106,6 +107,24 @@ class Settings(BaseSettings):
         return self
 
     # end cluster
+    # spend leases: global and cross-tenant budgets across peers (docs/scale-out.md "Global budgets by lease")
+    #: Share of what remains of a budget's period that one lease grants.
+    lease_fraction: Decimal = Field(default=Decimal("0.1"), gt=0, le=1, allow_inf_nan=False)
+    #: Smallest and largest lease, as shares of the budget's limit.
+    lease_min_share: Decimal = Field(default=Decimal("0.01"), ge=0, le=1, allow_inf_nan=False)
+    lease_max_share: Decimal = Field(default=Decimal("0.25"), gt=0, le=1, allow_inf_nan=False)
+    #: How long a lease lives unless renewed (shards renew at half of it).
+    lease_ttl_seconds: float = Field(default=30.0, gt=0, le=3600)
+    #: The budget's owner unreachable and the lease spent: refuse the call (closed) or allow it (open).
+    lease_owner_down: Literal["closed", "open"] = "closed"
+
+    @model_validator(mode="after")
+    def _lease_shares(self) -> Settings:
+        if self.lease_min_share > self.lease_max_share:
+            raise ValueError("lease_min_share must not exceed lease_max_share")
+        return self
+
+    # end spend leases
 
     # e-mail alerts: a budget's alert_emails get its threshold alerts over SMTP (off without smtp_host)
     smtp_host: str | None = None
