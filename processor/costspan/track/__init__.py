@@ -24,7 +24,7 @@ them up, attributes them and reads their records back. See docs/python-api.md.
 from costspan.instrumentation import BudgetExceededError
 from costspan.track._budget import Budget, Degradation, EnforcementLevel
 from costspan.track._count import TokenCount, count_tokens
-from costspan.track._setup import SessionTotals, Tracking, init, session, shutdown
+from costspan.track._setup import SessionTotals, Tracking, current, init, session, shutdown
 from costspan.track._tracker import TrackedCall, Tracker, track
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "Tracker",
     "Tracking",
     "count_tokens",
+    "current",
     "init",
     "session",
     "shutdown",
