@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -99,9 +99,9 @@ class Budget:
     monthly_limit: Decimal | float | int | str | None = None
     per_request_limit: Decimal | float | int | str | None = None
     enforcement_level: EnforcementLevel | str = EnforcementLevel.SOFT
-    alert_thresholds: tuple[float, ...] = (0.5, 0.75, 0.9, 0.95)
-    degradation_strategies: tuple[Degradation | str, ...] = ()
-    fallback_models: tuple[str, ...] = ()
+    alert_thresholds: Sequence[float] = (0.5, 0.75, 0.9, 0.95)
+    degradation_strategies: Sequence[Degradation | str] = ()
+    fallback_models: Sequence[str] = ()
     max_tokens_cap: int = 256
     temperature_cap: float = 0.2
     degrade_at: float = 0.8

@@ -97,7 +97,7 @@ def one_call(pricer: Pricer, model: str = MODEL) -> Decimal:
 def test_nested_blocks_see_their_own_calls_and_the_session_adds_up(
     setup: Any, fake: FakeProvider, pricer: Pricer
 ) -> None:
-    tracking = setup()
+    tracking: cost.Tracking = setup()
     assert cost.init() is tracking  # idempotent
     with cost.track(tenant="acme", session="s-1", attributes={"feature": "chat"}) as outer:
         chat(fake, max_tokens=50)
@@ -178,11 +178,11 @@ def test_soft_budget_only_alerts(setup: Any, fake: FakeProvider) -> None:
     assert len(fake.requests) == 2
 
 
-STRATEGIES = {
-    "use_smaller_model": ({"model": "gpt-4.1-nano"}, {}),
-    "reduce_max_tokens": ({"max_tokens": 16}, {}),
+STRATEGIES: dict[str, tuple[dict[str, Any], set[str]]] = {
+    "use_smaller_model": ({"model": "gpt-4.1-nano"}, set()),
+    "reduce_max_tokens": ({"max_tokens": 16}, set()),
     "disable_tools": ({}, {"tools", "tool_choice"}),
-    "lower_temperature": ({"temperature": 0.2}, {}),
+    "lower_temperature": ({"temperature": 0.2}, set()),
 }
 
 
