@@ -104,7 +104,10 @@ def test_text_system_and_names_follow_the_chat_framing() -> None:
         {"role": "assistant", "content": "4"},
     ]
     count = count_tokens("gpt-4o", messages)
-    n = lambda s: len(enc.encode_ordinary(s))  # noqa: E731
+
+    def n(text: str) -> int:
+        return len(enc.encode_ordinary(text))
+
     system = n("You are a terse assistant.")
     text = n("system") + n("user") + n("ada") + n("What is 2 + 2?") + n("assistant") + n("4")
     assert count == TokenCount(
