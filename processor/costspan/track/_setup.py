@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,8 +24,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from costspan.instrumentation import CostspanInstrumentor
 from costspan.pricing import Pricer
 from costspan.processor._inprocess import InProcess, track_in_process
+from costspan.processor.budgets import Alert, BudgetSpec
 from costspan.processor.budgets import Budget as BookBudget
-from costspan.processor.budgets import BudgetSpec
 from costspan.track._budget import Budget, degrading_hook
 from costspan.track._tracker import CallSpans
 
@@ -86,11 +86,14 @@ def init(
     pricer: Pricer | None = None,
     default_tenant: str = "",
     instrument_options: Mapping[str, Any] | None = None,
+    on_alert: Callable[[Alert], object] | None = None,
 ) -> Tracking | None:
     """Track this app's LLM calls in-process; idempotent (a second call returns the first set-up).
 
     ``budgets``: :class:`~costspan.track.Budget` (the MDMAI shape) and/or the processor's budget
-    definitions (each with an ``id``). The other arguments are :func:`costspan.processor.track_in_process`'s.
+    definitions (each with an ``id``). ``on_alert(alert)`` is called (on the thread that settles the
+    call) once per budget, threshold and period as spend crosses an alert threshold; it must not block.
+    The other arguments are :func:`costspan.processor.track_in_process`'s.
     Returns ``None`` (and logs why) when the set-up fails; never raises.
     """
     with _Holder.lock:
@@ -107,6 +110,7 @@ def init(
                 pricer=pricer,
                 default_tenant=default_tenant,
                 instrument_options=instrument_options or {},
+                on_alert=on_alert,
             )
         except Exception:
             logger.exception("costspan track: init failed; LLM calls are not tracked in-process")
@@ -133,6 +137,7 @@ def _build(
     pricer: Pricer | None,
     default_tenant: str,
     instrument_options: Mapping[str, Any],
+    on_alert: Callable[[Alert], object] | None,
 ) -> Tracking:
     ours = tuple(b for b in budgets if isinstance(b, Budget))
     book_budgets: list[BookBudget | BudgetSpec | Mapping[str, Any]] = [b for b in budgets if not isinstance(b, Budget)]
@@ -153,6 +158,8 @@ def _build(
     try:
         inprocess.tracer_provider.add_span_processor(spans)
         inprocess.store.add_commit_listener(spans.on_records)
+        if on_alert is not None and inprocess.book is not None:
+            inprocess.book.alert_sinks.append(on_alert)
         hook = inprocess.guard
         if inprocess.book is not None and any(b.degradation_strategies for b in ours):
             hook = degrading_hook(ours, inprocess.book, inprocess.guard)

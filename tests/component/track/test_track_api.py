@@ -64,8 +64,9 @@ def setup(tmp_path: Path, pricer: Pricer, tokens: TokenCounter) -> Iterator[Any]
         instrumentor.uninstrument()
     provider = TracerProvider(resource=Resource.create({"service.name": "chat"}))
 
-    def start(*budgets: Any) -> cost.Tracking:
+    def start(*budgets: Any, on_alert: Any = None) -> cost.Tracking:
         tracking = cost.init(
+            on_alert=on_alert,
             tracer_provider=provider,
             data_dir=tmp_path,
             budgets=budgets,
@@ -171,11 +172,15 @@ def test_daily_limit_blocks_once_spent(setup: Any, fake: FakeProvider, pricer: P
     assert blocked.value.budget_id == "daily.day" and len(fake.requests) == 1
 
 
-def test_soft_budget_only_alerts(setup: Any, fake: FakeProvider) -> None:
-    setup(cost.Budget(name="soft", daily_limit="0.0000001", alert_thresholds=(0.5,)))
-    for _ in range(2):
+def test_soft_budget_only_alerts(setup: Any, fake: FakeProvider, pricer: Pricer) -> None:
+    alerts: list[Any] = []
+    setup(
+        cost.Budget(name="soft", daily_limit=one_call(pricer) * 3, alert_thresholds=(0.5, 0.8)), on_alert=alerts.append
+    )
+    for _ in range(4):  # past the limit: a soft budget never blocks
         chat(fake, max_tokens=50)
-    assert len(fake.requests) == 2
+    assert len(fake.requests) == 4
+    assert [(a.budget_id, a.threshold) for a in alerts if a.kind == "threshold"] == [("soft.day", 50), ("soft.day", 80)]
 
 
 STRATEGIES: dict[str, tuple[dict[str, Any], set[str]]] = {
