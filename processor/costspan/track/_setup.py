@@ -86,7 +86,7 @@ def init(
     pricer: Pricer | None = None,
     default_tenant: str = "",
     instrument_options: Mapping[str, Any] | None = None,
-    on_alert: Callable[[Alert], object] | None = None,
+    on_alert: Callable[[Alert], None] | None = None,
 ) -> Tracking | None:
     """Track this app's LLM calls in-process; idempotent (a second call returns the first set-up).
 
@@ -137,7 +137,7 @@ def _build(
     pricer: Pricer | None,
     default_tenant: str,
     instrument_options: Mapping[str, Any],
-    on_alert: Callable[[Alert], object] | None,
+    on_alert: Callable[[Alert], None] | None,
 ) -> Tracking:
     ours = tuple(b for b in budgets if isinstance(b, Budget))
     book_budgets: list[BookBudget | BudgetSpec | Mapping[str, Any]] = [b for b in budgets if not isinstance(b, Budget)]
