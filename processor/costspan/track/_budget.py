@@ -59,6 +59,16 @@ _ALIASES = {
 }
 
 
+#: period → the field holding its limit
+_LIMITS: dict[Period, str] = {
+    Period.PER_REQUEST: "per_request_limit",
+    Period.HOUR: "hourly_limit",
+    Period.DAY: "daily_limit",
+    Period.WEEK: "weekly_limit",
+    Period.MONTH: "monthly_limit",
+}
+
+
 def _money(name: str, value: object) -> Decimal | None:
     if value is None:
         return None
@@ -89,15 +99,18 @@ class Budget:
     """An in-process budget in the MDMAI shape. Validated at construction (``InvalidBudgetError``).
 
     ``tenant_id`` / ``user_id`` scope it (``None``: every call). Limits are USD (``Decimal``, ``float``,
-    ``int`` or a string); at least one is required. ``alert_thresholds`` are fractions of each limit
-    (0.5 = 50 %). ``degrade_at`` is the fraction of the daily or monthly limit (spent plus reserved)
-    from which an ``adaptive`` budget degrades calls.
+    ``int`` or a string); at least one is required; each becomes one budget of the book, with the id
+    ``<budget_id>.<period>`` (``per_request``, ``hour``, ``day``, ``week``, ``month``).
+    ``alert_thresholds`` are fractions of each limit (0.5 = 50 %). ``degrade_at`` is the fraction of a
+    period limit (spent plus reserved) from which an ``adaptive`` budget degrades calls.
     """
 
     name: str = "default"
     daily_limit: Decimal | float | int | str | None = None
     monthly_limit: Decimal | float | int | str | None = None
     per_request_limit: Decimal | float | int | str | None = None
+    hourly_limit: Decimal | float | int | str | None = None
+    weekly_limit: Decimal | float | int | str | None = None
     enforcement_level: EnforcementLevel | str = EnforcementLevel.SOFT
     alert_thresholds: Sequence[float] = (0.5, 0.75, 0.9, 0.95)
     degradation_strategies: Sequence[Degradation | str] = ()
@@ -116,10 +129,12 @@ class Budget:
         put = object.__setattr__
         if not isinstance(self.name, str) or not self.name.strip():
             raise InvalidBudgetError("name must be a non-empty string")
-        for limit in ("daily_limit", "monthly_limit", "per_request_limit"):
+        for limit in _LIMITS.values():
             put(self, limit, _money(limit, getattr(self, limit)))
-        if self.daily_limit is None and self.monthly_limit is None and self.per_request_limit is None:
-            raise InvalidBudgetError("a budget needs daily_limit, monthly_limit or per_request_limit")
+        if all(getattr(self, limit) is None for limit in _LIMITS.values()):
+            raise InvalidBudgetError(
+                "a budget needs daily_limit, monthly_limit, per_request_limit, hourly_limit or weekly_limit"
+            )
         try:
             put(
                 self,
@@ -159,7 +174,7 @@ class Budget:
                 raise InvalidBudgetError(f"{key} must be a non-empty string or None")
         base = self.budget_id or re.sub(r"[^A-Za-z0-9._:-]+", "-", self.name.strip()).strip("-.:_") or "budget"
         put(self, "budget_id", base[:100])
-        ids = {period: f"{self.budget_id}.{period.value}" for period in (Period.DAY, Period.MONTH, Period.PER_REQUEST)}
+        ids = {period: f"{self.budget_id}.{period.value}" for period in _LIMITS}
         put(self, "_ids", ids)
         self.book_budgets()  # the book's own checks (e.g. the timezone) fail here, at construction
 
@@ -182,11 +197,8 @@ class Budget:
         cap = self.max_tokens_cap if Degradation.REDUCE_MAX_TOKENS in self.degradation_strategies else None
         thresholds = sorted({max(1, min(1000, round(t * 100))) for t in self.alert_thresholds}) or [100]
         out: list[BookBudget] = []
-        for period, limit in (
-            (Period.DAY, self.daily_limit),
-            (Period.MONTH, self.monthly_limit),
-            (Period.PER_REQUEST, self.per_request_limit),
-        ):
+        for period, name in _LIMITS.items():
+            limit = getattr(self, name)
             if limit is None:
                 continue
             spec: dict[str, Any] = {
@@ -211,9 +223,11 @@ class Budget:
         return not (self.user_id and attribution.get(attr.USER_ID) != self.user_id)
 
     def utilization(self, book: BudgetBook) -> Decimal:
-        """The highest (spent + reserved) / limit of its daily and monthly budgets, now."""
+        """The highest (spent + reserved) / limit of its period budgets (not per request), now."""
         worst = Decimal(0)
-        for period in (Period.DAY, Period.MONTH):
+        for period in (Period.HOUR, Period.DAY, Period.WEEK, Period.MONTH):
+            if getattr(self, _LIMITS[period]) is None:
+                continue
             for row in book.status(self._ids[period]):
                 limit = row.budget.limit
                 used = row.spent + row.reserved
