@@ -260,3 +260,31 @@ def test_bad_budgets_fail_at_construction_and_init_never_raises(tmp_path: Path) 
         cost.Budget(name="x", daily_limit="lots")
     assert cost.init(data_dir=tmp_path, budgets=[{"period": "day", "limit": "1"}]) is None  # no id: logged
     assert cost.current() is None
+
+
+def test_without_init_the_attribution_still_travels(fake: FakeProvider, tokens: TokenCounter) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    assert cost.current() is None
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = CostspanInstrumentor()
+    instrumentor.instrument(tracer_provider=provider, token_counter=tokens)
+    try:
+        with cost.track(tenant="acme", session="s-2") as t:
+            chat(fake, max_tokens=50)
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+    (span,) = exporter.get_finished_spans()
+    a = span.attributes or {}
+    assert (a["costspan.tenant.id"], a["costspan.session.id"]) == ("acme", "s-2")
+    assert t.calls == [] and t.cost_usd == 0
+    with pytest.raises(RuntimeError, match="init"):
+        cost.session("s-2")
+    with pytest.raises(ValueError, match="tenant"):
+        cost.track(tenant="")
+    with pytest.raises(ValueError, match="attributes"):
+        cost.track(attributes={"k": [1]})  # type: ignore[dict-item]
