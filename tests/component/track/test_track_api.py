@@ -155,9 +155,10 @@ def test_anthropic_call_is_tracked(setup: Any, fake: FakeProvider) -> None:
 
 def test_per_request_limit_blocks_before_sending(setup: Any, fake: FakeProvider) -> None:
     setup(cost.Budget(name="tiny", per_request_limit="0.000001", enforcement_level="hard", tenant_id="acme"))
-    with cost.track(tenant="acme"), pytest.raises(cost.BudgetExceededError) as blocked:
+    with pytest.raises(cost.BudgetExceededError) as blocked, cost.track(tenant="acme") as t:
         chat(fake, max_tokens=50)
     assert blocked.value.budget_id == "tiny.per_request" and fake.requests == []
+    assert [(c.outcome, c.cost_usd or 0) for c in t.calls] == [("blocked", 0)]
     with cost.track(tenant="beta") as other:  # out of the budget's scope
         chat(fake, max_tokens=50)
     assert len(other.calls) == 1
@@ -288,3 +289,16 @@ def test_without_init_the_attribution_still_travels(fake: FakeProvider, tokens: 
         cost.track(tenant="")
     with pytest.raises(ValueError, match="attributes"):
         cost.track(attributes={"k": [1]})  # type: ignore[dict-item]
+
+
+def test_a_decorated_function_that_raises_still_reports_its_calls(setup: Any, fake: FakeProvider) -> None:
+    setup()
+
+    @cost.track(workflow="fails")
+    def job() -> None:
+        chat(fake, max_tokens=50)
+        raise KeyError("the app's own error")
+
+    with pytest.raises(KeyError, match="the app's own error"):
+        job()
+    assert len(job.last.calls) == 1  # type: ignore[attr-defined]
