@@ -302,3 +302,20 @@ def test_a_decorated_function_that_raises_still_reports_its_calls(setup: Any, fa
     with pytest.raises(KeyError, match="the app's own error"):
         job()
     assert len(job.last.calls) == 1  # type: ignore[attr-defined]
+
+
+def test_adaptive_per_request_limit_sends_the_cheaper_model(setup: Any, fake: FakeProvider) -> None:
+    # gpt-4o with max_tokens=1000 is estimated at ~1 cent; gpt-4.1-nano at a few hundredths of one
+    setup(
+        cost.Budget(
+            name="per-call",
+            per_request_limit="0.001",
+            enforcement_level="adaptive",
+            degradation_strategies=["use_smaller_model"],
+            fallback_models=("gpt-4.1-nano",),
+        )
+    )
+    with cost.track(tenant="acme") as t:
+        chat(fake, model="gpt-4o", max_tokens=1000)
+    assert fake.requests[-1].json["model"] == "gpt-4.1-nano"
+    assert [(c.model, c.outcome) for c in t.calls] == [("gpt-4.1-nano", "degraded")]
