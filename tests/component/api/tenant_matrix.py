@@ -109,6 +109,7 @@ PARAMS: Final[dict[str, Rule]] = {
     "reservation_id": Rule("resource", lambda world, tenant: world.reservation(tenant)),
     "execution_id": _name("{t}-wf-1"),
     "workflow_id": _name("{t}-wf-1"),
+    "session_id": _name("{t}-session-1"),  # GET /v1/sessions/{session_id} (costspan.track's session lookup)
     "project_id": _name("{t}-proj-1"),
     "project": _name("{t}-proj-1"),
     "user": _name("{t}-user-1"),
