@@ -24,6 +24,7 @@ from costspan.processor.api import (
     _routes_monitoring,
     _routes_optimization,
     _routes_resources,
+    _routes_sessions,
     _routes_usage,
     _routes_v2,
     _routes_workspaces,
@@ -177,6 +178,7 @@ def include_usage_api(
         _routes_resources,
         _routes_optimization,
         _routes_analytics,
+        _routes_sessions,
     ):
         app.include_router(module.router)
 
