@@ -53,6 +53,7 @@ class ResourceLog:
         self.lock = threading.Lock()
         self.by_day: dict[tuple[str, int], dict[str, Decimal]] = {}  # (tenant, day) -> resource -> USD
         self.by_workflow: dict[tuple[str, str], dict[str, Decimal]] = {}
+        self.quantity_by_day: dict[tuple[str, int], dict[str, Decimal]] = {}  # (tenant, day) -> resource -> units
         self.ids: set[tuple[str, str]] = set()  # (tenant, id): each tenant has its own ids
         self._loaded = False
 
@@ -62,6 +63,8 @@ class ResourceLog:
             (self.by_workflow.setdefault((e.tenant, e.workflow), {}),) if e.workflow else ()
         ):
             into[e.resource] = into.get(e.resource, Decimal(0)) + e.cost_usd
+        units = self.quantity_by_day.setdefault((e.tenant, day), {})
+        units[e.resource] = units.get(e.resource, Decimal(0)) + e.quantity
         self.ids.add((e.tenant, e.id))
 
     def load(self) -> None:
@@ -108,6 +111,20 @@ class ResourceLog:
         self.load()
         with self.lock:
             return {d: dict(v) for (t, d), v in self.by_day.items() if t == tenant and first <= d <= last}
+
+    def totals(self, tenant: str | None, first: int, last: int) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
+        """(USD, quantity in the catalog unit) per resource of the days ``first``..``last`` of one tenant
+        (None: every tenant)."""
+        self.load()
+        cost: dict[str, Decimal] = {}
+        units: dict[str, Decimal] = {}
+        with self.lock:
+            for source, into in ((self.by_day, cost), (self.quantity_by_day, units)):
+                for (t, d), v in source.items():
+                    if (tenant is None or t == tenant) and first <= d <= last:
+                        for k, x in v.items():
+                            into[k] = into.get(k, Decimal(0)) + x
+        return cost, units
 
     def workflow(self, tenant: str | None, workflow: str) -> dict[str, Decimal]:
         self.load()

@@ -30,6 +30,7 @@ from costspan.processor.api._common import (
     sum_all,
     sums_json,
 )
+from costspan.processor.api._auth import principal_of
 from costspan.processor.api._deps import Currency, TenantIdScope, TenantScope
 from costspan.processor.api._index import DAY_S, HOUR_S
 from costspan.processor.api._schemas import (
@@ -101,6 +102,11 @@ async def health(request: Request) -> JSONBody:
     return JSONBody(body)
 
 
+def _seed_number(amount: str | None) -> float:
+    """A QLens money field: a JSON number (0 when nothing was priced; the exact string is beside it)."""
+    return float(amount) if amount is not None else 0.0
+
+
 @router.get("/v1/usage", response_model=TenantUsageOut | SummaryUsageOut | GlobalUsageOut)
 async def usage(
     request: Request,
@@ -109,10 +115,19 @@ async def usage(
     scope: Literal["tenant", "summary", "global"] = "tenant",
     period: UsagePeriod = "daily",
 ) -> JSONBody:
-    """Usage of a tenant (``scope=tenant``), a summary, or every tenant (``scope=global``, admin only)."""
+    """Usage of a tenant (``scope=tenant``), a summary, or every tenant (``scope=global``, admin only).
+
+    ``X-Tenant-ID`` (or ``tenant_id``) names the tenant of ``scope=tenant`` and ``summary``; with
+    ``scope=global`` it is the caller's own tenant, as QLens' admin sends it, and the answer covers
+    every tenant.
+    """
     tenant, index = reader.tenant, reader.index
-    if scope == "global" and tenant is not None:
-        raise HTTPException(403, "scope=global is for admin keys without a tenant")
+    if scope == "global":
+        if principal_of(request).role != "admin":
+            raise HTTPException(403, "scope=global needs an admin key")
+        if request.query_params.get("tenant_id") is not None:
+            raise HTTPException(400, "scope=global covers every tenant: leave out tenant_id")
+        tenant = None
     if scope == "tenant" and tenant is None:
         raise HTTPException(400, "scope=tenant needs a tenant: send tenant_id or X-Tenant-ID")
     now = time.time()
@@ -122,21 +137,25 @@ async def usage(
     day_total = sum_all(a for _, a in per_day(index, tenant, today))
     limit, used, status = _budget(request, tenant, period)
     tenants, services = active_in(index, tenant, today)
+    day_cost = cost_or_null(day_total, money)
     if scope == "global":
         everyone: GlobalUsageOut = {
-            "total_cost_today": cost_or_null(day_total, money),
+            "total_cost_today": _seed_number(day_cost),
+            "total_cost_today_exact": day_cost,
             "request_count": day_total.requests,
             "unpriced_calls": day_total.unpriced,
             "blocked_count": day_total.blocked,
             "active_tenants": len(tenants),
             "active_services": len(services),
             "budget_utilization_percent": used,
+            "currency": money.currency,
             "last_updated": _now_iso(),
         }
         return JSONBody(everyone)
     if scope == "summary":
         summary: SummaryUsageOut = {
-            "daily_cost": cost_or_null(day_total, money),
+            "daily_cost": _seed_number(day_cost),
+            "daily_cost_exact": day_cost,
             "request_count": day_total.requests,
             "unpriced_calls": day_total.unpriced,
             "blocked_count": day_total.blocked,
@@ -144,6 +163,7 @@ async def usage(
             "active_services": len(services),
             "budget_utilization_percent": used,
             "status": status,
+            "currency": money.currency,
             "last_updated": _now_iso(),
         }
         return JSONBody(summary)
@@ -153,27 +173,32 @@ async def usage(
     by_model: dict[str, Sums] = {}
     for (_, model, _), agg in shown.items():
         by_model.setdefault(model, Sums()).merge(agg)
-    model_usage: dict[str, ModelUsage] = {
-        m: {
+    model_usage: dict[str, ModelUsage] = {}
+    for m, a in sorted(by_model.items()):
+        cost = cost_or_null(a, money)
+        model_usage[m] = {
             "request_count": a.requests,
             "tokens_used": a.tokens,
-            "cost": cost_or_null(a, money),
+            "cost": _seed_number(cost),
+            "cost_exact": cost,
             "avg_latency_ms": round(a.latency_ms / a.requests, 3) if a.requests else None,
             **outcome_json(a),
         }
-        for m, a in sorted(by_model.items())
-    }
     shown_total = month_total if period == "monthly" else day_total
+    month_cost = cost_or_null(month_total, money)
     body: TenantUsageOut = {
         "tenant_id": tenant,
         "period": period,
-        "daily_cost": cost_or_null(day_total, money),
-        "monthly_cost": cost_or_null(month_total, money),
+        "daily_cost": _seed_number(day_cost),
+        "daily_cost_exact": day_cost,
+        "monthly_cost": _seed_number(month_cost),
+        "monthly_cost_exact": month_cost,
         "request_count": shown_total.requests,
         "unpriced_calls": shown_total.unpriced,
         "blocked_count": shown_total.blocked,
         "model_usage": model_usage,
-        "budget_limit": None if limit is None else money.fmt(limit),
+        "budget_limit": None if limit is None else _seed_number(money.fmt(limit)),
+        "budget_limit_exact": None if limit is None else money.fmt(limit),
         "currency": money.currency,
         "last_updated": _now_iso(),
     }
