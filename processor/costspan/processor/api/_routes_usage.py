@@ -10,6 +10,7 @@ from typing import Annotated, Literal, NamedTuple
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
+from costspan.processor.api._auth import principal_of
 from costspan.processor.api._common import (
     DaysParam,
     JSONBody,
@@ -30,7 +31,6 @@ from costspan.processor.api._common import (
     sum_all,
     sums_json,
 )
-from costspan.processor.api._auth import principal_of
 from costspan.processor.api._deps import Currency, TenantIdScope, TenantScope
 from costspan.processor.api._index import DAY_S, HOUR_S
 from costspan.processor.api._schemas import (
