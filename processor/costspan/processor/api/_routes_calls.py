@@ -167,6 +167,9 @@ async def log_call(
     tenant = write_tenant(principal, named, refusal="this key may only log calls for its own tenant")
     tenant = tenant or request.app.state.settings.default_tenant
     _refuse_foreign_reservation(request, call.reservation_id, tenant)
+    if not getattr(request.app.state, "cost_tracking", True):  # off: answered, neither priced nor stored
+        request.app.state.store.count("untracked_calls")
+        return {"id": "", "stored": False, "duplicate": False, "tenant_id": tenant, "cost_status": "untracked"}
     record = build_record(call, tenant, request)
     store: Store = request.app.state.store
     try:

@@ -350,6 +350,8 @@ def resource_usage(
     tenant = write_tenant(principal, named, refusal="this key may only report usage for its own workspace")
     if not tenant:
         raise HTTPException(422, "workspace_id is required")
+    if not getattr(request.app.state, "cost_tracking", True):  # off: answered, neither priced nor stored
+        return {"id": body.id, "stored": False, "workspace_id": tenant, "cost_status": "untracked"}
     unit = _UNIT_SECONDS.get(body.resource_type)
     quantity = body.amount if unit is None else body.amount * body.duration_seconds / unit
     at = body.timestamp.timestamp() if body.timestamp else time.time()

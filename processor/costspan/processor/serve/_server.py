@@ -83,7 +83,15 @@ def build_server_app(
     if book is None:
         book = BudgetBook(data_dir=settings.data_dir / "budgets")
     book.spend_source = StoredSpend(store)  # a budget created mid-period starts from the stored spend
-    notifier = apply_env(book, budgets_from_env())
+    env = budgets_from_env()
+    notifier = apply_env(book, env)
+    # QLens' COST_TRACKING_ENABLED=false or cost_tracking_enabled=false: no pricing, recording or enforcing
+    tracking = env.enabled and settings.cost_tracking_enabled
+    book.enabled = tracking
+    app.state.receiver.tracking = tracking
+    app.state.cost_tracking = tracking
+    if not tracking:
+        logger.warning("cost tracking is OFF: calls are neither priced nor recorded, budgets do not enforce")
     metrics.register(BudgetCollector(book, notifier))
     store.add_sums_listener(lambda committed: settle_committed(book, committed))
     app.state.budget_book = book

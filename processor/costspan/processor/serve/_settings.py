@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     max_sessions_per_tenant: int = Field(default=_BOUNDS.session, ge=1)
     max_projects_per_tenant: int = Field(default=_BOUNDS.project, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # --- QLens compatibility (compatql) ---
+    #: Off: calls are neither priced nor recorded and budgets do not enforce (QLens'
+    #: ``COST_TRACKING_ENABLED=false``, which turns it off too). Exports are still answered.
+    cost_tracking_enabled: bool = True
 
     @field_validator("forward_endpoint")
     @classmethod
