@@ -88,7 +88,6 @@ def build_server_app(
     # QLens' COST_TRACKING_ENABLED=false or cost_tracking_enabled=false: no pricing, recording or enforcing
     tracking = env.enabled and settings.cost_tracking_enabled
     book.enabled = tracking
-    app.state.receiver.tracking = tracking
     app.state.cost_tracking = tracking
     if not tracking:
         logger.warning("cost tracking is OFF: calls are neither priced nor recorded, budgets do not enforce")
