@@ -17,6 +17,7 @@ from costspan.processor._demo.server_thread import ServerThread
 from costspan.processor.api import KeyStore
 from costspan.processor.api import _routes_analytics as routes_analytics
 from costspan.processor.api import _routes_dashboard as routes_dashboard
+from costspan.processor.api import _routes_qlens as routes_qlens
 from costspan.processor.api import _routes_usage as routes_usage
 from costspan.processor.api import _routes_v2 as routes_v2
 from costspan.processor.api import _routes_workspaces as routes_workspaces
@@ -58,7 +59,7 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
 
 def _documented() -> dict[str, APIRoute]:
     routes = {}
-    for module in (routes_usage, routes_v2, routes_workspaces, routes_analytics, routes_dashboard):
+    for module in (routes_usage, routes_qlens, routes_v2, routes_workspaces, routes_analytics, routes_dashboard):
         for route in module.router.routes:
             if isinstance(route, APIRoute) and "GET" in (route.methods or ()) and route.response_model is not None:
                 routes[route.path_format.replace("{workspace_id}", "acme").replace("{execution_id}", "acme-wf-1")] = (
