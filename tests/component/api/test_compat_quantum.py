@@ -185,6 +185,15 @@ def test_the_tenant_cost_report_answers_the_documented_fields(quantum: Quantum, 
     assert data["projected_monthly_cost"] == float((total / 30 * 30).quantize(Decimal("0.00000001")))
     today = datetime.now(UTC).date().isoformat()
     assert data["daily_breakdown"] == {today: float(total)}
+    # the model breakdown the seed's scripts read: {model: {count, input_tokens, output_tokens, cost_usd}}
+    four_o = _cost(pricer, "gpt-4o", 3000, 800) + _cost(pricer, "gpt-4o", 1000, 100)
+    assert {
+        m: (b["count"], b["input_tokens"], b["output_tokens"], b["cost_usd"])
+        for m, b in data["model_breakdown"].items()
+    } == {
+        "gpt-4o": (2, 4000, 900, float(four_o)),
+        "gpt-4o-mini": (1, 5000, 1000, float(_cost(pricer, "gpt-4o-mini", 5000, 1000))),
+    }
 
 
 def test_the_workflow_cost_report_answers_what_the_seeds_scripts_read(quantum: Quantum, pricer: Pricer) -> None:

@@ -19,6 +19,7 @@ from costspan.processor.api._common import (
     JSONBody,
     Window,
     active_in,
+    by_call_in,
     by_provider_in,
     cost_or_null,
     day_iso,
@@ -29,7 +30,7 @@ from costspan.processor.api._common import (
 from costspan.processor.api._deps import Currency, TenantIdScope
 from costspan.processor.api._names import workflow_days
 from costspan.processor.api._resources import ResourceLog
-from costspan.processor.api._schemas import EstimateOk, MetricsOk, ModelEstimate, V2CostsOk
+from costspan.processor.api._schemas import EstimateOk, MetricsOk, ModelBreakdown, ModelEstimate, V2CostsOk
 from costspan.processor.store._sums import Sums
 
 __all__ = ["COMPLEXITY_ALIASES", "COMPLEXITY_DEFAULTS", "ESTIMATE_MODELS", "router"]
@@ -108,6 +109,20 @@ async def costs(
     priced = total.priced_cost is not None
     average = total_cost / period_days
     priced_calls = total.requests - total.unpriced
+    models: dict[str, Sums] = {}
+    if workflow_id is None:  # the index keeps models per tenant and day, not per workflow
+        for (_, model, _), agg in by_call_in(index, tenant, window).items():
+            models.setdefault(model, Sums()).merge(agg, histogram=False)
+    breakdown: dict[str, ModelBreakdown] = {
+        m: {
+            "count": a.requests,
+            "input_tokens": a.input_tokens,
+            "output_tokens": a.output_tokens,
+            "cost_usd": _num(a.cost),
+            "unpriced_calls": a.unpriced,
+        }
+        for m, a in sorted(models.items())
+    }
     body: V2CostsOk = {
         "success": True,
         "data": {
@@ -129,6 +144,7 @@ async def costs(
             "average_daily_cost_exact": _exact(average),
             "daily_breakdown": {d: _num(Decimal(v or 0)) for d, v in daily.items()},
             "daily_breakdown_exact": daily,
+            "model_breakdown": breakdown if workflow_id is None else None,
             "projected_monthly_cost": _num(average * 30),
             "projected_monthly_cost_exact": _exact(average * 30),
         },

@@ -33,6 +33,7 @@ __all__ = [
     "LatencyFigures",
     "LatencyOut",
     "MetricsOk",
+    "ModelBreakdown",
     "Name",
     "OutcomeFigures",
     "Percent",
@@ -248,6 +249,14 @@ class ErrorsByProviderOut(TypedDict):
 SeedMoney = Annotated[float, Field(description="money as a JSON number (the seed's type); exact figure beside it")]
 
 
+class ModelBreakdown(TypedDict):
+    count: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: SeedMoney
+    unpriced_calls: int
+
+
 class V2Costs(TypedDict):
     tenant_id: str | None
     workflow_id: str | None
@@ -267,6 +276,9 @@ class V2Costs(TypedDict):
     average_daily_cost_exact: DecimalStr
     daily_breakdown: Annotated[dict[str, SeedMoney], Field(description="date -> cost, days with calls")]
     daily_breakdown_exact: Annotated[dict[str, CostOrNull], Field(description="date -> cost (null: none priced)")]
+    model_breakdown: Annotated[
+        dict[str, ModelBreakdown] | None, Field(description="per model (a tenant's report; null for a workflow)")
+    ]
     projected_monthly_cost: SeedMoney
     projected_monthly_cost_exact: DecimalStr
 
