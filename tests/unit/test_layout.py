@@ -123,7 +123,7 @@ PROCESSOR_ALL = [
     "load_settings",
     "track_in_process",
 ]
-SUB_PACKAGES = ("ingest", "store", "budgets", "api", "serve")
+SUB_PACKAGES = ("ingest", "store", "budgets", "api", "serve", "cluster")
 
 
 def test_processor_public_surface_is_all() -> None:
@@ -177,7 +177,8 @@ PROCESSOR_LAYERS = {
     "ingest": {"store"},
     "budgets": {"store"},
     "api": {"store", "ingest"},
-    "serve": {"store", "ingest", "budgets", "api", "_demo"},  # _demo: only to register `costspan demo`
+    "cluster": {"store", "ingest", "api"},
+    "serve": {"store", "ingest", "budgets", "api", "cluster", "_demo"},  # _demo: only to register `costspan demo`
 }
 
 
@@ -192,3 +193,48 @@ def test_processor_sub_packages_import_down_the_data_path(package: str) -> None:
             if parts[:2] == ["costspan", "processor"] and len(parts) > 2 and parts[2] in subs - allowed:
                 offences.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
     assert offences == []
+
+
+# --- costspan.track: the library API (in the processor slice: it needs the in-process processor) ---------
+TRACK_ALL = [
+    "Budget",
+    "BudgetExceededError",
+    "Degradation",
+    "EnforcementLevel",
+    "SessionTotals",
+    "TokenCount",
+    "TrackedCall",
+    "Tracker",
+    "Tracking",
+    "count_tokens",
+    "current",
+    "init",
+    "session",
+    "shutdown",
+    "track",
+]
+
+
+def test_track_public_surface_is_all() -> None:
+    track = importlib.import_module("costspan.track")
+    assert track.__all__ == TRACK_ALL  # sorted, and changed only on purpose
+    public = {n for n in dir(track) if not n.startswith("_") and not inspect.ismodule(getattr(track, n))}
+    assert public == set(TRACK_ALL)
+    for name in TRACK_ALL:
+        value = getattr(track, name)
+        assert value.__module__.startswith(("costspan.track.", "costspan.instrumentation.")), name
+    assert (ROOT / "processor" / "costspan" / "track" / "__init__.py").is_file()
+
+
+def test_track_imports_without_fastapi() -> None:
+    """An app that only counts tokens and tracks calls does not load the server side."""
+    import subprocess
+
+    code = (
+        "import sys, costspan.track;"
+        "heavy = ('fastapi', 'starlette', 'uvicorn', 'prometheus_client');"
+        "bad = sorted(m for m in sys.modules if m.startswith(heavy));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

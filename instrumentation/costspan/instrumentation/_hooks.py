@@ -1,10 +1,11 @@
-"""The extension point before a request is sent: block it, or rewrite its model and max_tokens.
+"""The extension point before a request is sent: block it, or rewrite it (model, max_tokens, tools, temperature).
 
 A pre-send hook is any callable taking a :class:`RequestInfo`. It may
 
 - return ``None``: the call goes ahead unchanged;
 - return a :class:`RequestRewrite`: the JSON body is sent with the new ``model`` and/or ``max_tokens``,
-  and its ``reservation_id`` (if any) is written on the call's span;
+  without its tools (``disable_tools``) and/or with a lower ``temperature``, and its ``reservation_id``
+  (if any) is written on the call's span;
 - raise :class:`BudgetExceededError` (or a subclass): the call is blocked and the caller gets that exception.
 
 Any other exception from a hook is an internal error: it is logged once, counted, and the call proceeds
@@ -102,6 +103,10 @@ class RequestInfo:
     url_path: str
     #: costspan.* attribution found in the context (tenant, workflow, user, session, project).
     attribution: Mapping[str, str] = field(default_factory=dict)
+    #: The sampling temperature the body asks for (None: not set).
+    temperature: float | None = None
+    #: How many tool (function) definitions the body carries.
+    tools: int = 0
     #: Rough count of the input tokens, made only if a hook asks via :meth:`estimate_input_tokens`.
     _estimate: Callable[[], int] | None = field(default=None, repr=False, compare=False)
 
@@ -121,17 +126,25 @@ class RequestRewrite:
     #: The reservation a budget guard took for this call, written to ``costspan.budget.reservation_id``
     #: so that the call's priced record settles exactly that reservation. May come without any change.
     reservation_id: str = ""
+    #: Send the request without its tool definitions (``tools``, ``tool_choice``, ``functions`` …).
+    disable_tools: bool = False
+    #: Send the request with this temperature (a hook lowering it passes ``min(current, lower)``).
+    temperature: float | None = None
 
     @property
     def changes(self) -> bool:
-        """Whether the request body is to be rewritten (model or max_tokens)."""
-        return self.model is not None or self.max_tokens is not None
+        """Whether the request body is to be rewritten (model, max_tokens, tools or temperature)."""
+        return (
+            self.model is not None or self.max_tokens is not None or self.disable_tools or self.temperature is not None
+        )
 
     def merged(self, later: RequestRewrite) -> RequestRewrite:
         """This rewrite with a later hook's on top (the later hook's non-empty fields win)."""
         return RequestRewrite(
             model=later.model if later.model is not None else self.model,
             max_tokens=later.max_tokens if later.max_tokens is not None else self.max_tokens,
+            disable_tools=self.disable_tools or later.disable_tools,
+            temperature=later.temperature if later.temperature is not None else self.temperature,
             reason=later.reason or self.reason,
             reservation_id=later.reservation_id or self.reservation_id,
         )

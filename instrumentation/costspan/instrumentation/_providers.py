@@ -234,11 +234,34 @@ def parse_request(route: Route, content: bytes) -> RequestFacts:
     )
 
 
-def apply_rewrite(route: Route, body: dict[str, Any], model: str | None, max_tokens: int | None) -> dict[str, Any]:
-    """A copy of ``body`` with a new model and/or max_tokens in the provider's own field names."""
+def apply_rewrite(
+    route: Route,
+    body: dict[str, Any],
+    model: str | None,
+    max_tokens: int | None,
+    *,
+    disable_tools: bool = False,
+    temperature: float | None = None,
+) -> dict[str, Any]:
+    """A copy of ``body`` with a new model and/or max_tokens, without its tools and/or with a new
+    temperature, in the provider's own field names."""
     out = dict(body)
     if model is not None and route.family != "gemini":
         out["model"] = model
+    if disable_tools:
+        for key in _TOOL_KEYS.get(route.family, _TOOL_KEYS["openai"]):
+            out.pop(key, None)
+    if temperature is not None:
+        if route.family == "gemini":
+            cfg = dict(out.get("generationConfig") or {})
+            cfg["temperature"] = temperature
+            out["generationConfig"] = cfg
+        elif route.family == "ollama":
+            options = dict(out.get("options") or {})
+            options["temperature"] = temperature
+            out["options"] = options
+        else:
+            out["temperature"] = temperature
     if max_tokens is None:
         return out
     if route.family == "gemini":
@@ -256,6 +279,36 @@ def apply_rewrite(route: Route, body: dict[str, Any], model: str | None, max_tok
     else:
         out["max_tokens"] = max_tokens
     return out
+
+
+#: wire family → the body keys that define or steer tools (removed together: a ``tool_choice`` left
+#: without ``tools`` is a 400 at every provider)
+_TOOL_KEYS: dict[str, tuple[str, ...]] = {
+    "openai": ("tools", "tool_choice", "parallel_tool_calls", "functions", "function_call"),
+    "anthropic": ("tools", "tool_choice"),
+    "gemini": ("tools", "toolConfig", "tool_config"),
+    "ollama": ("tools",),
+}
+
+
+def tool_count(route: Route, body: dict[str, Any] | None) -> int:
+    """How many tool definitions ``body`` carries (Gemini: function declarations across its tools)."""
+    if not body:
+        return 0
+    n = 0
+    for key in _TOOL_KEYS.get(route.family, _TOOL_KEYS["openai"]):
+        value = body.get(key)
+        if key in ("tools", "functions") and isinstance(value, list):
+            if route.family == "gemini":
+                n += sum(
+                    len(t.get("functionDeclarations") or t.get("function_declarations") or [None])
+                    if isinstance(t, dict)
+                    else 1
+                    for t in value
+                )
+            else:
+                n += len(value)
+    return n
 
 
 def with_usage_requested(body: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from costspan.instrumentation._providers import (
     apply_rewrite,
     dumps,
     parse_request,
+    tool_count,
     with_usage_requested,
 )
 from costspan.instrumentation._record import Call, peer_span_of
@@ -105,8 +106,23 @@ class SendWrapper:
                         if facts.max_tokens is not None:
                             extra[attr.BUDGET_ORIGINAL_MAX_TOKENS] = facts.max_tokens
                         facts.max_tokens = rewrite.max_tokens
+                    if rewrite.disable_tools:
+                        removed = tool_count(route, facts.body)
+                        if removed:
+                            extra[attr.BUDGET_TOOLS_REMOVED] = removed
+                    if rewrite.temperature is not None and rewrite.temperature != facts.temperature:
+                        if facts.temperature is not None:
+                            extra[attr.BUDGET_ORIGINAL_TEMPERATURE] = facts.temperature
+                        facts.temperature = rewrite.temperature
                     extra[attr.BUDGET_ACTION] = rewrite.reason or "rewrite"
-                    new_body = apply_rewrite(route, facts.body, rewrite.model, rewrite.max_tokens)
+                    new_body = apply_rewrite(
+                        route,
+                        facts.body,
+                        rewrite.model,
+                        rewrite.max_tokens,
+                        disable_tools=rewrite.disable_tools,
+                        temperature=rewrite.temperature,
+                    )
             inject = (
                 facts.stream
                 and not facts.include_usage
@@ -164,6 +180,8 @@ class SendWrapper:
             server_port=port,
             url_path=url.path,
             attribution=attribution,
+            temperature=facts.temperature,
+            tools=tool_count(route, facts.body),
             _estimate=lambda: self._estimate_input(route, facts),
         )
         rewrite: RequestRewrite | None = None

@@ -35,6 +35,10 @@ BUDGET_ID: Final = "costspan.budget.id"
 BUDGET_RESERVATION_ID: Final = "costspan.budget.reservation_id"
 BUDGET_ORIGINAL_MODEL: Final = "costspan.budget.original_model"
 BUDGET_ORIGINAL_MAX_TOKENS: Final = "costspan.budget.original_max_tokens"
+#: A degraded call sent without its tools: how many tool definitions were removed.
+BUDGET_TOOLS_REMOVED: Final = "costspan.budget.tools_removed"
+#: A degraded call sent with a lower temperature: the temperature the caller asked for.
+BUDGET_ORIGINAL_TEMPERATURE: Final = "costspan.budget.original_temperature"
 
 #: What happened to the call, one of the OUTCOME_* values below (one per call, always set by costspan).
 CALL_OUTCOME: Final = "costspan.call.outcome"

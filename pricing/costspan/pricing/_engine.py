@@ -64,14 +64,32 @@ class ResourceCost:
 
 @dataclass(frozen=True, slots=True)
 class TenantOverride:
-    """A tenant's negotiated terms: a discount off list prices and/or its own prices per model id."""
+    """A tenant's negotiated terms: a discount off list prices and/or its own prices per model id, and
+    monthly volume tiers: ``(above_usd, discount_percent)`` pairs in ascending order — a call made
+    when the tenant's month-to-date spend is above ``above_usd`` gets that tier's discount too."""
 
     discount_percent: Decimal = _ZERO
     prices: Mapping[str, PriceSet] = field(default_factory=dict)
+    volume_tiers: tuple[tuple[Decimal, Decimal], ...] = ()
 
     def __post_init__(self) -> None:
         if not _ZERO <= self.discount_percent <= _HUNDRED:
             raise PricingError(f"discount_percent must be between 0 and 100, got {self.discount_percent}")
+        previous: tuple[Decimal, Decimal] | None = None
+        for above, percent in self.volume_tiers:
+            if above < _ZERO or not _ZERO < percent <= _HUNDRED:
+                raise PricingError(f"a volume tier needs above_usd >= 0 and 0 < discount_percent <= 100: {above}")
+            if previous is not None and (above <= previous[0] or percent < previous[1]):
+                raise PricingError("volume tiers must ascend in above_usd and never discount less")
+            previous = (above, percent)
+
+    def volume_tier(self, month_to_date_usd: Decimal) -> tuple[Decimal, Decimal] | None:
+        """The tier a spend of ``month_to_date_usd`` so far this month is in (None: below the first)."""
+        found = None
+        for tier in self.volume_tiers:
+            if month_to_date_usd > tier[0]:
+                found = tier
+        return found
 
 
 _new_breakdown: Callable[[type[PriceBreakdown], tuple[object, ...]], PriceBreakdown] = tuple.__new__
@@ -118,12 +136,29 @@ class Pricer:
         self._resolved: dict[tuple[str, str | None], PricedModel | None] = {}
         self._tenant_models: dict[tuple[str, str, str], PricedModel] = {}
         self._version = self.catalog.version
+        self._tiered: tuple[Mapping[str, TenantOverride] | None, tuple[str, ...]] = (None, ())
 
     def _catalog_terms(self) -> dict[str, TenantOverride]:
         return {
-            tenant: TenantOverride(discount_percent=terms.discount_percent, prices=terms.prices)
+            tenant: TenantOverride(
+                discount_percent=terms.discount_percent,
+                prices=terms.prices,
+                volume_tiers=tuple((t.above_usd, t.discount_percent) for t in terms.volume_tiers),
+            )
             for tenant, terms in self.catalog.data.tenants.items()
         }
+
+    def has_volume_tiers(self, tenant: str | None) -> bool:
+        """Whether ``tenant``'s price depends on its month-to-date spend (pass ``month_to_date_usd``)."""
+        override = self.tenant_overrides.get(tenant) if tenant else None
+        return override is not None and bool(override.volume_tiers)
+
+    def volume_tiered_tenants(self) -> tuple[str, ...]:
+        """The tenants whose terms have volume tiers, sorted (kept until the overrides change)."""
+        overrides = self.tenant_overrides
+        if self._tiered[0] is not overrides:
+            self._tiered = (overrides, tuple(sorted(t for t, o in overrides.items() if o.volume_tiers)))
+        return self._tiered[1]
 
     @property
     def catalog_version(self) -> str:
@@ -173,7 +208,11 @@ class Pricer:
         tier: str = "standard",
         tenant: str | None = None,
         currency: str = "USD",
+        month_to_date_usd: Decimal | None = None,
     ) -> PriceBreakdown:
+        """What a call costs. ``month_to_date_usd``: what ``tenant`` spent so far in the call's UTC
+        month, before this call — with volume tiers in the tenant's terms, the tier it is in discounts
+        the whole call (None: no volume tier applies)."""
         priced = self._resolved.get((model, provider))
         if priced is None:
             priced = self.resolve(model, provider)
@@ -239,6 +278,13 @@ class Pricer:
             input_cost, cache_read, cache_write = input_cost * keep, cache_read * keep, cache_write * keep
             output, other, total = output * keep, other * keep, total * keep
             rule = f"{rule} tenant {tenant} -{override.discount_percent}%"
+        if override is not None and month_to_date_usd is not None and override.volume_tiers:
+            volume = override.volume_tier(month_to_date_usd)
+            if volume is not None:
+                keep = (_HUNDRED - volume[1]) / _HUNDRED
+                input_cost, cache_read, cache_write = input_cost * keep, cache_read * keep, cache_write * keep
+                output, other, total = output * keep, other * keep, total * keep
+                rule = f"{rule} volume >{volume[0]} USD -{volume[1]}%"
         if currency != "USD":
             rate = self.catalog.rate(currency, ts)
             if rate is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -19,6 +20,7 @@ __all__ = [
     "ResourcePrice",
     "TenantTerms",
     "TieredPrice",
+    "VolumeTier",
 ]
 
 #: The service tiers a call can be priced at; a catalog may name more (e.g. "fast").
@@ -171,11 +173,36 @@ class ResourcePrice(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class VolumeTier(_Strict):
+    """From a month-to-date spend above ``above_usd`` on, calls get ``discount_percent`` off."""
+
+    above_usd: Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+    discount_percent: Annotated[Decimal, Field(gt=0, le=100, allow_inf_nan=False)]
+
+
 class TenantTerms(_Strict):
-    """A tenant's negotiated terms: a discount off list prices and/or its own prices by model id."""
+    """A tenant's negotiated terms: a discount off list prices and/or its own prices by model id, and
+    monthly volume tiers (a further discount once the month's spend passes a threshold)."""
 
     discount_percent: Annotated[Decimal, Field(ge=0, le=100)] = Decimal(0)
     prices: dict[str, PriceSet] = Field(default_factory=dict)
+    volume_tiers: list[VolumeTier] = Field(default_factory=list, max_length=100)
+
+    @field_validator("volume_tiers")
+    @classmethod
+    def _ascending(cls, tiers: list[VolumeTier]) -> list[VolumeTier]:
+        for before, after in pairwise(tiers):
+            if after.above_usd <= before.above_usd:
+                raise ValueError(
+                    f"volume tiers must be in ascending above_usd order, each above the one before: "
+                    f"{after.above_usd} follows {before.above_usd}"
+                )
+            if after.discount_percent < before.discount_percent:
+                raise ValueError(
+                    f"a higher volume tier may not discount less: {after.discount_percent}% above "
+                    f"{after.above_usd} USD follows {before.discount_percent}%"
+                )
+        return tiers
 
 
 class CatalogFile(_Strict):

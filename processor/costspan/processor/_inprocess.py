@@ -43,6 +43,7 @@ from costspan.processor.budgets import (
     parse_budget,
 )
 from costspan.processor.ingest._normalize import Normalizer
+from costspan.processor.ingest._volume import MonthSpend
 from costspan.processor.store._store import Store, StoreConfig
 
 __all__ = ["InProcess", "track_in_process"]
@@ -267,7 +268,12 @@ def track_in_process(
     except BaseException:
         store.close()
         raise
-    normalizer = Normalizer(pricer, default_tenant=default_tenant, default_service=service or "unknown")
+    normalizer = Normalizer(
+        pricer,
+        default_tenant=default_tenant,
+        default_service=service or "unknown",
+        volume=MonthSpend(store, pricer),  # volume tiers: a tenant's month to date, from the store's rollups
+    )
     processor = CostspanSpanProcessor(store, normalizer, owns_store=True)
     guard = budget_guard(book, service=service) if book is not None else None
     handle = InProcess(provider, store, processor, book, guard, service)

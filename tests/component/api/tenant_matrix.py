@@ -109,6 +109,7 @@ PARAMS: Final[dict[str, Rule]] = {
     "reservation_id": Rule("resource", lambda world, tenant: world.reservation(tenant)),
     "execution_id": _name("{t}-wf-1"),
     "workflow_id": _name("{t}-wf-1"),
+    "session_id": _name("{t}-session-1"),  # GET /v1/sessions/{session_id} (costspan.track's session lookup)
     "project_id": _name("{t}-proj-1"),
     "project": _name("{t}-proj-1"),
     "user": _name("{t}-user-1"),
@@ -216,6 +217,18 @@ BODIES: Final[dict[str, BodyRule]] = {
         },
     ),
     "OTLP": BodyRule(True, False, lambda world, tenant, owner: otlp_export(tenant)),
+    # a peer's spend-lease ask (admin keys only): it names no tenant and no tenant's resource
+    "LeaseRequest": BodyRule(
+        False,
+        False,
+        lambda world, tenant, owner: {
+            "budget_id": "matrix-global",
+            "key": "matrix-global",
+            "start": 0,
+            "shard": "http://127.0.0.1:9",
+            "spent": "0",
+        },
+    ),
 }
 
 

@@ -38,6 +38,7 @@ ROUTES: dict[str, tuple[dict[str, Any], str | None]] = {
     "/api/analytics/providers": ({}, "tenant"),
     "/api/analytics/token-efficiency": ({}, "tenant"),
     "/api/analytics/sessions": ({}, "tenant"),
+    "/v1/sessions/{session_id}": ({}, "tenant"),  # the tenant's own seeded session (see _url)
     "/health": ({}, None),
     "/healthz": ({}, None),  # the processor's
     "/readyz": ({}, None),  # the processor's
@@ -60,6 +61,7 @@ def test_the_table_covers_every_read_route(api: Api) -> None:
 
 
 def _url(path: str, workspace: str, execution: str) -> str:
+    path = path.replace("{session_id}", f"{workspace}-session-1")
     return path.replace("{workspace_id}", workspace).replace("{execution_id}", execution)
 
 

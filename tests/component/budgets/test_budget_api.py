@@ -168,6 +168,10 @@ def test_seed_workspace_and_project_routes(http: httpx.Client, book: BudgetBook)
         "monthly_limit": None,
         "alert_thresholds": [50, 75, 90, 100],
         "mode": "hard",
+        "monthly_budget_usd": None,  # Phase 17's names beside (tests/component/budgets/test_compat_phase17_budgets.py)
+        "alert_threshold_percent": 50,
+        "alert_emails": [],
+        "hard_limit": True,
     }
     set_ = http.post("/api/workspaces/ws1/budget", json={"daily_limit": 5, "monthly_limit": "100"})
     assert set_.status_code == 200 and set_.json()["daily_limit"] == "5"

@@ -21,6 +21,7 @@ from costspan.processor.api import (
     _routes_analytics,
     _routes_calls,
     _routes_qlens,
+    _routes_sessions,
     _routes_usage,
     _routes_v2,
     _routes_workspaces,
@@ -161,7 +162,15 @@ def include_usage_api(
 
     add_lifespan(app, load_and_follow)
     add_lifespan(app, save_when_stopped, outermost=True)
-    for module in (_routes_usage, _routes_qlens, _routes_calls, _routes_v2, _routes_workspaces, _routes_analytics):
+    for module in (
+        _routes_usage,
+        _routes_qlens,
+        _routes_calls,
+        _routes_v2,
+        _routes_workspaces,
+        _routes_analytics,
+        _routes_sessions,
+    ):
         app.include_router(module.router)
 
     # errors as ``{"detail": ..., "success": false}`` so both seeds' clients read them, documented

@@ -104,8 +104,12 @@ def build_record(call: CallIn, tenant: str, request: Request) -> CallRecord:
         usage = Usage(input_tokens=tokens.input, output_tokens=tokens.output, cache_read_tokens=tokens.cache_read)
     except ValueError as exc:  # beyond what pricing takes for one call
         raise HTTPException(422, str(exc)) from None
+    # a tenant with volume tiers: priced with its month to date, as a span would be (ingest/_volume.py)
+    normalizer = getattr(request.app.state, "normalizer", None)
+    volume = normalizer.volume if normalizer is not None else None
+    month_to_date = volume.spent(tenant, start_s) if volume is not None and tenant and volume.tiered(tenant) else None
     breakdown = pricer_of(request).price_call(
-        call.model, usage, provider=call.provider, at=start_s, tenant=tenant or None
+        call.model, usage, provider=call.provider, at=start_s, tenant=tenant or None, month_to_date_usd=month_to_date
     )
     priced = breakdown.status == "priced" and breakdown.total is not None
     trace_id, span_id = _ids(tenant, call.call_id)

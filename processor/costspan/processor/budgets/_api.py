@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -27,9 +28,12 @@ from costspan.processor.budgets._model import (
     InvalidBudgetError,
     Mode,
     Period,
+    Unit,
     money,
+    parse_budget,
 )
 from costspan.processor.budgets._requests import CheckRequest, SeedBudget, SettleRequest
+from costspan.processor.budgets._status import BudgetStatus
 from costspan.processor.budgets._workspace_ids import SEED_NAMES, SeedBudgets
 
 __all__ = ["BudgetAccess", "Caller", "bound_tenant", "budget_router", "error_json", "may_see_spend"]
@@ -180,6 +184,39 @@ class BudgetAccess:
     manage: Callable[..., object]
 
 
+def phase17_status(row: BudgetStatus | None) -> dict[str, Any]:
+    """Phase 17's budget status of a scope's monthly USD budget (the strictest that applies), numbers.
+
+    ``remaining`` is the limit less what was spent (never below 0; reservations in flight are in the
+    row's ``remaining``); ``alert_needed`` is spend at or above the budget's lowest threshold;
+    ``is_over_budget`` is spend at or above the limit.
+    """
+    if row is None:
+        return {
+            "has_budget": False,
+            "budget": None,
+            "spent": None,
+            "remaining": None,
+            "usage_percent": None,
+            "alert_needed": False,
+            "is_over_budget": False,
+            "hard_limit": False,
+        }
+    budget = row.budget
+    percent = row.utilization * 100
+    lowest = min(budget.thresholds) if budget.thresholds else 100
+    return {
+        "has_budget": True,
+        "budget": float(budget.limit),
+        "spent": float(row.spent),
+        "remaining": float(max(budget.limit - row.spent, Decimal(0))),
+        "usage_percent": round(float(percent), 2),
+        "alert_needed": percent >= lowest,
+        "is_over_budget": row.spent >= budget.limit,
+        "hard_limit": budget.mode is Mode.HARD,
+    }
+
+
 def budget_router(
     book: BudgetBook,
     *,
@@ -206,7 +243,7 @@ def budget_router(
     def actor(request: Request) -> str:
         return request.headers.get(ACTOR_HEADER, "api")[:200]
 
-    def put(spec: dict[str, Any], who: str) -> Budget:
+    def put(spec: Budget | dict[str, Any], who: str) -> Budget:
         try:
             return book.put_budget(spec, actor=who)
         except InvalidBudgetError as exc:
@@ -317,37 +354,54 @@ def budget_router(
     # (the budgets' ids: budgets/_workspace_ids.py — one per scope, and only a budget of exactly that
     # scope is the workspace's)
     def seed_put(seed: SeedBudgets, body: SeedBudget, who: str) -> dict[str, Any]:
-        if body.mode is Mode.ADAPTIVE:
+        mode = body.budget_mode
+        if mode is Mode.ADAPTIVE:
             raise HTTPException(422, detail="adaptive budgets need fallback_models: use POST /v1/budgets")
         for name in SEED_NAMES:
             if seed.taken(name):
                 raise HTTPException(409, detail=f"budget {seed.id_for(name)!r} exists with another scope")
-        for name, period, limit in (("daily", "day", body.daily_limit), ("monthly", "month", body.monthly_limit)):
-            budget_id = seed.id_for(name)
+        # every budget is validated before any is stored: a bad body changes nothing
+        wanted: list[tuple[str, Budget | None]] = []
+        for name, period, limit in (("daily", "day", body.daily_limit), ("monthly", "month", body.monthly)):
             if limit is None:
-                if seed.get(name) is not None:
-                    book.delete_budget(budget_id, actor=who)
+                wanted.append((name, None))
                 continue
             spec = {
-                "id": budget_id,
+                "id": seed.id_for(name),
                 "scope": seed.scope,
                 "period": period,
                 "limit": limit,
-                "mode": body.mode,
-                "thresholds": body.alert_thresholds,
+                "mode": mode,
+                "thresholds": body.thresholds,
                 "timezone": body.timezone,
+                "alert_emails": body.alert_emails,
             }
-            put(spec, who)
+            try:
+                wanted.append((name, parse_budget(spec)))
+            except InvalidBudgetError as exc:
+                raise HTTPException(422, detail=str(exc)) from None
+        for name, budget in wanted:
+            if budget is not None:
+                put(budget, who)
+            elif seed.get(name) is not None:
+                book.delete_budget(seed.id_for(name), actor=who)
         return seed_view(seed)
 
     def seed_view(seed: SeedBudgets) -> dict[str, Any]:
         daily, monthly = seed.get("daily"), seed.get("monthly")
-        any_budget = daily or monthly
+        any_budget = monthly or daily
+        thresholds = list(any_budget.thresholds if any_budget else DEFAULT_THRESHOLDS)
+        mode = any_budget.mode if any_budget else Mode.HARD
         return {
             "daily_limit": None if daily is None else str(daily.limit),
             "monthly_limit": None if monthly is None else str(monthly.limit),
-            "alert_thresholds": list(any_budget.thresholds if any_budget else DEFAULT_THRESHOLDS),
-            "mode": (any_budget.mode if any_budget else Mode.HARD).value,
+            "alert_thresholds": thresholds,
+            "mode": mode.value,
+            # Phase 17's names (money as a number)
+            "monthly_budget_usd": None if monthly is None else float(monthly.limit),
+            "alert_threshold_percent": min(thresholds) if thresholds else None,
+            "alert_emails": list(any_budget.alert_emails) if any_budget else [],
+            "hard_limit": mode is Mode.HARD,
         }
 
     @router.get("/api/workspaces/{workspace_id}/budget", dependencies=read_workspace)
@@ -371,7 +425,7 @@ def budget_router(
         strictest = book.scope_status(scope)
         out["status"] = "healthy" if strictest is None else strictest.state
         out["budget_id"] = None if strictest is None else strictest.budget.id
-        return out
+        return {**out, **phase17_status(book.scope_status(scope, period=Period.MONTH, unit=Unit.USD))}
 
     @router.post("/api/projects/{project_id}/budget", dependencies=manage)
     def project_post(

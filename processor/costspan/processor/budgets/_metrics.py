@@ -1,4 +1,4 @@
-"""Prometheus exposition of budgets: limit, spend, utilization, alerts, blocks, webhook failures.
+"""Prometheus exposition of budgets: limit, spend, utilization, alerts, blocks, webhook and e-mail outcomes.
 
 A custom collector: every scrape yields fresh families from the book's status. Labels are the
 budget id and, for ``*`` scopes, the tenant — never workflow, user or request ids (cardinality).
@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from costspan.processor.budgets._alerts import WebhookNotifier
 from costspan.processor.budgets._book import BudgetBook
+from costspan.processor.budgets._email import EmailNotifier
 from costspan.processor.budgets._model import Unit
 
 __all__ = ["BudgetCollector"]
@@ -27,9 +28,12 @@ _LABELS = ["budget", "tenant", "period"]
 class BudgetCollector(Collector):
     """``registry.register(BudgetCollector(book, notifier))``."""
 
-    def __init__(self, book: BudgetBook, notifier: WebhookNotifier | None = None) -> None:
+    def __init__(
+        self, book: BudgetBook, notifier: WebhookNotifier | None = None, emails: EmailNotifier | None = None
+    ) -> None:
         self._book = book
         self._notifier = notifier
+        self._emails = emails
         self.errors = 0
 
     def describe(self) -> list[Metric]:
@@ -91,3 +95,12 @@ class BudgetCollector(Collector):
             hook.add_metric(["retries_exhausted"], self._notifier.failures)
             hook.add_metric(["queue_full"], self._notifier.dropped)
             yield hook
+        if self._emails is not None:
+            emails = self._emails
+            yield CounterMetricFamily("costspan_alert_emails_sent", "Budget alert e-mails sent.", value=emails.sent)
+            failed = CounterMetricFamily(
+                "costspan_alert_emails_failures", "Budget alert e-mails given up, or dropped.", labels=["reason"]
+            )
+            failed.add_metric(["send_failed"], emails.failures)
+            failed.add_metric(["queue_full"], emails.dropped)
+            yield failed

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "EACH",
+    "EMAIL_PATTERN",
     "SCOPE_DIMENSIONS",
     "Block",
     "Budget",
@@ -36,6 +37,12 @@ SCOPE_DIMENSIONS: tuple[str, ...] = ("tenant", "service", "workflow", "user", "p
 #: A scope value meaning "each distinct value gets its own counter" (e.g. ``{"tenant": "*"}``).
 EACH = "*"
 DEFAULT_THRESHOLDS: tuple[int, ...] = (50, 75, 90, 100)
+#: An e-mail address a budget's alerts go to: one ``@``, a dotted domain, no spaces, quotes, commas or
+#: angle brackets (nothing that could break out of a ``To:`` header).
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
+EMAIL_PATTERN = rf"^[^@\s<>,;\"']{{1,64}}@{_LABEL}(?:\.{_LABEL})+$"
+#: At most this many e-mail addresses per budget.
+MAX_ALERT_EMAILS = 20
 
 
 def money(value: Decimal) -> str:
@@ -82,6 +89,8 @@ class Budget:
     thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS
     timezone: str = "UTC"
     name: str = ""
+    #: who gets an e-mail when a threshold is crossed (needs the server's SMTP settings)
+    alert_emails: tuple[str, ...] = ()
 
     @property
     def scope_dict(self) -> dict[str, str]:
@@ -92,6 +101,12 @@ class Budget:
         return tuple(dim for dim, value in self.scope if value == EACH)
 
     def to_json(self) -> dict[str, Any]:
+        out = self._fields_json()
+        if self.alert_emails:  # only when set: budgets without it read (and are stored) as before
+            out["alert_emails"] = list(self.alert_emails)
+        return out
+
+    def _fields_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.name,
@@ -125,6 +140,9 @@ class BudgetSpec(BaseModel):
     max_tokens_cap: int | None = Field(default=None, gt=0)
     thresholds: list[int] = Field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
     timezone: str = "UTC"
+    alert_emails: list[Annotated[str, Field(max_length=254, pattern=EMAIL_PATTERN)]] = Field(
+        default_factory=list, max_length=MAX_ALERT_EMAILS
+    )
 
     @field_validator("scope")
     @classmethod
@@ -172,6 +190,7 @@ class BudgetSpec(BaseModel):
             max_tokens_cap=self.max_tokens_cap,
             thresholds=tuple(self.thresholds),
             timezone=self.timezone,
+            alert_emails=tuple(dict.fromkeys(self.alert_emails)),
         )
 
 
@@ -255,6 +274,8 @@ class Block:
     estimate_usd: Decimal | None = None
     basis: EstimateBasis | None = None
     mode: Mode = Mode.HARD
+    #: With spend leases across instances: why this instance has no more room (e.g. the lease owner is down).
+    note: str = ""
 
     def retry_after(self, now: float) -> int | None:
         """Whole seconds until the period resets (None: it never does)."""
@@ -308,6 +329,8 @@ class Block:
                 f": limit {self._amount(self.limit)}, spent {self._amount(self.spent)},"
                 f" reserved {self._amount(self.reserved)}"
             )
+        if self.note:
+            text += f" ({self.note})"
         return f"{text}; {self.estimate_text()}. To go ahead: " + "; or ".join(self.advice()) + "."
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from costspan.pricing import MAX_COUNT
-from costspan.processor.budgets._model import DEFAULT_THRESHOLDS, Mode
+from costspan.processor.budgets._model import DEFAULT_THRESHOLDS, EMAIL_PATTERN, MAX_ALERT_EMAILS, Mode
 from costspan.processor.store._fields import Identifier, TenantId, TokenCount
 from costspan.processor.store._validate import EARLIEST_START_NS, MAX_COST_USD
 
@@ -53,7 +53,13 @@ class SettleRequest(BaseModel):
 
 
 class SeedBudget(BaseModel):
-    """The seed gateway's budget body: daily and/or monthly USD limits for a workspace or project."""
+    """A seed's budget body for a workspace or project.
+
+    The gateway's: daily and/or monthly USD limits, ``alert_thresholds``, ``mode``. Phase 17's:
+    ``monthly_budget_usd`` (the monthly limit), ``alert_threshold_percent`` (alerts at it and at
+    100 %), ``alert_emails``, ``hard_limit`` (true: calls over the limit are refused; false: alerts
+    only). Both spellings of one thing in one body is an error, not a guess.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -62,3 +68,37 @@ class SeedBudget(BaseModel):
     alert_thresholds: list[int] = Field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
     mode: Mode = Mode.HARD
     timezone: str = "UTC"
+    monthly_budget_usd: Decimal | None = Field(default=None, ge=0, le=MAX_COST_USD, allow_inf_nan=False)
+    alert_threshold_percent: int | None = Field(default=None, ge=1, le=100)
+    alert_emails: list[Annotated[str, Field(max_length=254, pattern=EMAIL_PATTERN)]] = Field(
+        default_factory=list, max_length=MAX_ALERT_EMAILS
+    )
+    hard_limit: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_spelling_each(self) -> SeedBudget:
+        given = self.model_fields_set
+        for seed, ours in (
+            ("monthly_budget_usd", "monthly_limit"),
+            ("alert_threshold_percent", "alert_thresholds"),
+            ("hard_limit", "mode"),
+        ):
+            if seed in given and ours in given:
+                raise ValueError(f"give {seed} or {ours}, not both")
+        return self
+
+    @property
+    def monthly(self) -> Decimal | None:
+        return self.monthly_budget_usd if "monthly_budget_usd" in self.model_fields_set else self.monthly_limit
+
+    @property
+    def thresholds(self) -> list[int]:
+        if self.alert_threshold_percent is None:
+            return self.alert_thresholds
+        return sorted({self.alert_threshold_percent, 100})
+
+    @property
+    def budget_mode(self) -> Mode:
+        if self.hard_limit is None:
+            return self.mode
+        return Mode.HARD if self.hard_limit else Mode.SOFT

@@ -23,7 +23,7 @@ import contextlib
 import functools
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -65,13 +65,22 @@ class Counter:
     fired: set[int] = field(default_factory=set)
     #: ``limit - spent`` in whole units, floored: a hold of ``n`` more fits exactly when ``n <= room - held``.
     room: int = 0
+    #: Spend leases (docs/scale-out.md, only with peers): whether this counter draws on a lease, the most
+    #: this instance may spend in the current period (None: no lease cap), and why a call is refused
+    #: beyond it. Not journaled: a lease is asked for again after a restart.
+    leased: bool = False
+    cap: Decimal | None = None
+    lease_note: str = ""
 
     def __post_init__(self) -> None:
         self.refresh()
 
     def refresh(self) -> None:
-        """Recompute :attr:`room` after ``spent`` or the budget's limit changed."""
-        self.room = room_units(self.budget.limit, self.spent, self.budget.unit)
+        """Recompute :attr:`room` after ``spent``, the budget's limit or the lease cap changed."""
+        unit = self.budget.unit
+        self.room = room_units(self.budget.limit, self.spent, unit)
+        if self.cap is not None:
+            self.room = min(self.room, room_units(self.cap, self.spent, unit))
 
     @property
     def reserved(self) -> Decimal:
@@ -90,6 +99,7 @@ class Counter:
             reserved=self.reserved,
             requested=requested,
             resets_at=None if math.isinf(self.end) else datetime.fromtimestamp(self.end, UTC),
+            note=self.lease_note if self.cap is not None else "",
         )
 
     def scope(self) -> dict[str, str]:
@@ -122,6 +132,7 @@ def budget_from_json(data: dict[str, Any]) -> Budget:
         max_tokens_cap=data.get("max_tokens_cap"),
         thresholds=tuple(data.get("thresholds", (50, 75, 90, 100))),
         timezone=data.get("timezone", "UTC"),
+        alert_emails=tuple(data.get("alert_emails", ())),
     )
 
 
@@ -192,6 +203,9 @@ class BudgetState:
         self.reservations: dict[str, Reservation] = {}
         self.by_match: dict[tuple[str | None, ...], deque[str]] = {}
         self.seq = 0
+        #: Which budgets draw on spend leases (None: none, a single node): their counters open with no room
+        #: until a lease arrives (budgets/_lessee.py).
+        self.leased: Callable[[Budget], bool] | None = None
 
     def apply(self, event: list[Any]) -> None:
         op = event[0]
@@ -242,11 +256,16 @@ class BudgetState:
             budget = self.budgets.get(budget_id)
             if budget is None:
                 return
-            self.counters[key] = Counter(key, budget, tuple(values), start, end)
+            counter = self.counters[key] = Counter(key, budget, tuple(values), start, end)
+            if self.leased is not None and self.leased(budget):
+                counter.leased, counter.cap = True, ZERO
+                counter.refresh()
             return
         counter.start, counter.end = start, end
         counter.spent = ZERO
         counter.fired = set()
+        if counter.leased:
+            counter.cap = ZERO  # the last period's lease is spent: the next one is asked for
         counter.refresh()
 
     def reserve(

@@ -20,7 +20,7 @@ from costspan.processor.ingest._outcomes import BLOCKED_REASON, call_outcome, sa
 from costspan.processor.store._records import CallRecord, TokenCounts
 from costspan.processor.store._validate import MAX_ID_LENGTH
 
-__all__ = ["WANTED_KEYS", "AttrValue", "Normalizer", "SpanView"]
+__all__ = ["WANTED_KEYS", "AttrValue", "Normalizer", "SpanView", "VolumeSpend"]
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,16 @@ class Pricer(Protocol):
         tier: str = ...,
         tenant: str | None = ...,
         currency: str = ...,
+        month_to_date_usd: Decimal | None = ...,
     ) -> PriceBreakdown: ...
+
+
+class VolumeSpend(Protocol):
+    """A tenant's month-to-date spend, for the volume tiers of its terms (see ``ingest/_volume.py``)."""
+
+    def tiered(self, tenant: str) -> bool: ...
+
+    def spent(self, tenant: str, at: float) -> Decimal: ...
 
 
 def _int(attrs: Mapping[str, AttrValue], keys: tuple[str, ...]) -> int | None:
@@ -212,16 +221,29 @@ class Normalizer:
         default_tenant: str = "",
         default_service: str = "unknown",
         max_value_length: int = MAX_ID_LENGTH,
+        volume: VolumeSpend | None = None,
     ) -> None:
         if max_value_length < 1:
             raise ValueError("max_value_length must be at least 1")
         self._pricer = pricer
+        #: where a tiered tenant's month-to-date spend comes from (None: volume tiers never apply)
+        self.volume = volume
         #: Identifiers and attribute values longer than this are truncated (a tenant id: refused).
         self.max_value_length = max_value_length
         self._default_tenant = default_tenant
         self._default_service = default_service
         self._last_resource: Mapping[str, AttrValue] | None = None
         self._resource_dims = ("", "", "", "", "", "")
+
+    def with_volume(self, volume: VolumeSpend | None) -> Normalizer:
+        """A normalizer over the same pricer and defaults whose month-to-date spend comes from ``volume``."""
+        return Normalizer(
+            self._pricer,
+            default_tenant=self._default_tenant,
+            default_service=self._default_service,
+            max_value_length=self.max_value_length,
+            volume=volume,
+        )
 
     def with_default_tenant(self, tenant: str) -> Normalizer:
         """A normalizer over the same pricer whose spans without a tenant are ``tenant``'s."""
@@ -230,6 +252,7 @@ class Normalizer:
             default_tenant=tenant,
             default_service=self._default_service,
             max_value_length=self.max_value_length,
+            volume=self.volume,
         )
 
     @staticmethod
@@ -346,9 +369,22 @@ class Normalizer:
             unpriced_reason = invalid
         else:
             try:
-                breakdown = self._pricer.price_call(
-                    model, usage, provider=provider, at=start_ns / 1e9, tier=tier, tenant=tenant or None
-                )
+                volume = self.volume
+                if volume is not None and tenant and volume.tiered(tenant):
+                    at = start_ns / 1e9
+                    breakdown = self._pricer.price_call(
+                        model,
+                        usage,
+                        provider=provider,
+                        at=at,
+                        tier=tier,
+                        tenant=tenant,
+                        month_to_date_usd=volume.spent(tenant, at),
+                    )
+                else:
+                    breakdown = self._pricer.price_call(
+                        model, usage, provider=provider, at=start_ns / 1e9, tier=tier, tenant=tenant or None
+                    )
             except Exception as exc:  # price_call must not raise; if it does, store unpriced and carry on
                 logger.warning("pricing failed for model %s: %s", model, type(exc).__name__)
                 breakdown = None

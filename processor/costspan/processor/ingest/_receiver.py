@@ -33,6 +33,7 @@ from costspan.processor.ingest._otlp import (
     encode_error,
     encode_response,
 )
+from costspan.processor.ingest._volume import MonthSpend
 from costspan.processor.ingest._worker import BodyResult, process_body, process_in_worker
 from costspan.processor.store._batch import PreparedBatch, records_of
 from costspan.processor.store._store import QueueFullError, Store
@@ -155,7 +156,11 @@ class Receiver:
         if self._thread is not None:
             work = functools.partial(process_body, self.normalizer, body, content_type, encoding, limit, tenant=tenant)
             return await loop.run_in_executor(self._thread, work)
-        return await loop.run_in_executor(self.pool, process_in_worker, body, content_type, encoding, limit, tenant)
+        volume = self.normalizer.volume
+        spend = volume.snapshot() if isinstance(volume, MonthSpend) else None  # volume tiers, for the worker
+        return await loop.run_in_executor(
+            self.pool, process_in_worker, body, content_type, encoding, limit, tenant, spend
+        )
 
     async def export(self, body: bytes, content_type: str, encoding: str, tenant: str = "") -> ExportOutcome:
         """Decode, price and store one export body already read, and say how it ended; never raises.

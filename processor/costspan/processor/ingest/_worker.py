@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 from costspan.processor.ingest._normalize import Normalizer
@@ -21,6 +22,7 @@ from costspan.processor.ingest._otlp import (
     decompress,
     iter_span_views,
 )
+from costspan.processor.ingest._volume import SnapshotSpend
 from costspan.processor.store._batch import PreparedBatch, prepare
 from costspan.processor.store._records import CallRecord
 from costspan.processor.store._validate import MAX_ID_LENGTH, screen
@@ -145,9 +147,22 @@ def _follow_reload() -> None:
             logger.warning("ingest worker: catalog not reloaded")
 
 
-def process_in_worker(body: bytes, content_type: str, encoding: str, limit: int, tenant: str = "") -> BodyResult:
+def process_in_worker(
+    body: bytes,
+    content_type: str,
+    encoding: str,
+    limit: int,
+    tenant: str = "",
+    month_spend: dict[tuple[str, int], Decimal] | None = None,
+) -> BodyResult:
+    """``month_spend``: the server's :meth:`MonthSpend.snapshot` (tiered tenants' month to date)."""
     if _worker_normalizer is None:
         raise RuntimeError("ingest worker was not initialized")
     if _worker_generation is not None:
         _follow_reload()
-    return process_body(_worker_normalizer, body, content_type, encoding, limit, keep_records=False, tenant=tenant)
+    normalizer = _worker_normalizer
+    if month_spend is not None:
+        from costspan.pricing import default_pricer
+
+        normalizer = normalizer.with_volume(SnapshotSpend(default_pricer(), month_spend))
+    return process_body(normalizer, body, content_type, encoding, limit, keep_records=False, tenant=tenant)

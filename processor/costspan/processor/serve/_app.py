@@ -19,12 +19,14 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.concurrency import run_in_threadpool
 
+from costspan.pricing import Pricer as CatalogPricer
 from costspan.processor._lifespan import add_lifespan, composed_lifespan
 from costspan.processor.api._binding import sending_tenant
 from costspan.processor.ingest._forward import Forwarder
 from costspan.processor.ingest._normalize import Normalizer, Pricer
 from costspan.processor.ingest._otlp import JSON, PROTOBUF
 from costspan.processor.ingest._receiver import Receiver
+from costspan.processor.ingest._volume import MonthSpend
 from costspan.processor.ingest._worker import init_worker, process_in_worker
 from costspan.processor.serve._grpc import with_grpc_receiver
 from costspan.processor.serve._metrics import StoreCollector
@@ -61,7 +63,11 @@ def create_app(
 
             chosen = default_pricer()
         normalizer = Normalizer(
-            chosen, default_tenant=settings.default_tenant, max_value_length=settings.max_value_length
+            chosen,
+            default_tenant=settings.default_tenant,
+            max_value_length=settings.max_value_length,
+            # volume tiers: a tenant's month to date, from the rollups (a catalog pricer's terms)
+            volume=MonthSpend(store, chosen) if isinstance(chosen, CatalogPricer) else None,
         )
         app.state.normalizer = normalizer
         pool: ProcessPoolExecutor | None = None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from costspan.pricing import Pricer, Usage
+from costspan.processor.ingest._volume import month_of
 from costspan.processor.store._corrections import Correction, is_correction, latest_corrections
 from costspan.processor.store._ledger import Ledger, LedgerLine
 from costspan.processor.store._records import CallRecord, record_from_json
@@ -126,8 +127,9 @@ class Progress:
             self.stream.flush()
 
 
-def _repriced(record: CallRecord, pricer: Pricer) -> CallRecord | None:
-    """``record`` priced anew from its usage at its start time; None when the catalog cannot price it."""
+def _repriced(record: CallRecord, pricer: Pricer, month_to_date: Decimal | None = None) -> CallRecord | None:
+    """``record`` priced anew from its usage at its start time (and its tenant's spend before it in its
+    month, for volume tiers); None when the catalog cannot price it."""
     t = record.tokens
     try:
         usage = Usage.of_tokens(t.input, t.output, t.cache_read, t.cache_write, t.cache_write_1h, t.reasoning)
@@ -137,6 +139,7 @@ def _repriced(record: CallRecord, pricer: Pricer) -> CallRecord | None:
             provider=record.provider,
             at=record.start_ns / 1e9,
             tenant=record.tenant or None,
+            month_to_date_usd=month_to_date,
         )
     except Exception:  # invalid stored usage, or a pricing failure: keep the call as it is
         return None
@@ -177,14 +180,19 @@ def reprice(
     result = RepriceResult(pricer.catalog_version, dry_run=apply is None)
     total = 0
     corrections: dict[str, CallRecord] = {}
+    # Volume tiers: a call is priced with its tenant's spend before it (in ledger order, as it was
+    # stored) in its UTC month, so the calls of the window's first month before the window are read too.
+    tiers = any(o.volume_tiers for o in pricer.tenant_overrides.values())
+    read = Window(month_of(window.since)[0], window.until, window.tenant) if tiers else window
+    month_spend: dict[tuple[str, int], Decimal] = {}
     if ledger_dir.exists():  # first pass: the corrections made before (each call's current cost), and a count
 
         def counted() -> Iterator[LedgerLine]:
             nonlocal total
-            for line in _lines(ledger, window):
+            for line in _lines(ledger, read):
                 if is_correction(line.payload):
                     yield line
-                else:
+                elif window.holds(line):
                     total += 1
 
         corrections = latest_corrections(counted())
@@ -192,7 +200,7 @@ def reprice(
     done_keys: set[str] = set()  # a call stored twice (a torn commit's leftover) is repriced once
     pending: list[Correction] = []
     ran_at = time.time()
-    for line in _lines(ledger, window) if ledger_dir.exists() else iter(()):
+    for line in _lines(ledger, read) if ledger_dir.exists() else iter(()):
         if is_correction(line.payload) or line.key in done_keys:
             continue
         try:
@@ -202,9 +210,17 @@ def reprice(
         if window.tenant is not None and stored.tenant != window.tenant:
             continue
         done_keys.add(line.key)
-        result.calls += 1
         current = corrections.get(line.key, stored)
-        new = _repriced(current, pricer)
+        month = (current.tenant, month_of(current.start_ns / 1e9)[0])
+        if not window.holds(line):  # before the window, in its first month: only its spend counts
+            month_spend[month] = month_spend.get(month, _ZERO) + (current.cost_total or _ZERO)
+            continue
+        result.calls += 1
+        spent = month_spend.get(month, _ZERO) if tiers and pricer.has_volume_tiers(current.tenant) else None
+        new = _repriced(current, pricer, spent)
+        if tiers:
+            cost = current.cost_total if new is None else new.cost_total
+            month_spend[month] = month_spend.get(month, _ZERO) + (cost or _ZERO)
         if new is None:
             result.unpriced += 1 if current.cost_total is None else 0
         elif new.cost_total != current.cost_total:

@@ -45,6 +45,19 @@ def add_serve_command(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--ingest-workers", type=int, help="processes that decode and price OTLP bodies (0: in the server)"
     )
     parser.add_argument("--forward-endpoint", help="also send the enriched spans to this OTLP/HTTP URL")
+    # cluster
+    parser.add_argument("--peers", help="comma-separated base URLs of every instance, this one included")
+    parser.add_argument("--peers-file", type=Path, help="file of peer base URLs, one a line (# comments)")
+    parser.add_argument("--node-url", help="this instance's own base URL (one of the peers)")
+    parser.add_argument("--peer-key", help="admin API key presented to peers (or COSTSPAN_PEER_KEY)")
+    parser.add_argument("--peer-timeout", type=float, help="seconds to wait for a peer (default 2)")
+    # spend leases
+    parser.add_argument(
+        "--lease-owner-down",
+        choices=["closed", "open"],
+        help="a global budget's owner unreachable and the lease spent: refuse calls (closed) or allow them",
+    )
+    parser.add_argument("--lease-ttl", type=float, help="seconds a global budget's spend lease lives (default 30)")
     parser.add_argument("--snapshot-interval-seconds", type=float, help="seconds between snapshots")
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument(
@@ -87,6 +100,13 @@ def run_serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             ingest_workers=args.ingest_workers,
             forward_endpoint=args.forward_endpoint,
             log_level=args.log_level,
+            peers=getattr(args, "peers", None),
+            peers_file=getattr(args, "peers_file", None),
+            node_url=getattr(args, "node_url", None),
+            peer_key=getattr(args, "peer_key", None),
+            peer_timeout_seconds=getattr(args, "peer_timeout", None),
+            lease_owner_down=getattr(args, "lease_owner_down", None),
+            lease_ttl_seconds=getattr(args, "lease_ttl", None),
         )
     except ValidationError as exc:
         problems = "; ".join(

@@ -35,7 +35,10 @@ from costspan.processor.budgets import (
     budgets_from_env,
     settle_committed,
 )
+from costspan.processor.budgets._email import EmailNotifier
+from costspan.processor.cluster._mount import include_cluster
 from costspan.processor.serve._app import create_app
+from costspan.processor.serve._leases import add_spend_leases
 from costspan.processor.serve._reprice_api import add_repricing
 from costspan.processor.serve._settings import Settings
 from costspan.processor.store._store import Store
@@ -67,6 +70,21 @@ def _budget_view(book: BudgetBook) -> BudgetView:
 BUDGET_ACCESS: Final = BudgetAccess(send=require_ingest, read_workspace=require_workspace_reader, manage=require_admin)
 
 
+def _email_alerts(settings: Settings, book: BudgetBook) -> EmailNotifier | None:
+    """E-mail a budget's threshold alerts to its ``alert_emails`` (None: no SMTP host set)."""
+    smtp = settings.smtp()
+    if smtp is None:
+        return None
+
+    def recipients(budget_id: str) -> tuple[str, ...]:
+        budget = book.get_budget(budget_id)
+        return () if budget is None else budget.alert_emails
+
+    emails = EmailNotifier(smtp, recipients)
+    book.alert_sinks.append(emails)
+    return emails
+
+
 def build_server_app(
     settings: Settings,
     store: Store,
@@ -80,6 +98,8 @@ def build_server_app(
     """Raises ``ValueError`` for a server that would start without keys (see ``include_usage_api``)."""
     metrics = registry if registry is not None else CollectorRegistry(auto_describe=False)
     app = create_app(settings, store, pricer=pricer, registry=metrics)
+    # cluster: reads routed across shards, inside the edge added below (docs/scale-out.md)
+    include_cluster(app, settings, store, metrics)
     if book is None:
         book = BudgetBook(data_dir=settings.data_dir / "budgets")
     book.spend_source = StoredSpend(store)  # a budget created mid-period starts from the stored spend
@@ -91,7 +111,8 @@ def build_server_app(
     app.state.cost_tracking = tracking
     if not tracking:
         logger.warning("cost tracking is OFF: calls are neither priced nor recorded, budgets do not enforce")
-    metrics.register(BudgetCollector(book, notifier))
+    emails = _email_alerts(settings, book)
+    metrics.register(BudgetCollector(book, notifier, emails))
     store.add_sums_listener(lambda committed: settle_committed(book, committed))
     app.state.budget_book = book
     app.include_router(budget_router(book, notifier=notifier, access=BUDGET_ACCESS))
@@ -118,7 +139,10 @@ def build_server_app(
         finally:
             if notifier is not None:
                 notifier.shutdown()
+            if emails is not None:
+                emails.shutdown()
             book.close()
 
     add_lifespan(app, close_budgets)
+    add_spend_leases(app, settings, book, metrics)  # with peers, its lessee stops before the book closes
     return app

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     JsonConfigSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
+from costspan.processor.budgets._email import SmtpSettings
 from costspan.processor.store._store import StoreConfig
 from costspan.processor.store._validate import MAX_ID_LENGTH, TENANT_PATTERN, CardinalityLimits
 
 __all__ = ["Settings", "load_settings"]
 
 _BOUNDS = CardinalityLimits()
+#: The address alert e-mails come from (a host name without dots, ``localhost``, is allowed).
+SENDER_PATTERN = r"^[^@\s<>,;\"']{1,64}@[A-Za-z0-9.-]{1,253}$"
 
 
 class Settings(BaseSettings):
@@ -58,6 +63,79 @@ class Settings(BaseSettings):
     max_sessions_per_tenant: int = Field(default=_BOUNDS.session, ge=1)
     max_projects_per_tenant: int = Field(default=_BOUNDS.project, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # cluster: the instances of one deployment (docs/scale-out.md); none set: a single node
+    #: Base URLs of every instance, this one included (``COSTSPAN_PEERS``: comma-separated).
+    peers: Annotated[tuple[str, ...], NoDecode] = ()
+    #: One base URL a line (``#`` starts a comment); joined with ``peers``.
+    peers_file: Path | None = None
+    #: This instance's own base URL; must be one of the peers when peers are set.
+    node_url: str | None = None
+    #: API key (admin role) this instance presents to its peers.
+    peer_key: str | None = Field(default=None, repr=False)
+    peer_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+
+    @field_validator("peers", mode="before")
+    @classmethod
+    def _split_peers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part for part in (p.strip() for p in value.split(",")) if part)
+        return value
+
+    @field_validator("peers")
+    @classmethod
+    def _peer_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from costspan.processor.cluster._peers import parse_peer_urls
+
+        return parse_peer_urls(value)
+
+    @field_validator("node_url")
+    @classmethod
+    def _node_url(cls, value: str | None) -> str | None:
+        from costspan.processor.cluster._peers import parse_peer_urls
+
+        return parse_peer_urls([value])[0] if value else None
+
+    @model_validator(mode="after")
+    def _node_among_peers(self) -> Settings:
+        from costspan.processor.cluster._peers import all_peer_urls
+
+        urls = all_peer_urls(self.peers, self.peers_file)
+        if urls and self.node_url is None:
+            raise ValueError("node_url is required when peers are set (this instance's own base URL)")
+        if urls and self.node_url not in urls:
+            raise ValueError(f"node_url {self.node_url} is not one of the peers {', '.join(urls)}")
+        return self
+
+    # end cluster
+    # spend leases: global and cross-tenant budgets across peers (docs/scale-out.md "Global budgets by lease")
+    #: Share of what remains of a budget's period that one lease grants.
+    lease_fraction: Decimal = Field(default=Decimal("0.1"), gt=0, le=1, allow_inf_nan=False)
+    #: Smallest and largest lease, as shares of the budget's limit.
+    lease_min_share: Decimal = Field(default=Decimal("0.01"), ge=0, le=1, allow_inf_nan=False)
+    lease_max_share: Decimal = Field(default=Decimal("0.25"), gt=0, le=1, allow_inf_nan=False)
+    #: How long a lease lives unless renewed (shards renew at half of it).
+    lease_ttl_seconds: float = Field(default=30.0, gt=0, le=3600)
+    #: The budget's owner unreachable and the lease spent: refuse the call (closed) or allow it (open).
+    lease_owner_down: Literal["closed", "open"] = "closed"
+
+    @model_validator(mode="after")
+    def _lease_shares(self) -> Settings:
+        if self.lease_min_share > self.lease_max_share:
+            raise ValueError("lease_min_share must not exceed lease_max_share")
+        return self
+
+    # end spend leases
+
+    # e-mail alerts: a budget's alert_emails get its threshold alerts over SMTP (off without smtp_host)
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = Field(default="costspan@localhost", max_length=254, pattern=SENDER_PATTERN)
+    smtp_timeout: float = Field(default=10.0, gt=0, le=300)
+    smtp_ca_file: Path | None = None  # trust this CA (a private one) instead of the system's
+
     # --- QLens compatibility (compatql) ---
     #: Off: calls are neither priced nor recorded and budgets do not enforce (QLens'
     #: ``COST_TRACKING_ENABLED=false``, which turns it off too). Exports are still answered.
@@ -70,10 +148,31 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL such as http://collector:4318/v1/traces")
         return value or None
 
+    @model_validator(mode="after")
+    def _smtp_login(self) -> Settings:
+        if self.smtp_password is not None and not self.smtp_username:
+            raise ValueError("smtp_password needs smtp_username")
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    def smtp(self) -> SmtpSettings | None:
+        """The SMTP server alert e-mails go through (None: e-mail alerts are off)."""
+        if not self.smtp_host:
+            return None
+        return SmtpSettings(
+            host=self.smtp_host,
+            port=self.smtp_port,
+            tls=self.smtp_tls,
+            username=self.smtp_username or "",
+            password=self.smtp_password.get_secret_value() if self.smtp_password else "",
+            sender=self.smtp_from,
+            timeout=self.smtp_timeout,
+            ca_file=None if self.smtp_ca_file is None else str(self.smtp_ca_file),
+        )
 
     def cardinality_limits(self) -> CardinalityLimits:
         return CardinalityLimits(

@@ -1,0 +1,247 @@
+"""``init(...)``: in-process costspan in one line, once per process; ``session(id)``: a session's totals.
+
+``init`` sets up, unless already done: the app's ``TracerProvider`` (a new global one when it has
+none), the processor's store and span processor, the budget book with the given budgets, the
+instrumentation with the budget guard (and the degradation step of adaptive budgets) as its pre-send
+hook, and the span processor that hands records to :func:`~costspan.track.track` blocks. It never
+raises into the app: a failure is logged and ``init`` returns ``None`` (the app runs untracked). The one
+error that reaches the app, later, is ``BudgetExceededError`` from an LLM call a hard budget refuses.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from opentelemetry.sdk.trace import TracerProvider
+
+from costspan.instrumentation import CostspanInstrumentor
+from costspan.pricing import Pricer
+from costspan.processor._inprocess import InProcess, track_in_process
+from costspan.processor.budgets import Alert, BudgetSpec
+from costspan.processor.budgets import Budget as BookBudget
+from costspan.track._budget import Budget, degrading_hook
+from costspan.track._tracker import CallSpans
+
+__all__ = ["SessionTotals", "Tracking", "current", "init", "session", "shutdown"]
+
+logger = logging.getLogger(__name__)
+
+
+class Tracking:
+    """What :func:`init` set up: ``.inprocess`` (store, book, processor), ``.budgets`` and ``.spans``."""
+
+    __slots__ = ("_hook", "_instrumented", "budgets", "inprocess", "spans")
+
+    def __init__(self, inprocess: InProcess, budgets: tuple[Budget, ...], spans: CallSpans) -> None:
+        self.inprocess = inprocess
+        self.budgets = budgets
+        self.spans = spans
+        self._hook: Any = None
+        self._instrumented = False
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inprocess.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        """Remove the instrumentation (or this set-up's hook), flush and close. Safe twice; never raises."""
+        instrumentor = CostspanInstrumentor()
+        try:
+            if self._instrumented and instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.uninstrument()
+            elif self._hook is not None and self._hook in instrumentor.pre_send_hooks:
+                instrumentor.pre_send_hooks.remove(self._hook)
+        except Exception:
+            logger.exception("costspan track: removing the instrumentation failed; carrying on")
+        self._instrumented, self._hook = False, None
+        self.spans.shutdown()
+        self.inprocess.shutdown()
+
+
+class _Holder:
+    """The process's one set-up (the instrumentation is one per process too)."""
+
+    lock = threading.Lock()
+    tracking: Tracking | None = None
+
+
+def current() -> Tracking | None:
+    """The set-up :func:`init` made, if any (and not shut down)."""
+    return _Holder.tracking
+
+
+def init(
+    *,
+    service: str | None = None,
+    data_dir: str | Path = "./costspan-data",
+    budgets: Iterable[Budget | BookBudget | BudgetSpec | Mapping[str, Any]] = (),
+    tracer_provider: TracerProvider | None = None,
+    fsync: Literal["always", "never"] = "always",
+    pricer: Pricer | None = None,
+    default_tenant: str = "",
+    instrument_options: Mapping[str, Any] | None = None,
+    on_alert: Callable[[Alert], None] | None = None,
+) -> Tracking | None:
+    """Track this app's LLM calls in-process; idempotent (a second call returns the first set-up).
+
+    ``budgets``: :class:`~costspan.track.Budget` (the MDMAI shape) and/or the processor's budget
+    definitions (each with an ``id``). ``on_alert(alert)`` is called (on the thread that settles the
+    call) once per budget, threshold and period as spend crosses an alert threshold; it must not block.
+    The other arguments are :func:`costspan.processor.track_in_process`'s.
+    Returns ``None`` (and logs why) when the set-up fails; never raises.
+    """
+    with _Holder.lock:
+        if _Holder.tracking is not None:
+            logger.debug("costspan track: already initialised; init() returns the existing set-up")
+            return _Holder.tracking
+        try:
+            tracking = _build(
+                service=service,
+                data_dir=data_dir,
+                budgets=list(budgets),
+                tracer_provider=tracer_provider,
+                fsync=fsync,
+                pricer=pricer,
+                default_tenant=default_tenant,
+                instrument_options=instrument_options or {},
+                on_alert=on_alert,
+            )
+        except Exception:
+            logger.exception("costspan track: init failed; LLM calls are not tracked in-process")
+            return None
+        _Holder.tracking = tracking
+        return tracking
+
+
+def shutdown() -> None:
+    """Undo :func:`init` (flush, close, uninstrument); a later ``init`` starts afresh. Never raises."""
+    with _Holder.lock:
+        tracking, _Holder.tracking = _Holder.tracking, None
+    if tracking is not None:
+        tracking.shutdown()
+
+
+def _build(
+    *,
+    service: str | None,
+    data_dir: str | Path,
+    budgets: list[Budget | BookBudget | BudgetSpec | Mapping[str, Any]],
+    tracer_provider: TracerProvider | None,
+    fsync: Literal["always", "never"],
+    pricer: Pricer | None,
+    default_tenant: str,
+    instrument_options: Mapping[str, Any],
+    on_alert: Callable[[Alert], None] | None,
+) -> Tracking:
+    ours = tuple(b for b in budgets if isinstance(b, Budget))
+    book_budgets: list[BookBudget | BudgetSpec | Mapping[str, Any]] = [b for b in budgets if not isinstance(b, Budget)]
+    for budget in ours:
+        book_budgets.extend(budget.book_budgets())
+    inprocess = track_in_process(
+        tracer_provider,
+        data_dir=data_dir,
+        budgets=book_budgets,
+        service=service,
+        fsync=fsync,
+        pricer=pricer,
+        default_tenant=default_tenant,
+        instrument=False,
+    )
+    spans = CallSpans()
+    tracking = Tracking(inprocess, ours, spans)
+    try:
+        inprocess.tracer_provider.add_span_processor(spans)
+        inprocess.store.add_commit_listener(spans.on_records)
+        if on_alert is not None and inprocess.book is not None:
+            inprocess.book.alert_sinks.append(on_alert)
+        hook = inprocess.guard
+        if inprocess.book is not None and any(b.degradation_strategies for b in ours):
+            hook = degrading_hook(ours, inprocess.book, inprocess.guard)
+        instrumentor = CostspanInstrumentor()
+        if instrumentor.is_instrumented_by_opentelemetry:
+            logger.info("costspan instrumentation is already installed; adding the budget hook to it")
+            if hook is not None:
+                instrumentor.pre_send_hooks.append(hook)
+                tracking._hook = hook
+        else:
+            kwargs: dict[str, Any] = {"tracer_provider": inprocess.tracer_provider, **instrument_options}
+            if pricer is not None:
+                kwargs.setdefault("pricer", pricer)
+            kwargs["pre_send_hooks"] = [*([hook] if hook is not None else []), *kwargs.get("pre_send_hooks", ())]
+            instrumentor.instrument(**kwargs)
+            tracking._instrumented = instrumentor.is_instrumented_by_opentelemetry
+    except BaseException:
+        tracking.shutdown()
+        raise
+    return tracking
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTotals:
+    """What one session's calls cost, from the processor's records."""
+
+    session_id: str
+    calls: int = 0
+    cost_usd: Decimal = Decimal(0)
+    unpriced: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    first_call: datetime | None = None
+    last_call: datetime | None = None
+    tenants: tuple[str, ...] = ()
+    models: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+def session(session_id: str, *, tenant: str | None = None) -> SessionTotals:
+    """The totals of ``session_id`` (of one ``tenant``, if given) over every stored call.
+
+    Reads the in-process store's ledger (history survives restarts); ``RuntimeError`` before
+    :func:`init`, ``ValueError`` for an empty id. An unknown session has zero calls.
+    """
+    if not isinstance(session_id, str) or not session_id:
+        raise ValueError(f"session_id must be a non-empty string, got {session_id!r}")
+    tracking = current()
+    if tracking is None:
+        raise RuntimeError("costspan.track.session() needs costspan.track.init() first")
+    tracking.force_flush(5000)
+    calls = unpriced = tin = tout = 0
+    cost = Decimal(0)
+    first = last = None
+    tenants: set[str] = set()
+    models: dict[str, int] = {}
+    for record in tracking.inprocess.store.read_records():
+        if record.session != session_id or (tenant is not None and record.tenant != tenant):
+            continue
+        calls += 1
+        if record.cost_total is None:
+            unpriced += 1
+        else:
+            cost += record.cost_total
+        tin += record.tokens.input
+        tout += record.tokens.output
+        first = record.start_ns if first is None else min(first, record.start_ns)
+        last = record.start_ns if last is None else max(last, record.start_ns)
+        tenants.add(record.tenant)
+        models[record.model] = models.get(record.model, 0) + 1
+    return SessionTotals(
+        session_id=session_id,
+        calls=calls,
+        cost_usd=cost,
+        unpriced=unpriced,
+        input_tokens=tin,
+        output_tokens=tout,
+        first_call=None if first is None else datetime.fromtimestamp(first / 1e9, UTC),
+        last_call=None if last is None else datetime.fromtimestamp(last / 1e9, UTC),
+        tenants=tuple(sorted(tenants)),
+        models=models,
+    )
