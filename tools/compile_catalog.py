@@ -45,6 +45,17 @@ VARIANT_TIERS = {
 SKIPPED: dict[str, int] = {}
 
 
+def _add_names(provider: str, models: list[dict[str, Any]], names: dict[str, list[str]]) -> None:
+    """Widen the match of ``provider``'s models by the exact names of ``names`` (model id -> names):
+    the short names other gateways send for the same model (``claude-3-sonnet`` on Bedrock)."""
+    by_id = {m["id"]: m for m in models}
+    for model_id, extra in names.items():
+        model = by_id.get(model_id)
+        if model is None:
+            raise SystemExit(f"catalog_additions.json: model_names names {provider}/{model_id}, not in the catalog")
+        model["match"] = {"or": [model["match"], *({"equals": name} for name in extra)]}
+
+
 def _num(value: Decimal) -> str:
     text = format(value.normalize(), "f")
     return text
@@ -162,6 +173,7 @@ def compile_catalog() -> dict[str, Any]:
     additions = json.loads(ADDITIONS.read_text(encoding="utf-8"))
     extra_providers = {p["id"]: p for p in additions.pop("providers")}
     max_output = additions.pop("max_output_tokens")
+    model_names: dict[str, dict[str, list[str]]] = additions.pop("model_names")
     out_providers = []
     for p in providers:
         source = p.pricing_urls[0] if p.pricing_urls else None
@@ -178,6 +190,7 @@ def compile_catalog() -> dict[str, Any]:
             added = extra.pop("models", [])
             entry.update(extra)
             models = added + models
+        _add_names(p.id, models, model_names.pop(p.id, {}))
         for m in models:
             limit = max_output.get(f"{p.id}/{m['id']}")
             if limit is not None:
@@ -185,6 +198,8 @@ def compile_catalog() -> dict[str, Any]:
         entry["models"] = models
         out_providers.append(entry)
     out_providers.extend(extra_providers.values())
+    if model_names:
+        raise SystemExit(f"catalog_additions.json: model_names for unknown providers {sorted(model_names)}")
     return {
         "schema_version": 1,
         "version": additions.pop("version"),

@@ -152,7 +152,7 @@ def test_blocked_calls_are_their_own_outcome_from_span_to_aggregates(api: Api, a
         assert (row["unpriced_calls"], row["error_count"], row["degraded_count"]) == (0, 0, 0), row
     acme = api.get("acme", "/v1/usage", scope="tenant").json()
     assert (acme["request_count"], acme["blocked_count"], acme["unpriced_calls"]) == (0, 2, 0)
-    assert acme["daily_cost"] == "0.00000000"  # nothing was sent, nothing was spent
+    assert acme["daily_cost_exact"] == "0.00000000"  # nothing was sent, nothing was spent
     assert {m: (u["request_count"], u["blocked_count"]) for m, u in acme["model_usage"].items()} == {
         "gpt-4o-mini": (0, 1),
         "claude-haiku-4-5": (0, 1),

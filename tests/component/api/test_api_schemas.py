@@ -19,6 +19,7 @@ from costspan.processor.api import _routes_analytics as routes_analytics
 from costspan.processor.api import _routes_dashboard as routes_dashboard
 from costspan.processor.api import _routes_monitoring as routes_monitoring
 from costspan.processor.api import _routes_optimization as routes_optimization
+from costspan.processor.api import _routes_qlens as routes_qlens
 from costspan.processor.api import _routes_usage as routes_usage
 from costspan.processor.api import _routes_v2 as routes_v2
 from costspan.processor.api import _routes_workspaces as routes_workspaces
@@ -62,6 +63,7 @@ def _documented() -> dict[str, APIRoute]:
     routes = {}
     for module in (
         routes_usage,
+        routes_qlens,
         routes_monitoring,
         routes_v2,
         routes_workspaces,

@@ -70,10 +70,11 @@ def test_every_aggregate_route_counts_unpriced_calls_and_shows_no_fake_zero(api:
         return body
 
     usage = get("/v1/usage", scope="tenant")
-    assert (usage["daily_cost"], usage["request_count"], usage["unpriced_calls"]) == (mix, 4, 3)
+    assert (usage["daily_cost_exact"], usage["request_count"], usage["unpriced_calls"]) == (mix, 4, 3)
+    assert usage["daily_cost"] == float(mix)  # QLens' number: the priced calls' cost
     models = usage["model_usage"]
-    assert (models["acme-llm-9000"]["cost"], models["acme-llm-9000"]["unpriced_calls"]) == (None, 2)
-    assert (models["gpt-4o-mini"]["cost"], models["gpt-4o-mini"]["unpriced_calls"]) == (mix, 0)
+    assert (models["acme-llm-9000"]["cost_exact"], models["acme-llm-9000"]["unpriced_calls"]) == (None, 2)
+    assert (models["gpt-4o-mini"]["cost_exact"], models["gpt-4o-mini"]["unpriced_calls"]) == (mix, 0)
     assert get("/v1/usage", scope="summary")["unpriced_calls"] == 3
 
     realtime = get("/api/usage/metrics/realtime")["data"]
@@ -103,7 +104,7 @@ def test_every_aggregate_route_counts_unpriced_calls_and_shows_no_fake_zero(api:
     assert day == {"acmeai": None, "openai": mix}
 
     v2 = get("/api/v2/costs", period_days=1)["data"]
-    assert (v2["total_requests"], v2["unpriced_calls"], v2["total_cost_usd"]) == (4, 3, mix)
+    assert (v2["total_requests"], v2["unpriced_calls"], v2["total_cost_usd_exact"]) == (4, 3, mix)
     metrics = get("/api/v2/metrics")["data"]
     assert metrics["costs"]["unpriced_requests_30d"] == 3
     assert metrics["costs"]["by_provider_30d"] == {"acmeai": None, "openai": mix}

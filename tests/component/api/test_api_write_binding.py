@@ -227,6 +227,11 @@ WRITES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     # admin only: a bound key may neither reprice another tenant's calls nor reload the catalog
     ("post", "/v1/reprice"): ("/v1/reprice", {"json": {"since": "7d", "tenant": "globex"}}),
     ("post", "/v1/pricing/reload"): ("/v1/pricing/reload", {}),
+    # admin (peer) only: a bound key may not ask for a spend lease, whatever the tenant
+    ("post", "/v1/leases"): (
+        "/v1/leases",
+        {"json": {"budget_id": "g-daily", "key": "g-daily|globex", "start": 0, "shard": "http://x", "spent": "0"}},
+    ),
 }
 RESERVATIONS = {"/v1/budgets/check", "/v1/budgets/settle", "/v1/budgets/reservations/{reservation_id}/release"}
 

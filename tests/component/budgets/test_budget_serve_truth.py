@@ -110,7 +110,7 @@ def test_every_route_shows_one_status_at_90_percent_and_past_the_limit(
             "env-tenant-daily",
             None,
         )
-        assert Decimal(server.call("acme", "GET", "/v1/usage")["budget_limit"]) == Decimal("0.01")
+        assert Decimal(server.call("acme", "GET", "/v1/usage")["budget_limit_exact"]) == Decimal("0.01")
 
         server.post_call(480)  # 0.0012 more: 102 %
         assert statuses() == ["blocked"] * 4
@@ -134,7 +134,10 @@ def test_usage_shows_the_strictest_budget_of_the_period_asked_for(tmp_path: Path
         server.post_call(3600)  # 0.009: 0.9 % of acme-day, 72 % of all-day, 0.18 % of acme-month
         daily = server.call("acme", "GET", "/v1/usage")
         monthly = server.call("acme", "GET", "/v1/usage", period="monthly")
-        assert (Decimal(daily["budget_limit"]), Decimal(monthly["budget_limit"])) == (Decimal("0.0125"), Decimal(5))
+        assert (Decimal(daily["budget_limit_exact"]), Decimal(monthly["budget_limit_exact"])) == (
+            Decimal("0.0125"),
+            Decimal(5),
+        )
         summary = server.call("acme", "GET", "/v1/usage", scope="summary")
         assert (summary["budget_utilization_percent"], summary["status"]) == (72.0, "healthy")
         summary = server.call("acme", "GET", "/v1/usage", scope="summary", period="monthly")

@@ -380,7 +380,7 @@ def test_a_ledger_poisoned_by_an_older_version_still_loads_and_answers(tmp_path:
         usage = httpx.get(
             server.url + "/v1/usage", params={"tenant_id": "acme"}, headers={"X-API-Key": server.admin}
         ).json()
-        assert (usage["request_count"], usage["daily_cost"]) == (1, "0.50000000")
+        assert (usage["request_count"], usage["daily_cost_exact"]) == (1, "0.50000000")
         export = httpx.get(
             server.url + "/api/usage/export",
             params={"format": "json", "tenant": "acme"},

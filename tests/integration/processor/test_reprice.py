@@ -116,7 +116,7 @@ def _totals(server: Server) -> dict[str, Any]:
         out["operations/top"] = sum((Decimal(o["cost"]) for o in ops), Decimal(0))
         rows = c.get("/api/usage/metrics/aggregates", params={"days": 30}).json()["data"]["aggregates"]
         out["aggregates"] = sum((Decimal(r["cost"]) for r in rows), Decimal(0))
-        out["v2/costs"] = Decimal(c.get("/api/v2/costs").json()["data"]["total_cost_usd"])
+        out["v2/costs"] = Decimal(c.get("/api/v2/costs").json()["data"]["total_cost_usd_exact"])
         out["dashboard"] = Decimal(c.get("/api/dashboard/summary").json()["total_cost_usd"])
         exported = c.get("/api/usage/export", params={"format": "json"}).json()
         out["export"] = sorted((Decimal(r["cost_usd"]), r["pricing_version"]) for r in exported)

@@ -11,6 +11,7 @@ import pytest
 from costspan.processor import budgets
 from costspan.processor.budgets import (
     Budget,
+    BudgetEnvError,
     InvalidBudgetError,
     Mode,
     Period,
@@ -149,7 +150,6 @@ def test_budgets_from_env(caplog: pytest.LogCaptureFixture) -> None:
             "GLOBAL_DAILY_LIMIT": "100",
             "GLOBAL_MONTHLY_LIMIT": "",
             "TENANT_DAILY_LIMIT": "5.5",
-            "TENANT_MONTHLY_LIMIT": "lots",
             "ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hook",
             "COST_TRACKING_ENABLED": "false",
         }
@@ -160,7 +160,6 @@ def test_budgets_from_env(caplog: pytest.LogCaptureFixture) -> None:
         ("env-global-daily", (), Period.DAY, Decimal(100)),
         ("env-tenant-daily", (("tenant", "*"),), Period.DAY, Decimal("5.5")),
     ]
-    assert "TENANT_MONTHLY_LIMIT" in caplog.text
     assert budgets_from_env({}).enabled is True
     assert budgets_from_env({}).budgets == ()
 
@@ -199,13 +198,33 @@ def test_budgets_from_the_process_environment_by_exact_name(
     assert env.spikes is None
 
 
-def test_a_limit_that_is_not_a_valid_budget_is_logged_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
-    env = budgets_from_env({"GLOBAL_DAILY_LIMIT": "-1", "TENANT_DAILY_LIMIT": "NaN", "GLOBAL_MONTHLY_LIMIT": "1E+2"})
-    assert [(b.id, b.limit) for b in env.budgets] == [("env-global-monthly", Decimal(100))]
-    assert "GLOBAL_DAILY_LIMIT='-1'" in caplog.text and "TENANT_DAILY_LIMIT='NaN'" in caplog.text
-    caplog.clear()
-    assert budgets_from_env({"TENANT_DAILY_LIMIT": "3", "COSTSPAN_BUDGET_TIMEZONE": "Mars/Base"}).budgets == ()
-    assert "Mars/Base" in caplog.text
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GLOBAL_DAILY_LIMIT", "abc"),
+        ("GLOBAL_DAILY_LIMIT", "-1"),
+        ("GLOBAL_MONTHLY_LIMIT", "1,000"),
+        ("TENANT_DAILY_LIMIT", "NaN"),
+        ("TENANT_DAILY_LIMIT", "Infinity"),
+        ("TENANT_MONTHLY_LIMIT", "$50"),
+    ],
+)
+def test_a_limit_that_is_not_an_amount_stops_start_up_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(BudgetEnvError) as caught:
+        budgets_from_env({name: value, "GLOBAL_MONTHLY_LIMIT" if name != "GLOBAL_MONTHLY_LIMIT" else "X": "100"})
+    message = str(caught.value)
+    assert message.startswith(f"{name}={value!r} is not a limit: expected an amount in USD"), message
+    assert "class" not in message and "decimal." not in message and "Conversion" not in message
+
+
+def test_limits_in_any_decimal_spelling_and_a_bad_timezone_named() -> None:
+    env = budgets_from_env({"GLOBAL_MONTHLY_LIMIT": "1E+2", "TENANT_DAILY_LIMIT": "0"})
+    assert [(b.id, b.limit) for b in env.budgets] == [
+        ("env-global-monthly", Decimal(100)),
+        ("env-tenant-daily", Decimal(0)),
+    ]
+    with pytest.raises(BudgetEnvError, match="TENANT_DAILY_LIMIT='3' with COSTSPAN_BUDGET_TIMEZONE='Mars/Base'"):
+        budgets_from_env({"TENANT_DAILY_LIMIT": "3", "COSTSPAN_BUDGET_TIMEZONE": "Mars/Base"})
     assert budgets_from_env({"COST_TRACKING_ENABLED": " Off "}).enabled is False
 
 

@@ -23,6 +23,7 @@ from costspan.processor.api import (
     _routes_llm_calls,
     _routes_monitoring,
     _routes_optimization,
+    _routes_qlens,
     _routes_resources,
     _routes_sessions,
     _routes_usage,
@@ -171,6 +172,7 @@ def include_usage_api(
     for module in (
         _routes_usage,
         _routes_monitoring,
+        _routes_qlens,
         _routes_calls,
         _routes_llm_calls,
         _routes_v2,

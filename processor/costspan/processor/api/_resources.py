@@ -73,10 +73,11 @@ class ResourceLog:
         self.lock = threading.Lock()
         self.by_day: dict[tuple[str, int], dict[str, Decimal]] = {}  # (tenant, day) -> resource -> USD
         self.by_workflow: dict[tuple[str, str], dict[str, Decimal]] = {}
+        self.quantity_by_day: dict[tuple[str, int], dict[str, Decimal]] = {}  # (tenant, day) -> resource -> units
         self.ids: set[tuple[str, str]] = set()  # (tenant, id): each tenant has its own ids
         self.kinds_by_day: dict[tuple[str, int], dict[str, KindSums]] = {}  # (tenant, day) -> kind -> sums
         self.kinds_by_workflow: dict[tuple[str, str], dict[str, KindSums]] = {}
-        self.totals: dict[tuple[str, str], KindSums] = {}  # (tenant, kind) -> since the log began
+        self.kind_totals: dict[tuple[str, str], KindSums] = {}  # (tenant, kind) -> since the log began
         self._loaded = False
 
     def _fold(self, e: ResourceEntry) -> None:
@@ -85,12 +86,14 @@ class ResourceLog:
             (self.by_workflow.setdefault((e.tenant, e.workflow), {}),) if e.workflow else ()
         ):
             into[e.resource] = into.get(e.resource, Decimal(0)) + e.cost_usd
+        units = self.quantity_by_day.setdefault((e.tenant, day), {})
+        units[e.resource] = units.get(e.resource, Decimal(0)) + e.quantity
         usage = e.quantity if e.amount is None else e.amount
         for kinds in (self.kinds_by_day.setdefault((e.tenant, day), {}),) + (
             (self.kinds_by_workflow.setdefault((e.tenant, e.workflow), {}),) if e.workflow else ()
         ):
             kinds.setdefault(e.kind, KindSums()).add(KindSums(e.cost_usd, usage, 1))
-        self.totals.setdefault((e.tenant, e.kind), KindSums()).add(KindSums(e.cost_usd, usage, 1))
+        self.kind_totals.setdefault((e.tenant, e.kind), KindSums()).add(KindSums(e.cost_usd, usage, 1))
         self.ids.add((e.tenant, e.id))
 
     def load(self) -> None:
@@ -163,6 +166,20 @@ class ResourceLog:
                         out.setdefault(k, KindSums()).add(sums)
         return out
 
+    def totals(self, tenant: str | None, first: int, last: int) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
+        """(USD, quantity in the catalog unit) per resource of the days ``first``..``last`` of one tenant
+        (None: every tenant)."""
+        self.load()
+        cost: dict[str, Decimal] = {}
+        units: dict[str, Decimal] = {}
+        with self.lock:
+            for source, into in ((self.by_day, cost), (self.quantity_by_day, units)):
+                for (t, d), v in source.items():
+                    if (tenant is None or t == tenant) and first <= d <= last:
+                        for k, x in v.items():
+                            into[k] = into.get(k, Decimal(0)) + x
+        return cost, units
+
     def workflow(self, tenant: str | None, workflow: str) -> dict[str, Decimal]:
         self.load()
         out: dict[str, Decimal] = {}
@@ -191,7 +208,7 @@ class ComputeCollector(Collector):
         try:
             self._log.load()
             with self._log.lock:
-                totals = sorted((k, (float(v.cost), v.count)) for k, v in self._log.totals.items())
+                totals = sorted((k, (float(v.cost), v.count)) for k, v in self._log.kind_totals.items())
             for (tenant, kind), (usd, count) in totals:
                 cost.add_metric([tenant, kind], usd)
                 records.add_metric([tenant, kind], count)

@@ -199,7 +199,10 @@ async def log_call(
     request: Request, call: CallIn, principal: Annotated[Principal, Depends(require_ingest)]
 ) -> dict[str, Any]:
     """Price and store one call (deduplicated by ``call_id``); answered once it is in the ledger."""
-    record, stored = await store_call(request, call, principal)
+    done = await store_call(request, call, principal)
+    if isinstance(done, str):  # cost tracking is off
+        return {"id": "", "stored": False, "duplicate": False, "tenant_id": done, "cost_status": "untracked"}
+    record, stored = done
     return {
         "id": record.trace_id + record.span_id,
         "stored": stored,
@@ -211,8 +214,9 @@ async def log_call(
     }
 
 
-async def store_call(request: Request, call: CallIn, principal: Principal) -> tuple[CallRecord, bool]:
-    """Check the key's tenant, price ``call`` and store it; (the record, False when it was a duplicate).
+async def store_call(request: Request, call: CallIn, principal: Principal) -> tuple[CallRecord, bool] | str:
+    """Check the key's tenant, price ``call`` and store it; (the record, False when it was a duplicate),
+    or, when cost tracking is off, the call's tenant alone (neither priced nor stored).
 
     Every route that records calls goes through here: one binding check, one pricing path, one store.
     """
@@ -220,6 +224,9 @@ async def store_call(request: Request, call: CallIn, principal: Principal) -> tu
     tenant = write_tenant(principal, named, refusal="this key may only log calls for its own tenant")
     tenant = tenant or request.app.state.settings.default_tenant
     _refuse_foreign_reservation(request, call.reservation_id, tenant)
+    if not getattr(request.app.state, "cost_tracking", True):  # off: answered, neither priced nor stored
+        request.app.state.store.count("untracked_calls")
+        return tenant
     record = build_record(call, tenant, request)
     store: Store = request.app.state.store
     try:

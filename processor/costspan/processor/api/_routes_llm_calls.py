@@ -96,7 +96,10 @@ async def record_llm_call(
     model has no price; ``cost_usd_exact`` the exact decimal string) and costspan's ``id``, ``stored``,
     ``duplicate``, ``cost_status`` and ``outcome``.
     """
-    record, stored = await store_call(request, _as_call(body), principal)
+    done = await store_call(request, _as_call(body), principal)
+    if isinstance(done, str):  # cost tracking is off: answered, neither priced nor stored
+        return {"id": "", "workspace_id": done, "stored": False, "duplicate": False, "cost_status": "untracked"}
+    record, stored = done
     cost = record.cost_total
     return {
         "id": record.trace_id + record.span_id,

@@ -1,4 +1,4 @@
-"""``/health``, ``/v1/usage`` and the ``/api/usage/*`` metrics, cost and latency questions."""
+"""``/health`` and the ``/api/usage/*`` metrics, cost and latency questions (``/v1/usage``: :mod:`._routes_qlens`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from costspan.processor.api._common import (
     JSONBody,
     Money,
     Window,
-    active_in,
     by_call_in,
     by_provider_hours,
     by_provider_in,
@@ -23,22 +22,17 @@ from costspan.processor.api._common import (
     day_iso,
     hour_iso,
     hour_rows,
-    outcome_json,
     per_day,
     ratio,
     sum_all,
     sums_json,
 )
-from costspan.processor.api._deps import Currency, TenantIdScope, TenantScope
+from costspan.processor.api._deps import Currency, TenantScope
 from costspan.processor.api._index import DAY_S, HOUR_S
 from costspan.processor.api._schemas import (
-    GlobalUsageOut,
     HealthOut,
     HourRow,
     LatencyFigures,
-    ModelUsage,
-    SummaryUsageOut,
-    TenantUsageOut,
 )
 from costspan.processor.api._schemas_usage_seed import (
     SeedAggregatesOk,
@@ -93,15 +87,6 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _budget(request: Request, tenant: str | None, period: UsagePeriod) -> tuple[Decimal | None, float | None, Status]:
-    """(limit, utilization in % rounded to 2 places, status) of the scope's strictest budget in ``period``."""
-    view: BudgetView | None = request.app.state.budget_view
-    shown = view(tenant, period) if view is not None else None
-    if shown is None:
-        return None, None, "healthy"
-    return shown.limit, round(float(shown.utilization * 100), 2), shown.status
-
-
 @router.get("/health", response_model=HealthOut)
 async def health(request: Request) -> JSONBody:
     """Liveness of the usage API (no key needed)."""
@@ -109,85 +94,6 @@ async def health(request: Request) -> JSONBody:
     body: HealthOut = {
         "status": "healthy" if store.started and not store.closing else "starting",
         "timestamp": _now_iso(),
-    }
-    return JSONBody(body)
-
-
-@router.get("/v1/usage", response_model=TenantUsageOut | SummaryUsageOut | GlobalUsageOut)
-async def usage(
-    request: Request,
-    reader: TenantIdScope,
-    money: Currency,
-    scope: Literal["tenant", "summary", "global"] = "tenant",
-    period: UsagePeriod = "daily",
-) -> JSONBody:
-    """Usage of a tenant (``scope=tenant``), a summary, or every tenant (``scope=global``, admin only)."""
-    tenant, index = reader.tenant, reader.index
-    if scope == "global" and tenant is not None:
-        raise HTTPException(403, "scope=global is for admin keys without a tenant")
-    if scope == "tenant" and tenant is None:
-        raise HTTPException(400, "scope=tenant needs a tenant: send tenant_id or X-Tenant-ID")
-    now = time.time()
-    today = Window.last_days(1, now)
-    t = datetime.fromtimestamp(now, UTC)
-    month = Window(int(datetime(t.year, t.month, 1, tzinfo=UTC).timestamp()), today.last)
-    day_total = sum_all(a for _, a in per_day(index, tenant, today))
-    limit, used, status = _budget(request, tenant, period)
-    tenants, services = active_in(index, tenant, today)
-    if scope == "global":
-        everyone: GlobalUsageOut = {
-            "total_cost_today": cost_or_null(day_total, money),
-            "request_count": day_total.requests,
-            "unpriced_calls": day_total.unpriced,
-            "blocked_count": day_total.blocked,
-            "active_tenants": len(tenants),
-            "active_services": len(services),
-            "budget_utilization_percent": used,
-            "last_updated": _now_iso(),
-        }
-        return JSONBody(everyone)
-    if scope == "summary":
-        summary: SummaryUsageOut = {
-            "daily_cost": cost_or_null(day_total, money),
-            "request_count": day_total.requests,
-            "unpriced_calls": day_total.unpriced,
-            "blocked_count": day_total.blocked,
-            "active_tenants": len(tenants),
-            "active_services": len(services),
-            "budget_utilization_percent": used,
-            "status": status,
-            "last_updated": _now_iso(),
-        }
-        return JSONBody(summary)
-    assert tenant is not None
-    month_total = sum_all(a for _, a in per_day(index, tenant, month))
-    shown = by_call_in(index, tenant, month if period == "monthly" else today)
-    by_model: dict[str, Sums] = {}
-    for (_, model, _), agg in shown.items():
-        by_model.setdefault(model, Sums()).merge(agg)
-    model_usage: dict[str, ModelUsage] = {
-        m: {
-            "request_count": a.requests,
-            "tokens_used": a.tokens,
-            "cost": cost_or_null(a, money),
-            "avg_latency_ms": round(a.latency_ms / a.requests, 3) if a.requests else None,
-            **outcome_json(a),
-        }
-        for m, a in sorted(by_model.items())
-    }
-    shown_total = month_total if period == "monthly" else day_total
-    body: TenantUsageOut = {
-        "tenant_id": tenant,
-        "period": period,
-        "daily_cost": cost_or_null(day_total, money),
-        "monthly_cost": cost_or_null(month_total, money),
-        "request_count": shown_total.requests,
-        "unpriced_calls": shown_total.unpriced,
-        "blocked_count": shown_total.blocked,
-        "model_usage": model_usage,
-        "budget_limit": None if limit is None else money.fmt(limit),
-        "currency": money.currency,
-        "last_updated": _now_iso(),
     }
     return JSONBody(body)
 

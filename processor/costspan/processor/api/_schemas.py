@@ -33,10 +33,12 @@ __all__ = [
     "LatencyFigures",
     "LatencyOut",
     "MetricsOk",
+    "ModelBreakdown",
     "Name",
     "OutcomeFigures",
     "Percent",
     "RealtimeOut",
+    "SeedMoney",
     "SummaryUsageOut",
     "TenantId",
     "TenantUsageOut",
@@ -71,11 +73,17 @@ class OutcomeFigures(TypedDict):
     unpriced_tokens: int
 
 
-# --- /v1/usage ---------------------------------------------------------------------------------------
+# --- /v1/usage (QLens) -------------------------------------------------------------------------------
+#: A QLens money field: a JSON number in the asked currency (0 when nothing was priced); ``*_exact``
+#: beside it is the decimal string (null when calls were sent and none could be priced).
+QLensMoney = Annotated[float, Field(description="money as a JSON number (QLens' type); the exact string is beside")]
+
+
 class ModelUsage(OutcomeFigures):
     request_count: int
     tokens_used: int
-    cost: CostOrNull
+    cost: QLensMoney
+    cost_exact: CostOrNull
     avg_latency_ms: float | None
 
 
@@ -84,13 +92,16 @@ class TenantUsageOut(TypedDict):
 
     tenant_id: str
     period: Literal["daily", "monthly"]
-    daily_cost: CostOrNull
-    monthly_cost: CostOrNull
+    daily_cost: QLensMoney
+    daily_cost_exact: CostOrNull
+    monthly_cost: QLensMoney
+    monthly_cost_exact: CostOrNull
     request_count: int
     unpriced_calls: Annotated[int, Field(description="of request_count (of the day or month, by period)")]
     blocked_count: Annotated[int, Field(description="calls a budget refused (of the day or month, by period)")]
     model_usage: dict[str, ModelUsage]
-    budget_limit: DecimalStr | None
+    budget_limit: QLensMoney | None
+    budget_limit_exact: DecimalStr | None
     currency: str
     last_updated: str
 
@@ -98,7 +109,8 @@ class TenantUsageOut(TypedDict):
 class SummaryUsageOut(TypedDict):
     """``scope=summary``."""
 
-    daily_cost: CostOrNull
+    daily_cost: QLensMoney
+    daily_cost_exact: CostOrNull
     request_count: int
     unpriced_calls: int
     blocked_count: int
@@ -106,19 +118,22 @@ class SummaryUsageOut(TypedDict):
     active_services: int
     budget_utilization_percent: Percent | None
     status: Literal["healthy", "warning", "critical", "blocked"]
+    currency: str
     last_updated: str
 
 
 class GlobalUsageOut(TypedDict):
-    """``scope=global`` (admin keys)."""
+    """``scope=global`` (admin keys; every tenant, whatever ``X-Tenant-ID`` names)."""
 
-    total_cost_today: CostOrNull
+    total_cost_today: QLensMoney
+    total_cost_today_exact: CostOrNull
     request_count: int
     unpriced_calls: int
     blocked_count: int
     active_tenants: int
     active_services: int
     budget_utilization_percent: Percent | None
+    currency: str
     last_updated: str
 
 
@@ -230,19 +245,42 @@ class ErrorsByProviderOut(TypedDict):
 
 
 # --- /api/v2/* ---------------------------------------------------------------------------------------
+#: The seeds' money: a JSON number, as they wrote it (an exact decimal string is beside it).
+SeedMoney = Annotated[float, Field(description="money as a JSON number (the seed's type); exact figure beside it")]
+
+
+class ModelBreakdown(TypedDict):
+    count: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: SeedMoney
+    unpriced_calls: int
+
+
 class V2Costs(TypedDict):
     tenant_id: str | None
     workflow_id: str | None
     period_days: int
     currency: str
     total_requests: int
+    total_input_tokens: int
+    total_output_tokens: int
+    total_tokens: int
     unpriced_calls: int
     blocked_count: int
-    total_cost_usd: CostOrNull
+    total_cost_usd: Annotated[SeedMoney, Field(description="USD of the priced calls (0 when none was priced)")]
+    total_cost_usd_exact: CostOrNull
     total_cost: CostOrNull
-    average_daily_cost: DecimalStr
-    daily_breakdown: Annotated[dict[str, CostOrNull], Field(description="date -> cost (null: none priced)")]
-    projected_monthly_cost: DecimalStr
+    average_cost_per_request: Annotated[float | None, Field(description="USD per priced call; null: none")]
+    average_daily_cost: SeedMoney
+    average_daily_cost_exact: DecimalStr
+    daily_breakdown: Annotated[dict[str, SeedMoney], Field(description="date -> cost, days with calls")]
+    daily_breakdown_exact: Annotated[dict[str, CostOrNull], Field(description="date -> cost (null: none priced)")]
+    model_breakdown: Annotated[
+        dict[str, ModelBreakdown] | None, Field(description="per model (a tenant's report; null for a workflow)")
+    ]
+    projected_monthly_cost: SeedMoney
+    projected_monthly_cost_exact: DecimalStr
 
 
 class V2CostsOk(TypedDict):
@@ -252,7 +290,9 @@ class V2CostsOk(TypedDict):
 
 class ModelEstimate(TypedDict):
     provider: str
-    estimated_cost_usd: DecimalStr
+    estimated_cost_usd: SeedMoney
+    estimated_cost_usd_exact: DecimalStr
+    estimated_cost: Annotated[DecimalStr, Field(description="in the asked currency")]
     estimated_tokens: int
 
 
@@ -278,6 +318,15 @@ class EstimateOk(TypedDict):
 
 
 class MetricsCosts(TypedDict):
+    llm_tokens: Annotated[int, Field(description="input + output tokens of the last 30 days")]
+    compute_hours: Annotated[float, Field(description="CPU core-hours + GPU hours + sandbox hours, last 30 days")]
+    storage_gb: Annotated[float, Field(description="GB-months of storage reported for the last 30 days")]
+    estimated_cost: Annotated[SeedMoney, Field(description="USD of LLM calls + compute, last 30 days")]
+    estimated_cost_exact: DecimalStr
+    total_llm_cost_usd: Annotated[SeedMoney, Field(description="USD of the priced LLM calls, last 30 days")]
+    total_llm_cost_usd_exact: DecimalStr
+    compute_cost_usd: Annotated[SeedMoney, Field(description="USD of compute resources, last 30 days")]
+    compute_costs_usd: Annotated[dict[str, SeedMoney], Field(description="catalog resource -> USD, last 30 days")]
     today: CostOrNull
     month_to_date: CostOrNull
     last_30_days: CostOrNull

@@ -16,7 +16,7 @@ import typing as _typing
 from costspan.processor._exports import lazy_exports as _lazy_exports
 from costspan.processor.budgets._alerts import Alert, Delivery, SpikeDetector, WebhookNotifier
 from costspan.processor.budgets._book import BudgetBook
-from costspan.processor.budgets._env import BudgetEnv, apply_env, budgets_from_env
+from costspan.processor.budgets._env import BudgetEnv, BudgetEnvError, apply_env, budgets_from_env
 from costspan.processor.budgets._estimate import CostEstimator, Estimate
 from costspan.processor.budgets._guard import (
     BudgetSpanProcessor,
@@ -64,6 +64,7 @@ __all__ = [
     "BudgetCheckEndpoint",
     "BudgetCollector",
     "BudgetEnv",
+    "BudgetEnvError",
     "BudgetSpanProcessor",
     "BudgetSpec",
     "BudgetStatus",

@@ -1,8 +1,10 @@
 """Budget defaults from the environment, as the seed gateway read them, on pydantic-settings.
 
-Unlike `costspan serve`'s own settings (where a bad value stops start-up), a bad value here is logged
-and replaced by its default: a budget whose limit does not parse is not created, a bad switch keeps
-its default, and a bad spike setting keeps the rule's default while the others still apply.
+A limit (``GLOBAL_*_LIMIT``, ``TENANT_*_LIMIT``) that is not an amount stops start-up, as a bad
+setting of `costspan serve` does: :class:`BudgetEnvError` names the variable and its value (a budget
+the operator asked for is never silently missing). Any other bad value is logged and replaced by its
+default: a bad switch keeps its default, and a bad spike setting keeps the rule's default while the
+others still apply.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from costspan.processor.budgets._alerts import SpikeDetector, WebhookNotifier
 from costspan.processor.budgets._book import BudgetBook
 from costspan.processor.budgets._model import EACH, Budget, Period, parse_budget
 
-__all__ = ["BudgetEnv", "BudgetSettings", "apply_env", "budgets_from_env"]
+__all__ = ["BudgetEnv", "BudgetEnvError", "BudgetSettings", "apply_env", "budgets_from_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +45,13 @@ SPIKE_VARIABLES = (
 )
 #: settings field → the :class:`SpikeDetector` argument it sets
 _SPIKE_OPTIONS = {"spike_factor": "factor", "spike_baseline_hours": "baseline_hours", "spike_min_usd": "min_spend_usd"}
+_LIMIT_HINT = "expected an amount in USD, 0 or more, such as 1000 or 49.50"
 _TRUE = frozenset(("1", "true", "yes", "on"))
 _FALSE = frozenset(("0", "false", "no", "off"))
+
+
+class BudgetEnvError(ValueError):
+    """A budget variable that stops start-up; the message names the variable and its value."""
 
 
 class BudgetSettings(BaseSettings):
@@ -56,10 +63,11 @@ class BudgetSettings(BaseSettings):
     enabled: bool = Field(default=True, validation_alias="COST_TRACKING_ENABLED")
     webhook_url: str | None = Field(default=None, validation_alias="ALERT_WEBHOOK_URL")
     timezone: str = Field(default="UTC", validation_alias=TIMEZONE_VARIABLE)
-    global_daily_limit: Decimal | None = Field(default=None, validation_alias="GLOBAL_DAILY_LIMIT")
-    global_monthly_limit: Decimal | None = Field(default=None, validation_alias="GLOBAL_MONTHLY_LIMIT")
-    tenant_daily_limit: Decimal | None = Field(default=None, validation_alias="TENANT_DAILY_LIMIT")
-    tenant_monthly_limit: Decimal | None = Field(default=None, validation_alias="TENANT_MONTHLY_LIMIT")
+    # the limits are read as text and checked by budgets(): a bad one stops start-up
+    global_daily_limit: str | None = Field(default=None, validation_alias="GLOBAL_DAILY_LIMIT")
+    global_monthly_limit: str | None = Field(default=None, validation_alias="GLOBAL_MONTHLY_LIMIT")
+    tenant_daily_limit: str | None = Field(default=None, validation_alias="TENANT_DAILY_LIMIT")
+    tenant_monthly_limit: str | None = Field(default=None, validation_alias="TENANT_MONTHLY_LIMIT")
     spike_detection: bool = Field(default=True, validation_alias=SPIKE_VARIABLES[0])
     spike_factor: Decimal | None = Field(default=None, validation_alias=SPIKE_VARIABLES[1])
     spike_baseline_hours: int | None = Field(default=None, validation_alias=SPIKE_VARIABLES[2])
@@ -108,17 +116,23 @@ class BudgetSettings(BaseSettings):
             raise PydanticUseDefault() from None
 
     def budgets(self) -> tuple[Budget, ...]:
-        """The hard USD budgets the limits describe; one that is not a valid budget is logged and skipped."""
+        """The hard USD budgets the limits describe (:class:`BudgetEnvError` for a limit that is not one)."""
         out: list[Budget] = []
         for name, (budget_id, scope, period) in LIMIT_VARIABLES.items():
-            limit: Decimal | None = getattr(self, name.lower())  # the field is the variable's name in lower case
-            if limit is None:
+            text: str | None = getattr(self, name.lower())  # the field is the variable's name in lower case
+            if text is None:
                 continue
+            try:
+                limit = Decimal(text)
+            except InvalidOperation:
+                raise BudgetEnvError(f"{name}={text!r} is not a limit: {_LIMIT_HINT}") from None
+            if not limit.is_finite() or limit < 0:
+                raise BudgetEnvError(f"{name}={text!r} is not a limit: {_LIMIT_HINT}")
             spec = {"id": budget_id, "name": name, "scope": scope, "period": period, "limit": limit}
             try:
                 out.append(parse_budget({**spec, "timezone": self.timezone}))
-            except (InvalidOperation, ValueError) as exc:
-                logger.warning("ignoring %s=%r: %s", name, str(limit), exc)
+            except ValueError as exc:
+                raise BudgetEnvError(f"{name}={text!r} with {TIMEZONE_VARIABLE}={self.timezone!r}: {exc}") from None
         return tuple(out)
 
     def spike_detector(self) -> SpikeDetector | None:
@@ -146,8 +160,8 @@ class BudgetEnv:
 
 
 def budgets_from_env(environ: Mapping[str, str] | None = None) -> BudgetEnv:
-    """Read the budget variables from ``environ`` (default: the process environment); a bad value is
-    logged and its default used (a limit that is bad creates no budget)."""
+    """Read the budget variables from ``environ`` (default: the process environment). A bad limit
+    raises :class:`BudgetEnvError`; any other bad value is logged and its default used."""
     settings = BudgetSettings() if environ is None else BudgetSettings.model_validate(dict(environ))
     return BudgetEnv(settings.enabled, settings.webhook_url, settings.budgets(), settings.spike_detector())
 

@@ -106,6 +106,8 @@ class Receiver:
         self.pool = pool
         self.forwarder = forwarder
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="costspan-ingest") if pool is None else None
+        #: False: cost tracking is off, exports are answered and nothing is decoded, priced or stored
+        self.tracking = True
 
     def close(self) -> None:
         """Stop the ingest thread once the bodies it has are done. Safe twice."""
@@ -166,6 +168,9 @@ class Receiver:
         Shared by OTLP/HTTP (:meth:`traces`) and OTLP/gRPC: "stored" only once the store says the batch is
         durable. ``tenant`` is the tenant the sending key is bound to (``""``: none).
         """
+        if not self.tracking:
+            self._count("untracked_exports")
+            return ExportOutcome("stored", "cost tracking is off: nothing was recorded")
         try:
             result = await self._process(body, content_type, encoding, tenant)
         except BodyTooLargeError as exc:

@@ -89,6 +89,7 @@ def create_app(
                 on_drop=lambda: store.count("forward_dropped"),
             )
         app.state.receiver = Receiver(settings, store, normalizer, pool, forwarder)
+        app.state.receiver.tracking = getattr(app.state, "cost_tracking", True)  # off: see _server
         await run_in_threadpool(store.start)
         if pool is not None:  # start every worker (and load its catalog) before we are ready
             loop = asyncio.get_running_loop()

@@ -103,7 +103,14 @@ def build_server_app(
     if book is None:
         book = BudgetBook(data_dir=settings.data_dir / "budgets")
     book.spend_source = StoredSpend(store)  # a budget created mid-period starts from the stored spend
-    notifier = apply_env(book, budgets_from_env())
+    env = budgets_from_env()
+    notifier = apply_env(book, env)
+    # QLens' COST_TRACKING_ENABLED=false or cost_tracking_enabled=false: no pricing, recording or enforcing
+    tracking = env.enabled and settings.cost_tracking_enabled
+    book.enabled = tracking
+    app.state.cost_tracking = tracking
+    if not tracking:
+        logger.warning("cost tracking is OFF: calls are neither priced nor recorded, budgets do not enforce")
     emails = _email_alerts(settings, book)
     metrics.register(BudgetCollector(book, notifier, emails))
     store.add_sums_listener(lambda committed: settle_committed(book, committed))

@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     smtp_timeout: float = Field(default=10.0, gt=0, le=300)
     smtp_ca_file: Path | None = None  # trust this CA (a private one) instead of the system's
 
+    # --- QLens compatibility (compatql) ---
+    #: Off: calls are neither priced nor recorded and budgets do not enforce (QLens'
+    #: ``COST_TRACKING_ENABLED=false``, which turns it off too). Exports are still answered.
+    cost_tracking_enabled: bool = True
+
     @field_validator("forward_endpoint")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
