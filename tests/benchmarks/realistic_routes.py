@@ -26,6 +26,8 @@ def usage_routes(url: str, admin: str, tenant: str, workflow: str) -> list[Route
     for template, operations in spec["paths"].items():
         if "get" not in operations or "budget" in template or not template.startswith(("/v1/usage", "/api/")):
             continue
+        if template.startswith("/api/cluster/"):  # the shards' own bookkeeping, not a usage read
+            continue
         params = {p["name"]: p for p in operations["get"].get("parameters", [])}
         path = template.replace("{workspace_id}", tenant).replace("{execution_id}", workflow)
         if "{" in path:
