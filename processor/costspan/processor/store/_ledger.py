@@ -19,13 +19,22 @@ from typing import Final, Literal, NamedTuple
 
 from costspan.processor.store._files import private_dir, private_open
 
-__all__ = ["FsyncPolicy", "Ledger", "LedgerLine", "Position", "encode_line"]
+__all__ = ["KEY_MASK", "FsyncPolicy", "Ledger", "LedgerLine", "Position", "compact_int", "encode_line"]
 
 logger = logging.getLogger(__name__)
 
 FsyncPolicy = Literal["always", "never"]
 _SEGMENT_RE: Final = re.compile(r"^segment-(\d{8})\.log$")
 _READ_CHUNK: Final = 1 << 20
+KEY_MASK: Final = (1 << 64) - 1
+_MIX: Final = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9)
+
+
+def compact_int(value: int) -> int:
+    """The 64-bit dedupe key of a trace id + span id read as one int: its 64-bit thirds, each
+    multiplied by its own odd constant, XORed (ids made of one counter do not cancel out)."""
+    a, b, c = _MIX
+    return ((value & KEY_MASK) * a ^ ((value >> 64) & KEY_MASK) * b ^ (value >> 128) * c) & KEY_MASK
 
 
 class Position(NamedTuple):
@@ -119,8 +128,8 @@ class Ledger:
                         offset = end
 
     def scan_keys(self, until: Position, seen: set[int], window: deque[bytes]) -> tuple[int, int]:
-        """Add the key (as an int) of every valid line ending at or before ``until`` to ``seen``; the
-        newest lines' record JSON goes to ``window`` (a bounded deque). Returns (lines added,
+        """Add the key (as a 64-bit int: :func:`compact_int`) of every valid line ending at or before
+        ``until`` to ``seen``; the newest lines' record JSON goes to ``window`` (a bounded deque). Returns (lines added,
         duplicate lines skipped). :meth:`read` does this too, at several times the cost per line: a
         restart runs it over every line the snapshot already includes."""
         added = duplicates = 0
@@ -145,6 +154,7 @@ class Ledger:
                 else:
                     space = raw.index(b" ", 9)
                     key = int(raw[9:space], 16)
+                    key = compact_int(key)
                     after_start = raw.index(b" ", space + 1)
                     start_ns = int(raw[space + 1 : after_start])
                     newest = max(newest, start_ns)
@@ -162,6 +172,25 @@ class Ledger:
         for raw in tail:
             window.append(raw.split(b" ", 3)[3])
         return added, duplicates
+
+    def tail(self, until: Position, count: int) -> list[bytes]:
+        """The record JSON of the last ``count`` valid call lines ending at or before ``until`` (oldest
+        first): the segment of ``until`` is read up to it, and the ones before only while lines are missing."""
+        found: list[bytes] = []
+        for segment in reversed(self.segments()):
+            if segment > until.segment:
+                continue
+            with self._path(segment).open("rb") as fh:
+                data = fh.read(until.offset) if segment == until.segment else fh.read()
+            lines = data.split(b"\n")[:-1]
+            for raw in reversed(lines):
+                decoded = _decode_line(raw)
+                if decoded is None or decoded[2][:1] == b"{":
+                    continue  # corrupt (counted by replay), or a correction (not a call)
+                found.append(decoded[2])
+                if len(found) >= count:
+                    return found[::-1]
+        return found[::-1]
 
     # --- writing ------------------------------------------------------------------------------------
     def open(self) -> None:
