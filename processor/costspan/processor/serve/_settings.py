@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     max_sessions_per_tenant: int = Field(default=_BOUNDS.session, ge=1)
     max_projects_per_tenant: int = Field(default=_BOUNDS.project, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # dedupe window and columnar history (docs/processor.md)
+    #: Span ids are remembered for this many hours of arrival (an exporter's retries); 0: forever.
+    dedupe_window_hours: int = Field(default=6, ge=0, le=24 * 31)
+    #: Compact closed ledger segments to Parquet (a nice-19 child process) for exports and queries.
+    history_parquet: bool = True
 
     @field_validator("forward_endpoint")
     @classmethod
@@ -90,6 +95,8 @@ class Settings(BaseSettings):
             ledger_retention_days=self.ledger_retention_days,
             rollup_retention_days=self.rollup_retention_days,
             max_series=self.max_series,
+            dedupe_window_hours=self.dedupe_window_hours,
+            history=self.history_parquet,
         )
 
 

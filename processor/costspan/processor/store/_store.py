@@ -45,6 +45,11 @@ logger = logging.getLogger(__name__)
 _DAY_S = 86400
 
 
+def _arrival_hour() -> int:
+    """The hour (since the epoch) a call stored now arrives in: the dedupe window's bucket."""
+    return int(time.time()) // 3600
+
+
 class QueueFullError(RuntimeError):
     """The ingest queue has no room for the batch; retry later."""
 
@@ -180,7 +185,7 @@ class Store:
         snapshot taken with it, else (an older data dir, a lost file) from every ledger line before it.
         The newest calls before it are read back too, so a parent/child duplicate is still caught."""
         window = self._dedupe.seen
-        hour = int(time.time()) // 3600
+        hour = _arrival_hour()
         if after == Position(0, 0) or window.load(self._dedupe_snapshots, after, hour):
             window.roll(hour, self._dedupe_snapshots.directory)
             if after.segment:
@@ -289,7 +294,7 @@ class Store:
         merges = []
         committed: list[tuple[PreparedBatch, list[int]]] = []
         pending = PendingCalls() if len(batches) > 1 else None
-        self._dedupe.seen.roll(int(time.time()) // 3600, self._dedupe_snapshots.directory)
+        self._dedupe.seen.roll(_arrival_hour(), self._dedupe_snapshots.directory)
         try:
             for batch, _ in batches:
                 filtered = self._dedupe.filter(batch.keys, pending)
