@@ -56,7 +56,7 @@ class Deduplicator:
 
     def remember(self, call: CallKey) -> None:
         """Record a stored call (at replay, or once kept)."""
-        self.seen.add(compact_key(call.key))
+        self.seen.add(call.compact)
         self._recent[call.key] = (call.parent_key, call.fingerprint)
         if call.parent_key:
             self._children[call.parent_key] = call.fingerprint
@@ -81,7 +81,7 @@ class Deduplicator:
         pending_children = pending.children if pending is not None and pending.keys else None
         for i, call in enumerate(calls):
             key = call.key
-            if key in batch or compact_key(key) in seen or (pending_keys is not None and key in pending_keys):
+            if key in batch or call.compact in seen or (pending_keys is not None and key in pending_keys):
                 duplicate_spans += 1
                 dropped_spans.append(i)
             else:
@@ -117,7 +117,7 @@ class Deduplicator:
             else:
                 kept.append(i)
         for key in dropped:
-            self.seen.add(compact_key(key))
+            self.seen.add(compact_key(key))  # rare: a call stored under another span's id
         if pending is not None:
             pending.add(calls[i] for i in kept)
         return DedupeResult(kept, sorted(dropped_spans + dropped_calls), duplicate_spans, len(dropped_calls))
