@@ -11,12 +11,11 @@ server that never exports does not load them.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -25,13 +24,14 @@ import costspan
 from costspan.processor.store._compact import EXPORT_COLUMNS, parquet_path
 from costspan.processor.store._files import private_dir, private_file
 
-__all__ = ["BATCH_SEGMENTS", "History", "export_text"]
+__all__ = ["BATCH_SEGMENTS", "EXPORT_BATCH", "History", "export_text"]
 
 logger = logging.getLogger(__name__)
 
 #: Segments one compaction child takes at most.
 BATCH_SEGMENTS: Final = 8
-_EXPORT_CHUNK: Final = 1 << 20
+#: Rows a DuckDB batch of an export holds.
+EXPORT_BATCH: Final = 32 * 1024
 
 
 class History:
@@ -152,34 +152,36 @@ def export_text(
     project: str | None,
 ) -> Iterator[str]:
     """The rows of Parquet ``files`` (in order) in the window and scope, as text: CSV lines without a
-    header, or JSON objects joined by commas (the caller frames the array, a comma between chunks). DuckDB writes
-    them to a private temp file; it is streamed in 1 MiB chunks and removed."""
+    header (Arrow's CSV writer: every string quoted), or JSON objects joined by commas (the caller
+    frames the array, a comma between chunks). Streamed in batches of :data:`EXPORT_BATCH` rows."""
     import duckdb
+    import pyarrow.csv as pa_csv
 
     where, params = _where(first_ns, end_ns, tenant, user, project)
+    sources = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
     if fmt == "csv":
-        estimated = "CASE WHEN tokens_estimated THEN 'True' ELSE 'False' END AS tokens_estimated"
-        columns = ", ".join(estimated if c == "tokens_estimated" else c for c in EXPORT_COLUMNS)
-        options = "FORMAT csv, HEADER false"
+        # as Python's csv module writes them (True/False, 100.0)
+        written = {
+            "tokens_estimated": "CASE WHEN tokens_estimated THEN 'True' ELSE 'False' END AS tokens_estimated",
+            "duration_ms": "duration_ms::VARCHAR AS duration_ms",
+        }
+        columns = ", ".join(written.get(c, c) for c in EXPORT_COLUMNS)
+        query = f"SELECT {columns} FROM read_parquet([{sources}]) WHERE {where}"
     else:
         columns = ", ".join(EXPORT_COLUMNS)
-        options = "FORMAT json"
-    sources = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-    scratch = tempfile.mkdtemp(prefix="costspan-export-")
-    out = Path(scratch) / f"rows.{fmt}"
+        rows = f"SELECT {columns} FROM read_parquet([{sources}]) WHERE {where}"
+        query = f"SELECT to_json(t)::VARCHAR AS j FROM ({rows}) t"
+    options = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+    con = duckdb.connect(":memory:", config={"threads": 2, "memory_limit": "512MB"})
     try:
-        con = duckdb.connect(":memory:", config={"threads": 2, "memory_limit": "512MB"})
-        try:
-            con.execute(
-                f"COPY (SELECT {columns} FROM read_parquet([{sources}]) WHERE {where}) TO '{out}' ({options})",
-                params,
-            )
-        finally:
-            con.close()
-        with out.open("r", encoding="utf-8", newline="") as fh:
-            while lines := fh.readlines(_EXPORT_CHUNK):
-                # JSON: one object a line (no raw newline inside one), joined by commas; the caller
-                # puts a comma between chunks and frames the array
-                yield ",".join(line.rstrip("\n") for line in lines) if fmt == "json" else "".join(lines)
+        for batch in con.sql(query, params=params).to_arrow_reader(EXPORT_BATCH):
+            if not batch.num_rows:
+                continue
+            if fmt == "json":
+                yield ",".join(batch.column(0).to_pylist())
+            else:
+                out = io.BytesIO()
+                pa_csv.write_csv(batch, out, options)
+                yield out.getvalue().decode()
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        con.close()
