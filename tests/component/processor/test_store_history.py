@@ -152,3 +152,19 @@ def test_history_can_be_turned_off(tmp_path: Path) -> None:
     assert not store.history.running and not store.history.compacted()
     assert len(json.loads(_body(store, "json"))) == 100
     store.close()
+
+
+def test_a_segment_also_closes_after_segment_seconds(tmp_path: Path) -> None:
+    """The open segment (read from its JSON lines by an export) holds at most ``segment_seconds`` of calls."""
+    config = StoreConfig(data_dir=tmp_path / "data", snapshot_interval_s=3600, segment_seconds=0.05)
+    store = Store(config)
+    store.start()
+    store.ingest(_records(5))
+    store.ingest(_records(5, 5))
+    assert store.ledger.segments() == [1]  # well under segment_bytes, not yet old
+    time.sleep(0.1)
+    store.ingest(_records(5, 10))
+    assert store.ledger.segments() == [1, 2]
+    store.close()
+    with pytest.raises(ValueError, match="segment_seconds"):
+        Store(StoreConfig(data_dir=tmp_path / "other", segment_seconds=0))

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     dedupe_window_hours: int = Field(default=6, ge=0, le=24 * 31)
     #: Compact closed ledger segments to Parquet (a nice-19 child process) for exports and queries.
     history_parquet: bool = True
+    #: A ledger segment also closes (and is compacted) after this many seconds: the JSON-lines tail an
+    #: export reads stays about an hour of calls.
+    segment_seconds: float = Field(default=3600.0, gt=0)
 
     @field_validator("forward_endpoint")
     @classmethod
@@ -97,6 +100,7 @@ class Settings(BaseSettings):
             max_series=self.max_series,
             dedupe_window_hours=self.dedupe_window_hours,
             history=self.history_parquet,
+            segment_seconds=self.segment_seconds,
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 import zlib
 from collections import deque
 from collections.abc import Iterator
@@ -76,10 +77,21 @@ class Ledger:
     """Append-only, segment-rotated, durably written call records. Single writer; not thread-safe."""
 
     def __init__(
-        self, directory: Path, *, fsync: FsyncPolicy = "always", segment_bytes: int = 64 * 1024 * 1024
+        self,
+        directory: Path,
+        *,
+        fsync: FsyncPolicy = "always",
+        segment_bytes: int = 64 * 1024 * 1024,
+        segment_seconds: float = 3600.0,
     ) -> None:
         if segment_bytes < 1024:
             raise ValueError("segment_bytes must be at least 1024")
+        if segment_seconds <= 0:
+            raise ValueError("segment_seconds must be positive")
+        #: a segment closes at ``segment_bytes`` or once it has been written to for this long, so the
+        #: calls not yet in the columnar history (the open segment: see _history) stay few
+        self.segment_seconds = segment_seconds
+        self._opened = time.monotonic()
         self.directory = directory
         self.fsync_policy: FsyncPolicy = fsync
         self.segment_bytes = segment_bytes
@@ -212,6 +224,7 @@ class Ledger:
                 os.fsync(fh.fileno())
         self._segment = last
         self._offset = good
+        self._opened = time.monotonic()
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
 
     @staticmethod
@@ -233,6 +246,7 @@ class Ledger:
         self._fd = private_open(path, os.O_WRONLY | os.O_APPEND)
         self._segment = segment
         self._offset = 0
+        self._opened = time.monotonic()
         self._sync_directory()
 
     def _sync_directory(self) -> None:
@@ -252,7 +266,9 @@ class Ledger:
         """Write ``lines`` and make them durable per the fsync policy; returns the new end position."""
         if self._fd is None:
             raise RuntimeError("ledger is not open")
-        if self._offset >= self.segment_bytes:
+        if self._offset >= self.segment_bytes or (
+            self._offset and time.monotonic() - self._opened >= self.segment_seconds
+        ):
             self._start_segment(self._segment + 1)
         data = memoryview(b"".join(lines))
         while data:

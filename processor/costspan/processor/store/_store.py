@@ -77,6 +77,7 @@ class StoreConfig:
     # dedupe window and columnar history
     dedupe_window_hours: int = 6  # span ids remembered for this many hours of arrival (0: forever)
     history: bool = True  # compact closed ledger segments to Parquet in a child process
+    segment_seconds: float = 3600.0  # a ledger segment closes after this long (or segment_bytes)
 
     def __post_init__(self) -> None:
         if self.max_pending_records < 1:
@@ -94,7 +95,12 @@ class Store:
 
     def __init__(self, config: StoreConfig) -> None:
         self.config = config
-        self.ledger = Ledger(config.data_dir / "ledger", fsync=config.fsync, segment_bytes=config.segment_bytes)
+        self.ledger = Ledger(
+            config.data_dir / "ledger",
+            fsync=config.fsync,
+            segment_bytes=config.segment_bytes,
+            segment_seconds=config.segment_seconds,
+        )
         self.snapshots = Snapshots(config.data_dir / "snapshots", "snapshot")
         self.rollups = Rollups(max_series=config.max_series)
         self.lock = threading.Lock()  # guards rollups and counters for readers
