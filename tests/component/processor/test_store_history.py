@@ -156,13 +156,13 @@ def test_history_can_be_turned_off(tmp_path: Path) -> None:
 
 def test_a_segment_also_closes_after_segment_seconds(tmp_path: Path) -> None:
     """The open segment (read from its JSON lines by an export) holds at most ``segment_seconds`` of calls."""
-    config = StoreConfig(data_dir=tmp_path / "data", snapshot_interval_s=3600, segment_seconds=0.05)
+    config = StoreConfig(data_dir=tmp_path / "data", snapshot_interval_s=3600, segment_seconds=1.0)
     store = Store(config)
     store.start()
     store.ingest(_records(5))
     store.ingest(_records(5, 5))
     assert store.ledger.segments() == [1]  # well under segment_bytes, not yet old
-    time.sleep(0.1)
+    time.sleep(1.1)
     store.ingest(_records(5, 10))
     assert store.ledger.segments() == [1, 2]
     store.close()
