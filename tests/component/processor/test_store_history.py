@@ -168,3 +168,15 @@ def test_a_segment_also_closes_after_segment_seconds(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(ValueError, match="segment_seconds"):
         Store(StoreConfig(data_dir=tmp_path / "other", segment_seconds=0))
+
+
+def test_the_server_does_not_load_pyarrow_or_duckdb_until_it_needs_them() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, costspan.processor.serve, costspan.processor.api._routes_calls, "
+        "costspan.processor.store._history; print('pyarrow' in sys.modules, 'duckdb' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
+    assert out.stdout.split() == ["False", "False"]
