@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from costspan.processor.api._routes_calls import _export_body
-from costspan.processor.store._history import History
+from costspan.processor.store._history import History, export_text
 from costspan.processor.store._records import CallRecord
 from costspan.processor.store._store import Store, StoreConfig
 from tests.support.records import call_record
@@ -39,6 +39,7 @@ from tests.support.records import call_record
 __all__ = ["main"]
 
 DAY_NS = 86_400 * 10**9
+FORMATS: tuple[Literal["csv", "json"], ...] = ("csv", "json")
 MODELS = [
     (p, f"{p}-model-{i}") for p in ("openai", "anthropic", "google", "mistral", "cohere", "xai") for i in range(4)
 ][:20]
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         plain = History(store.ledger.directory, data_dir / "no-parquet")
 
         results: dict[str, dict[str, tuple[float, int, str]]] = {"json-lines": {}, "parquet": {}}
-        for fmt in ("csv", "json"):
+        for fmt in FORMATS:
             results["json-lines"][fmt] = _export(fmt, store, plain, window)
         t0 = time.perf_counter()
         store.history.poll(store.ledger.segments(), store.ledger.position.segment)
@@ -126,15 +127,25 @@ def main(argv: list[str] | None = None) -> int:
             f"compacted {len(files)} closed segment(s) in a nice-19 child: {compaction_s:.1f} s wall, "
             f"{parquet_mib:.1f} MiB Parquet for {ledger_mib:.1f} MiB of JSON lines"
         )
-        for fmt in ("csv", "json"):
+        for fmt in FORMATS:
             results["parquet"][fmt] = _export(fmt, store, store.history, window)
-        for fmt in ("csv", "json"):
+        for fmt in FORMATS:
             before, after = results["json-lines"][fmt], results["parquet"][fmt]
             same = "same bytes" if before[2] == after[2] else "bytes differ (same rows: see the component tests)"
             print(
                 f"export {fmt:4} {args.calls:,} rows: JSON lines {args.calls / before[0]:>10,.0f} rows/s "
                 f"({before[0]:.2f} s) | Parquet+tail {args.calls / after[0]:>10,.0f} rows/s ({after[0]:.2f} s) "
                 f"x{before[0] / after[0]:.1f}  [{same}]"
+            )
+        closed_rows = sum(1 for line in store.ledger.read() if line.end.segment < store.ledger.position.segment)
+        for fmt in FORMATS:
+            t0 = time.perf_counter()
+            for _ in export_text(files, fmt, *window, None, None, None):
+                pass
+            seconds = time.perf_counter() - t0
+            print(
+                f"  of which the {closed_rows:,} rows of the compacted segments ({fmt}, DuckDB): "
+                f"{closed_rows / seconds:,.0f} rows/s; the JSON tail holds {args.calls - closed_rows:,} rows"
             )
         day_start = datetime.fromtimestamp(now_ns / 1e9, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         day = int(day_start.timestamp()) * 10**9 - DAY_NS
