@@ -154,6 +154,8 @@ def export_text(
     """The rows of Parquet ``files`` (in order) in the window and scope, as text: CSV lines without a
     header (Arrow's CSV writer: every string quoted), or JSON objects joined by commas (the caller
     frames the array, a comma between chunks). Streamed in batches of :data:`EXPORT_BATCH` rows."""
+    if not files:
+        return
     import duckdb
     import pyarrow.csv as pa_csv
 
