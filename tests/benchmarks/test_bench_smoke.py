@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.benchmarks import bench_check_under_ingest, bench_pricing, bench_realistic
+from tests.benchmarks import bench_check_under_ingest, bench_export, bench_pricing, bench_realistic
 
 
 def test_pricing_benchmark_runs_and_agrees_with_genai_prices() -> None:
@@ -34,3 +34,10 @@ def test_realistic_benchmark_runs(tmp_path: Path) -> None:
     for path in ("/v1/usage", "/api/usage/metrics/realtime", "/api/usage/metrics/aggregates", "/api/usage/export"):
         assert any(label.startswith(path) for label in routes), path
     assert all(0 < r["quiet"][0] <= r["quiet"][1] and 0 < r["busy"][0] <= r["busy"][1] for r in routes.values())
+
+
+@pytest.mark.slow
+def test_export_benchmark_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_export.main(["--calls", "12000", "--segment-mib", "1", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "compacted 1 closed segment(s)" in out and "[same bytes]" in out

@@ -259,7 +259,9 @@ def track_in_process(
     service = service or _service_of(provider)
     pricer = pricer if pricer is not None else default_pricer()
     directory = Path(data_dir)
-    store = Store(StoreConfig(data_dir=directory, fsync=fsync))
+    # no compaction child inside the host app (its sys.executable may not be a Python interpreter);
+    # `costspan serve` on the same data dir compacts the history
+    store = Store(StoreConfig(data_dir=directory, fsync=fsync, history=False))
     store.start()
     book: BudgetBook | None = None
     try:

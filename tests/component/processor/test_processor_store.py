@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -380,12 +381,14 @@ def test_the_dedupe_window_read_back_at_start_up_is_bounded(tmp_path: Path) -> N
 
 
 def test_the_lines_a_snapshot_includes_are_scanned_for_their_ids_only(config: StoreConfig) -> None:
-    """Start-up reads only the span ids of the lines the snapshot includes (a fast scan), with the same
-    checks as a replay: a corrupt line is reported and skipped, a line written twice counts once."""
+    """Without a dedupe snapshot (a data dir from before the dedupe window, or its file lost), start-up
+    reads only the span ids of the lines the snapshot includes (a fast scan), with the same checks as
+    a replay: a corrupt line is reported and skipped, a line written twice counts once."""
     store = Store(config)
     store.start()
     store.ingest([make_record(i) for i in (0, 2, 4)])
     store.close()  # the snapshot includes all three
+    shutil.rmtree(config.data_dir / "dedupe")
     segment = config.data_dir / "ledger" / "segment-00000001.log"
     lines = segment.read_bytes().splitlines(keepends=True)
     assert len({len(line) for line in lines}) == 1  # rewritten in place, the snapshot's offset stays a line end

@@ -11,7 +11,8 @@ import secrets
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Final, Literal, Protocol
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
@@ -25,8 +26,10 @@ from costspan.processor.api._index import DAY_S
 from costspan.processor.api._keys import Principal
 from costspan.processor.api._schemas import Identifier, Name, TenantId, TokenCount
 from costspan.processor.store._batch import prepare
+from costspan.processor.store._compact import EXPORT_COLUMNS, export_row, parquet_path
 from costspan.processor.store._corrections import MARKER, is_correction, latest_corrections
-from costspan.processor.store._ledger import Ledger
+from costspan.processor.store._history import History, export_text
+from costspan.processor.store._ledger import Ledger, Position
 from costspan.processor.store._records import API_SOURCE, CallRecord, TokenCounts, outcome_of, record_from_json
 from costspan.processor.store._store import QueueFullError, Store
 from costspan.processor.store._validate import EARLIEST_START_NS, FUTURE_SLACK_S, MAX_ID_LENGTH, MAX_LATENCY_S
@@ -237,32 +240,16 @@ async def store_call(request: Request, call: CallIn, principal: Principal) -> tu
     return record, bool(result.stored)
 
 
-#: The export's columns, in order (CSV header; JSON object keys).
-EXPORT_COLUMNS: Final = (
-    "id", "start_time", "duration_ms", "tenant_id", "service", "workflow_id", "user_id", "session_id",
-    "provider", "model", "operation", "input_tokens", "output_tokens", "cache_read_tokens",
-    "cache_write_tokens", "reasoning_tokens", "tokens_estimated", "cost_status", "cost_usd",
-    "input_cost_usd", "output_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd", "error_type",
-    "pricing_version", "project_id", "outcome",
-)  # fmt: skip
-
-
-def _row(r: CallRecord) -> list[Any]:
-    t = r.tokens
-    money = [None if m is None else format(m, "f") for m in (r.cost_total, r.cost_input, r.cost_output)]
-    money += [None if m is None else format(m, "f") for m in (r.cost_cache_read, r.cost_cache_write)]
-    start = datetime.fromtimestamp(r.start_ns / 1e9, UTC).isoformat().replace("+00:00", "Z")
-    return [
-        r.trace_id + r.span_id, start, round(max(r.end_ns - r.start_ns, 0) / 1e6, 3), r.tenant, r.service,
-        r.workflow, r.user, r.session, r.provider, r.model, r.operation, t.input, t.output, t.cache_read,
-        t.cache_write, t.reasoning, r.tokens_estimated, r.cost_status, *money, r.error_type, r.pricing_version,
-        r.project, outcome_of(r),
-    ]  # fmt: skip
-
-
 def _records(
-    ledger_dir: Any, first_ns: int, end_ns: int, tenant: str | None, user: str | None, project: str | None = None
+    ledger_dir: Any,
+    first_ns: int,
+    end_ns: int,
+    tenant: str | None,
+    user: str | None,
+    project: str | None = None,
+    segments: tuple[int, int] | None = None,
 ) -> Iterator[CallRecord]:
+    """The records in the window and scope, from the JSON lines (of ``segments``, first and last, only)."""
     # a record naming the tenant (or user, or project) holds its JSON string: skip the others unparsed
     named = tenant if tenant is not None else user if user is not None else project
     needle = json.dumps(named, ensure_ascii=False).encode() if named else b""
@@ -272,7 +259,10 @@ def _records(
         corrected = latest_corrections(
             line for line in ledger.read() if first_ns <= line.start_ns < end_ns and needle in line.payload
         )
-    for line in ledger.read():
+    start = Position(segments[0], 0) if segments is not None else None
+    for line in ledger.read(start):
+        if segments is not None and line.end.segment > segments[1]:
+            break
         if not first_ns <= line.start_ns < end_ns or needle not in line.payload or is_correction(line.payload):
             continue
         try:
@@ -287,12 +277,11 @@ def _records(
             yield r
 
 
-def _csv(records: Iterator[CallRecord]) -> Iterator[str]:
+def _csv_rows(records: Iterator[CallRecord]) -> Iterator[str]:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(EXPORT_COLUMNS)
     for n, r in enumerate(records, 1):
-        writer.writerow(_row(r))
+        writer.writerow(export_row(r))
         if n % 1000 == 0:
             yield buf.getvalue()
             buf.seek(0)
@@ -300,17 +289,61 @@ def _csv(records: Iterator[CallRecord]) -> Iterator[str]:
     yield buf.getvalue()
 
 
-def _json(records: Iterator[CallRecord]) -> Iterator[str]:
-    yield "["
-    sep = ""
+def _json_rows(records: Iterator[CallRecord]) -> Iterator[str]:
+    """JSON objects joined by commas, in chunks (no brackets, no comma around a chunk)."""
     chunk: list[str] = []
     for r in records:
-        chunk.append(sep + json.dumps(dict(zip(EXPORT_COLUMNS, _row(r), strict=True)), separators=(",", ":")))
-        sep = ","
+        chunk.append(json.dumps(dict(zip(EXPORT_COLUMNS, export_row(r), strict=True)), separators=(",", ":")))
         if len(chunk) >= 1000:
-            yield "".join(chunk)
+            yield ",".join(chunk)
             chunk = []
-    yield "".join(chunk) + "]"
+    yield ",".join(chunk)
+
+
+def _runs(ledger_dir: Path, history: History) -> list[tuple[bool, tuple[int, int]]]:
+    """The ledger's segments as runs of (read from Parquet?, (first, last segment)), in ledger order.
+    Once any call was repriced every segment is read from its JSON lines (they hold the corrections)."""
+    segments = Ledger(ledger_dir, fsync="never").segments()
+    compacted = set() if (ledger_dir / MARKER).exists() else history.compacted()
+    runs: list[tuple[bool, tuple[int, int]]] = []
+    for segment in segments:
+        parquet = segment in compacted
+        if runs and runs[-1][0] == parquet and runs[-1][1][1] == segment - 1:
+            runs[-1] = (parquet, (runs[-1][1][0], segment))
+        else:
+            runs.append((parquet, (segment, segment)))
+    return runs
+
+
+def _export_body(
+    fmt: Literal["csv", "json"],
+    ledger_dir: Path,
+    history: History,
+    first_ns: int,
+    end_ns: int,
+    scope: tuple[str | None, str | None, str | None],
+) -> Iterator[str]:
+    """The whole export: closed segments compacted to Parquet through DuckDB, the others (the open
+    one, those not compacted yet) from their JSON lines, in ledger order."""
+    yield ",".join(EXPORT_COLUMNS) + "\n" if fmt == "csv" else "["
+    wrote = False
+    for parquet, (first, last) in _runs(ledger_dir, history):
+        if parquet:
+            files = [parquet_path(history.directory, s) for s in range(first, last + 1)]
+            chunks = export_text(files, fmt, first_ns, end_ns, *scope)
+        else:
+            records = _records(ledger_dir, first_ns, end_ns, *scope, segments=(first, last))
+            chunks = _csv_rows(records) if fmt == "csv" else _json_rows(records)
+        for chunk in chunks:
+            if not chunk:
+                continue
+            if fmt == "json":
+                yield "," + chunk if wrote else chunk
+                wrote = True
+            else:
+                yield chunk
+    if fmt == "json":
+        yield "]"
 
 
 @router.get(
@@ -338,11 +371,15 @@ def export(
     last = to or datetime.fromtimestamp(default.last, UTC).date()
     window = Window.between(first, last)
     store: Store = request.app.state.store
-    records = _records(
-        store.ledger.directory, window.first * 10**9, (window.last + DAY_S) * 10**9, scope, user, project
+    body = _export_body(
+        format,
+        store.ledger.directory,
+        store.history,
+        window.first * 10**9,
+        (window.last + DAY_S) * 10**9,
+        (scope, user, project),
     )
     name = f"costspan-usage-{first}-{last}.{format}"
     headers = {"Content-Disposition": f'attachment; filename="{name}"'}
-    if format == "csv":
-        return StreamingResponse(_csv(records), media_type="text/csv; charset=utf-8", headers=headers)
-    return StreamingResponse(_json(records), media_type="application/json", headers=headers)
+    media = "text/csv; charset=utf-8" if format == "csv" else "application/json"
+    return StreamingResponse(body, media_type=media, headers=headers)

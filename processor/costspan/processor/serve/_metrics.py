@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from typing import Final
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from costspan.processor.store._rollups import Dims
@@ -73,6 +73,14 @@ class StoreCollector(Collector):
         dup.add_metric(["span_id"], counters.get("duplicate_spans", 0))
         dup.add_metric(["same_call"], counters.get("duplicate_calls", 0))
         yield dup
+        evicted = CounterMetricFamily(
+            "costspan_dedupe_evicted", "Span ids dropped from the dedupe window as their arrival hour aged out."
+        )
+        evicted.add_metric([], counters.get("dedupe_evicted", 0))
+        yield evicted
+        window = GaugeMetricFamily("costspan_dedupe_window_span_ids", "Span ids in the dedupe window now.")
+        window.add_metric([], self._store.dedupe_window_size())
+        yield window
         rejected = CounterMetricFamily(
             "costspan_ingest_rejected_spans", "Spans refused at ingest, by reason.", labels=["reason"]
         )

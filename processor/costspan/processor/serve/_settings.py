@@ -141,6 +141,15 @@ class Settings(BaseSettings):
     #: ``COST_TRACKING_ENABLED=false``, which turns it off too). Exports are still answered.
     cost_tracking_enabled: bool = True
 
+    # dedupe window and columnar history (docs/processor.md)
+    #: Span ids are remembered for this many hours of arrival (an exporter's retries); 0: forever.
+    dedupe_window_hours: int = Field(default=6, ge=0, le=24 * 31)
+    #: Compact closed ledger segments to Parquet (a nice-19 child process) for exports and queries.
+    history_parquet: bool = True
+    #: A ledger segment also closes (and is compacted) after this many seconds: the JSON-lines tail an
+    #: export reads stays about an hour of calls.
+    segment_seconds: float = Field(default=3600.0, gt=0)
+
     @field_validator("forward_endpoint")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -193,6 +202,9 @@ class Settings(BaseSettings):
             ledger_retention_days=self.ledger_retention_days,
             rollup_retention_days=self.rollup_retention_days,
             max_series=self.max_series,
+            dedupe_window_hours=self.dedupe_window_hours,
+            history=self.history_parquet,
+            segment_seconds=self.segment_seconds,
         )
 
 

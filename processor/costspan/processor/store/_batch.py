@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from costspan.processor.store._callsums import CallDims, CallSums, sum_calls
-from costspan.processor.store._ledger import Position, encode_line
+from costspan.processor.store._ledger import Position, compact_int, encode_line
 from costspan.processor.store._records import CallRecord, record_from_json, record_to_json
 from costspan.processor.store._rollups import RollupGroups, group_records
 
@@ -26,6 +26,7 @@ class CallKey(NamedTuple):
     parent_key: str  # trace id + parent span id, or "" for a root span
     fingerprint: tuple[int, int]  # input and output tokens
     preferred: bool  # costspan's own or costspan-enriched span
+    compact: int  # the dedupe window's 64-bit key of ``key`` (computed where the batch is prepared)
 
 
 def call_key(record: CallRecord) -> CallKey:
@@ -34,6 +35,7 @@ def call_key(record: CallRecord) -> CallKey:
         record.trace_id + record.parent_span_id if record.parent_span_id else "",
         (record.tokens.input, record.tokens.output),
         record.source.startswith("costspan"),
+        compact_int(int(record.trace_id + record.span_id, 16)),
     )
 
 

@@ -2,7 +2,9 @@
 
 Two kinds of duplicates are dropped:
 
-* the same span twice (an exporter's retry, a replayed batch): its trace id + span id was seen;
+* the same span twice (an exporter's retry, a replayed batch): its trace id + span id was seen within
+  the dedupe window (:class:`~costspan.processor.store._window.DedupeWindow`: the last N hours of
+  arrival; a span sent again after the window has passed is stored again);
 * two spans for one call — e.g. the anthropic SDK's own span and a wrapper's span around it, or
   OpenLLMetry and openai-v2 both instrumenting one method. The rule: when a GenAI call span and its
   direct parent (same trace) are both call spans with the same usage (input and output tokens), they
@@ -19,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from costspan.processor.store._batch import CallKey
+from costspan.processor.store._window import DedupeWindow, compact_key
 
 __all__ = ["DedupeResult", "Deduplicator", "PendingCalls"]
 
@@ -34,11 +37,11 @@ class DedupeResult:
 class Deduplicator:
     """Not thread-safe: the store's single writer owns it."""
 
-    def __init__(self, *, recent_capacity: int = 50_000) -> None:
+    def __init__(self, *, recent_capacity: int = 50_000, window_hours: int = 6) -> None:
         if recent_capacity < 1:
             raise ValueError("recent_capacity must be at least 1")
         self._capacity = recent_capacity
-        self.seen: set[int] = set()
+        self.seen = DedupeWindow(window_hours)
         # recent call spans: key -> (parent key, usage fingerprint); parent key -> child fingerprint
         # an OrderedDict: popping the oldest is O(1) (a plain dict's ``next(iter())`` degrades as
         # deleted slots pile up at its front)
@@ -49,11 +52,11 @@ class Deduplicator:
         return len(self.seen)
 
     def mark_seen(self, key: str) -> None:
-        self.seen.add(int(key, 16))
+        self.seen.add(compact_key(key))
 
     def remember(self, call: CallKey) -> None:
         """Record a stored call (at replay, or once kept)."""
-        self.seen.add(int(call.key, 16))
+        self.seen.add(call.compact)
         self._recent[call.key] = (call.parent_key, call.fingerprint)
         if call.parent_key:
             self._children[call.parent_key] = call.fingerprint
@@ -72,13 +75,13 @@ class Deduplicator:
         duplicate_spans = 0
         batch: dict[str, int] = {}
         dropped_spans: list[int] = []
-        seen = self.seen
+        seen = self.seen.keys
         # the earlier batches of the group: checked only when there are some (most commits hold one batch)
         pending_keys = pending.keys if pending is not None and pending.keys else None
         pending_children = pending.children if pending is not None and pending.keys else None
         for i, call in enumerate(calls):
             key = call.key
-            if key in batch or int(key, 16) in seen or (pending_keys is not None and key in pending_keys):
+            if key in batch or call.compact in seen or (pending_keys is not None and key in pending_keys):
                 duplicate_spans += 1
                 dropped_spans.append(i)
             else:
@@ -114,7 +117,7 @@ class Deduplicator:
             else:
                 kept.append(i)
         for key in dropped:
-            self.seen.add(int(key, 16))
+            self.seen.add(compact_key(key))  # rare: a call stored under another span's id
         if pending is not None:
             pending.add(calls[i] for i in kept)
         return DedupeResult(kept, sorted(dropped_spans + dropped_calls), duplicate_spans, len(dropped_calls))

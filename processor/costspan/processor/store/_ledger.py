@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 import zlib
 from collections import deque
 from collections.abc import Iterator
@@ -19,13 +20,22 @@ from typing import Final, Literal, NamedTuple
 
 from costspan.processor.store._files import private_dir, private_open
 
-__all__ = ["FsyncPolicy", "Ledger", "LedgerLine", "Position", "encode_line"]
+__all__ = ["KEY_MASK", "FsyncPolicy", "Ledger", "LedgerLine", "Position", "compact_int", "encode_line"]
 
 logger = logging.getLogger(__name__)
 
 FsyncPolicy = Literal["always", "never"]
 _SEGMENT_RE: Final = re.compile(r"^segment-(\d{8})\.log$")
 _READ_CHUNK: Final = 1 << 20
+KEY_MASK: Final = (1 << 64) - 1
+_MIX: Final = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9)
+
+
+def compact_int(value: int) -> int:
+    """The 64-bit dedupe key of a trace id + span id read as one int: its 64-bit thirds, each
+    multiplied by its own odd constant, XORed (ids made of one counter do not cancel out)."""
+    a, b, c = _MIX
+    return ((value & KEY_MASK) * a ^ ((value >> 64) & KEY_MASK) * b ^ (value >> 128) * c) & KEY_MASK
 
 
 class Position(NamedTuple):
@@ -67,10 +77,21 @@ class Ledger:
     """Append-only, segment-rotated, durably written call records. Single writer; not thread-safe."""
 
     def __init__(
-        self, directory: Path, *, fsync: FsyncPolicy = "always", segment_bytes: int = 64 * 1024 * 1024
+        self,
+        directory: Path,
+        *,
+        fsync: FsyncPolicy = "always",
+        segment_bytes: int = 64 * 1024 * 1024,
+        segment_seconds: float = 3600.0,
     ) -> None:
         if segment_bytes < 1024:
             raise ValueError("segment_bytes must be at least 1024")
+        if segment_seconds <= 0:
+            raise ValueError("segment_seconds must be positive")
+        #: a segment closes at ``segment_bytes`` or once it has been written to for this long, so the
+        #: calls not yet in the columnar history (the open segment: see _history) stay few
+        self.segment_seconds = segment_seconds
+        self._opened = time.monotonic()
         self.directory = directory
         self.fsync_policy: FsyncPolicy = fsync
         self.segment_bytes = segment_bytes
@@ -119,8 +140,8 @@ class Ledger:
                         offset = end
 
     def scan_keys(self, until: Position, seen: set[int], window: deque[bytes]) -> tuple[int, int]:
-        """Add the key (as an int) of every valid line ending at or before ``until`` to ``seen``; the
-        newest lines' record JSON goes to ``window`` (a bounded deque). Returns (lines added,
+        """Add the key (as a 64-bit int: :func:`compact_int`) of every valid line ending at or before
+        ``until`` to ``seen``; the newest lines' record JSON goes to ``window`` (a bounded deque). Returns (lines added,
         duplicate lines skipped). :meth:`read` does this too, at several times the cost per line: a
         restart runs it over every line the snapshot already includes."""
         added = duplicates = 0
@@ -145,6 +166,7 @@ class Ledger:
                 else:
                     space = raw.index(b" ", 9)
                     key = int(raw[9:space], 16)
+                    key = compact_int(key)
                     after_start = raw.index(b" ", space + 1)
                     start_ns = int(raw[space + 1 : after_start])
                     newest = max(newest, start_ns)
@@ -162,6 +184,25 @@ class Ledger:
         for raw in tail:
             window.append(raw.split(b" ", 3)[3])
         return added, duplicates
+
+    def tail(self, until: Position, count: int) -> list[bytes]:
+        """The record JSON of the last ``count`` valid call lines ending at or before ``until`` (oldest
+        first): the segment of ``until`` is read up to it, and the ones before only while lines are missing."""
+        found: list[bytes] = []
+        for segment in reversed(self.segments()):
+            if segment > until.segment:
+                continue
+            with self._path(segment).open("rb") as fh:
+                data = fh.read(until.offset) if segment == until.segment else fh.read()
+            lines = data.split(b"\n")[:-1]
+            for raw in reversed(lines):
+                decoded = _decode_line(raw)
+                if decoded is None or decoded[2][:1] == b"{":
+                    continue  # corrupt (counted by replay), or a correction (not a call)
+                found.append(decoded[2])
+                if len(found) >= count:
+                    return found[::-1]
+        return found[::-1]
 
     # --- writing ------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -183,6 +224,7 @@ class Ledger:
                 os.fsync(fh.fileno())
         self._segment = last
         self._offset = good
+        self._opened = time.monotonic()
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
 
     @staticmethod
@@ -204,6 +246,7 @@ class Ledger:
         self._fd = private_open(path, os.O_WRONLY | os.O_APPEND)
         self._segment = segment
         self._offset = 0
+        self._opened = time.monotonic()
         self._sync_directory()
 
     def _sync_directory(self) -> None:
@@ -223,7 +266,9 @@ class Ledger:
         """Write ``lines`` and make them durable per the fsync policy; returns the new end position."""
         if self._fd is None:
             raise RuntimeError("ledger is not open")
-        if self._offset >= self.segment_bytes:
+        if self._offset >= self.segment_bytes or (
+            self._offset and time.monotonic() - self._opened >= self.segment_seconds
+        ):
             self._start_segment(self._segment + 1)
         data = memoryview(b"".join(lines))
         while data:

@@ -30,6 +30,7 @@ from costspan.processor.store._corrections import (
 )
 from costspan.processor.store._dedupe import Deduplicator, PendingCalls
 from costspan.processor.store._files import open_to_others, private_dir
+from costspan.processor.store._history import History
 from costspan.processor.store._ledger import FsyncPolicy, Ledger, Position
 from costspan.processor.store._records import CallRecord, record_from_json
 from costspan.processor.store._rollups import GRANULARITIES, Rollups, group_records, subtract_groups
@@ -42,6 +43,11 @@ __all__ = ["Committed", "IngestResult", "QueueFullError", "Store", "StoreConfig"
 logger = logging.getLogger(__name__)
 
 _DAY_S = 86400
+
+
+def _arrival_hour() -> int:
+    """The hour (since the epoch) a call stored now arrives in: the dedupe window's bucket."""
+    return int(time.time()) // 3600
 
 
 class QueueFullError(RuntimeError):
@@ -68,6 +74,10 @@ class StoreConfig:
     hour_retention_days: int = 90
     max_series: int = 10_000
     dedupe_recent: int = 50_000
+    # dedupe window and columnar history
+    dedupe_window_hours: int = 6  # span ids remembered for this many hours of arrival (0: forever)
+    history: bool = True  # compact closed ledger segments to Parquet in a child process
+    segment_seconds: float = 3600.0  # a ledger segment closes after this long (or segment_bytes)
 
     def __post_init__(self) -> None:
         if self.max_pending_records < 1:
@@ -76,6 +86,8 @@ class StoreConfig:
             raise ValueError("snapshot_interval_s must be positive")
         if min(self.ledger_retention_days, self.rollup_retention_days) < 1:
             raise ValueError("retention must be at least one day")
+        if self.dedupe_window_hours < 0:
+            raise ValueError("dedupe_window_hours must be 0 (unbounded) or more")
 
 
 class Store:
@@ -83,14 +95,21 @@ class Store:
 
     def __init__(self, config: StoreConfig) -> None:
         self.config = config
-        self.ledger = Ledger(config.data_dir / "ledger", fsync=config.fsync, segment_bytes=config.segment_bytes)
+        self.ledger = Ledger(
+            config.data_dir / "ledger",
+            fsync=config.fsync,
+            segment_bytes=config.segment_bytes,
+            segment_seconds=config.segment_seconds,
+        )
         self.snapshots = Snapshots(config.data_dir / "snapshots", "snapshot")
         self.rollups = Rollups(max_series=config.max_series)
         self.lock = threading.Lock()  # guards rollups and counters for readers
         self._commit_lock = threading.Lock()  # a snapshot never sees an append without its merge
         self.counters: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()  # internal errors by component
-        self._dedupe = Deduplicator(recent_capacity=config.dedupe_recent)
+        self._dedupe = Deduplicator(recent_capacity=config.dedupe_recent, window_hours=config.dedupe_window_hours)
+        self._dedupe_snapshots = Snapshots(config.data_dir / "dedupe", "dedupe")
+        self.history = History(self.ledger.directory, config.data_dir / "history", enabled=config.history)
         self._pending: deque[tuple[PreparedBatch, Future[IngestResult]]] = deque()
         self._pending_records = 0
         self._cond = threading.Condition()
@@ -135,17 +154,13 @@ class Store:
         if snapshot is not None:
             self.rollups = snapshot.value
             after = snapshot.position
-        # the snapshot holds the rollups, not the dedupe window: the last calls before it are read
-        # back into the window so a parent/child duplicate is still caught across a restart
-        window: deque[bytes] = deque(maxlen=self.config.dedupe_recent)
-        _, ledger_duplicates = self.ledger.scan_keys(after, self._dedupe.seen, window)
-        self._remember_window(window)
+        ledger_duplicates = self._load_dedupe(after)
         dedupe = self._dedupe
         replayed = replay(
             self.ledger,
             after,
             self.rollups.add_all,
-            seen=dedupe.seen,
+            seen=dedupe.seen.full_keys(),
             remember=lambda record: dedupe.remember(call_key(record)),
             correct=lambda corrections: self.rollups.merge_groups(correction_groups(corrections)),
         )
@@ -171,6 +186,27 @@ class Store:
         self._thread.start()
         self.started = True
 
+    def _load_dedupe(self, after: Position) -> int:
+        """Fill the dedupe window as it was at ``after`` (the rollup snapshot's position): from the dedupe
+        snapshot taken with it, else (an older data dir, a lost file) from every ledger line before it.
+        The newest calls before it are read back too, so a parent/child duplicate is still caught."""
+        window = self._dedupe.seen
+        hour = _arrival_hour()
+        if after == Position(0, 0) or window.load(self._dedupe_snapshots, after, hour):
+            window.roll(hour, self._dedupe_snapshots.directory)
+            if after.segment:
+                self._remember_window(deque(self.ledger.tail(after, self.config.dedupe_recent)))
+            return 0
+        window.roll(hour, self._dedupe_snapshots.directory)
+        logger.info("no dedupe snapshot at %s: the dedupe window is rebuilt from the ledger", after)
+        recent: deque[bytes] = deque(maxlen=self.config.dedupe_recent)
+        keys: set[int] = set()
+        _, duplicates = self.ledger.scan_keys(after, keys, recent)
+        for key in keys:
+            window.add(key)
+        self._remember_window(recent)
+        return duplicates
+
     def _remember_window(self, payloads: deque[bytes]) -> None:
         """Put the calls stored before the snapshot (the newest ``dedupe_recent``) in the dedupe window."""
         for payload in payloads:
@@ -190,6 +226,7 @@ class Store:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.history.stop()
         try:
             self.snapshot()
         except OSError:
@@ -263,6 +300,7 @@ class Store:
         merges = []
         committed: list[tuple[PreparedBatch, list[int]]] = []
         pending = PendingCalls() if len(batches) > 1 else None
+        self._dedupe.seen.roll(_arrival_hour(), self._dedupe_snapshots.directory)
         try:
             for batch, _ in batches:
                 filtered = self._dedupe.filter(batch.keys, pending)
@@ -290,6 +328,7 @@ class Store:
                 for call in kept:
                     self._dedupe.remember(call)
                 self.rollups.merge_groups(groups)
+            self.counters["dedupe_evicted"] = self._dedupe.seen.evicted
             for result in results:
                 self.counters["stored_records"] += result.stored
                 self.counters["duplicate_spans"] += result.duplicate_spans
@@ -367,6 +406,7 @@ class Store:
             self.snapshot()
             if time.monotonic() - self._last_retention > 3600:
                 self._apply_retention()
+            self.history.poll(self.ledger.segments(), self.ledger.position.segment)
         except Exception:
             with self.lock:
                 self.errors["snapshot"] += 1
@@ -379,7 +419,10 @@ class Store:
         with self._commit_lock, self.lock:
             position = self.ledger.position
             data = self.rollups.to_json()
+            dedupe = self._dedupe.seen.snapshot_body(position)
         self.ledger.sync()
+        # the dedupe window first: a rollup snapshot always finds its window (else start rebuilds it)
+        self._dedupe_snapshots.save(position, dedupe)
         body = json.dumps({"position": [position.segment, position.offset], "rollups": data}, separators=(",", ":"))
         self.snapshots.save(position, body.encode())
         self._snapshot_position = position
@@ -397,9 +440,14 @@ class Store:
         with self.lock:
             self.rollups.prune(int(now), {g: keep[g] for g in GRANULARITIES})
         cutoff_ns = int((now - self.config.ledger_retention_days * _DAY_S) * 1e9)
-        self.ledger.drop_segments_before(cutoff_ns, self._snapshot_position)
+        if self.ledger.drop_segments_before(cutoff_ns, self._snapshot_position):
+            self.history.drop_before(set(self.ledger.segments()))
 
     # --- reading ----------------------------------------------------------------------------------
+    def dedupe_window_size(self) -> int:
+        """Span ids in the dedupe window now."""
+        return len(self._dedupe.seen)
+
     def grand_total(self) -> Sums:
         with self.lock:
             return self.rollups.grand_total()
