@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     max_workflows_per_tenant: int = Field(default=_BOUNDS.workflow, ge=1)
     max_sessions_per_tenant: int = Field(default=_BOUNDS.session, ge=1)
     max_projects_per_tenant: int = Field(default=_BOUNDS.project, ge=1)
+    # bounded rollups (issue 16): per-minute detail only for the calls of the last this many hours
+    minute_detail_hours: int = Field(default=48, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     @field_validator("forward_endpoint")
@@ -90,6 +92,7 @@ class Settings(BaseSettings):
             ledger_retention_days=self.ledger_retention_days,
             rollup_retention_days=self.rollup_retention_days,
             max_series=self.max_series,
+            minute_detail_hours=self.minute_detail_hours,
         )
 
 

@@ -1,12 +1,21 @@
 """In-memory totals derived from the ledger: time buckets × dimensions, all-time totals, per workflow/user.
 
 Everything here can be rebuilt by replaying the ledger; snapshots only save the replay time.
+
+Memory follows what is tracked, not how many calls were made: per-minute sums (with their
+histograms) are kept only for the calls of the last ``minute_detail_s`` (default 48 hours); a call
+older than that is summed in its hour and day only, and a minute bucket that ages out of the window
+is dropped (its calls stay in its hour and day). Hour and day buckets keep the core sums (no
+histograms: the all-time totals by dims keep those for the metrics). Dims tuples are interned, so
+a bucket's key costs a pointer, not six strings. :attr:`Rollups.compacted` counts the minute
+buckets dropped or never made (``costspan_rollup_compacted_total``).
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, NamedTuple
 
 from costspan.processor.store._records import CallRecord
@@ -15,6 +24,10 @@ from costspan.processor.store._sums import DURATION_BUCKETS, TOKEN_BUCKETS, Sums
 __all__ = ["GRANULARITIES", "OVERFLOW", "Dims", "RollupGroups", "Rollups", "group_records", "subtract_groups"]
 
 GRANULARITIES: Final = {"minute": 60, "hour": 3600, "day": 86400}
+#: Default window of per-minute detail (seconds before now).
+MINUTE_DETAIL_S: Final = 48 * 3600
+#: How often (seconds of ``clock``) minute buckets that left the window are dropped.
+_COMPACT_EVERY_S: Final = 60
 #: Label value of the series that absorbs dimensions beyond the series cap (totals stay exact).
 OVERFLOW: Final = "__overflow__"
 
@@ -98,15 +111,29 @@ def subtract_groups(groups: RollupGroups, minus: RollupGroups) -> RollupGroups:
 class Rollups:
     """Minute/hour/day buckets × dims, all-time totals by dims (metrics), totals per workflow and user."""
 
-    def __init__(self, *, max_series: int = 10_000) -> None:
+    def __init__(
+        self,
+        *,
+        max_series: int = 10_000,
+        minute_detail_s: int = MINUTE_DETAIL_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if max_series < 1:
             raise ValueError("max_series must be at least 1")
+        if minute_detail_s < 60:
+            raise ValueError("minute_detail_s must be at least 60")
         self.max_series = max_series
+        self.minute_detail_s = minute_detail_s
+        self._clock = clock
         self.buckets: dict[str, dict[int, dict[Dims, Sums]]] = {g: {} for g in GRANULARITIES}
         self.totals: dict[Dims, Sums] = {}
         self.by_workflow: dict[tuple[str, str], Sums] = {}
         self.by_user: dict[tuple[str, str], Sums] = {}
         self.records = 0
+        #: Minute buckets dropped after the detail window, or never made for an older call.
+        self.compacted = 0
+        self._interned: dict[Dims, Dims] = {}
+        self._next_compact = 0.0
 
     def _series(self, dims: Dims) -> Sums:
         """The all-time totals of ``dims``, or of the overflow series once the cap is reached."""
@@ -125,21 +152,39 @@ class Rollups:
     def add_all(self, records: Iterable[CallRecord]) -> None:
         self.merge_groups(group_records(records))
 
+    def _intern(self, dims: Dims) -> Dims:
+        found = self._interned.get(dims)
+        if found is None:
+            found = self._interned[dims] = dims
+        return found
+
     def merge_groups(self, groups: RollupGroups) -> None:
         """Merge a batch's pre-aggregated groups into every view (all-time, minute, hour, day, ...)."""
-        for (dims, minute), group in groups.by_minute.items():
+        now = self._clock()
+        if now >= self._next_compact:
+            self._next_compact = now + _COMPACT_EVERY_S
+            self.compact(now)
+        first_minute = now - self.minute_detail_s
+        buckets = self.buckets
+        for (given, minute), group in groups.by_minute.items():
+            dims = self._intern(given)
             self._series(dims).merge(group)
             for granularity, width in GRANULARITIES.items():
-                by_time = self.buckets[granularity]
+                if width == 60 and minute < first_minute:
+                    self.compacted += 1  # summed in its hour and day only
+                    continue
+                by_time = buckets[granularity]
                 bucket_start = minute - minute % width
                 by_dims = by_time.get(bucket_start)
                 if by_dims is None:
                     by_dims = by_time[bucket_start] = {}
                 target = by_dims.get(dims)
                 if target is None:
-                    by_dims[dims] = group.copy()
-                else:
+                    by_dims[dims] = group.copy() if width == 60 else group.core()
+                elif width == 60:
                     target.merge(group)
+                else:
+                    target.merge_core(group)
         for source, into in ((groups.by_workflow, self.by_workflow), (groups.by_user, self.by_user)):
             for key, group in source.items():
                 target = into.get(key)
@@ -148,6 +193,17 @@ class Rollups:
                 else:
                     target.merge(group)
         self.records += groups.records
+
+    def compact(self, now_s: float) -> int:
+        """Drop the minute buckets older than the detail window (their calls stay in their hour and
+        day); returns how many were dropped."""
+        minutes = self.buckets["minute"]
+        cut = now_s - self.minute_detail_s
+        old = [start for start in minutes if start < cut]
+        for start in old:
+            del minutes[start]
+        self.compacted += len(old)
+        return len(old)
 
     def prune(self, now_s: int, keep_seconds: dict[str, int]) -> int:
         """Drop buckets older than each granularity's retention; returns how many were dropped."""
@@ -178,16 +234,30 @@ class Rollups:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], *, max_series: int = 10_000) -> Rollups:
-        out = cls(max_series=max_series)
+    def from_json(
+        cls,
+        data: dict[str, Any],
+        *,
+        max_series: int = 10_000,
+        minute_detail_s: int = MINUTE_DETAIL_S,
+        clock: Callable[[], float] = time.time,
+    ) -> Rollups:
+        """Rollups from :meth:`to_json` (hour and day buckets of older snapshots lose their histograms)."""
+        out = cls(max_series=max_series, minute_detail_s=minute_detail_s, clock=clock)
+        dims = out._intern
         out.records = int(data["records"])
-        out.totals = {_dims(k): Sums.from_json(v) for k, v in data["totals"]}
-        for g in GRANULARITIES:
+        out.totals = {dims(_dims(k)): Sums.from_json(v) for k, v in data["totals"]}
+        for g, width in GRANULARITIES.items():
             out.buckets[g] = {
-                int(start): {_dims(k): Sums.from_json(v) for k, v in entries} for start, entries in data["buckets"][g]
+                int(start): {
+                    dims(_dims(k)): Sums.from_json(v) if width == 60 else Sums.from_json(v).core() for k, v in entries
+                }
+                for start, entries in data["buckets"][g]
             }
         out.by_workflow = {(str(k[0]), str(k[1])): Sums.from_json(v) for k, v in data["by_workflow"]}
         out.by_user = {(str(k[0]), str(k[1])): Sums.from_json(v) for k, v in data["by_user"]}
+        out.compact(clock())
+        out.compacted = 0
         return out
 
 
