@@ -143,7 +143,7 @@ def sessions_in(index: UsageIndex, tenant: str | None, window: Window, limit: in
         for t in tenants_of(index, tenant):
             days = index.day_range(t, window.first, window.last)
             for _, td in days:
-                count += len(td.by_session)
+                count += len(td.by_session) + td.aged_sessions
                 calls += td.sessions.requests
                 cost += td.sessions.cost
             multi = [s for s, last in index.multi_day.get(t, {}).items() if last >= window.first]

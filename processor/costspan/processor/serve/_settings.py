@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     max_projects_per_tenant: int = Field(default=_BOUNDS.project, ge=1)
     # bounded rollups (issue 16): per-minute detail only for the calls of the last this many hours
     minute_detail_hours: int = Field(default=48, ge=1)
+    #: days older than this keep only their ``keep_sessions_per_day`` dearest sessions (and multi-day ones)
+    session_detail_days: int = Field(default=2, ge=1)
+    keep_sessions_per_day: int = Field(default=100, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     @field_validator("forward_endpoint")
