@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from costspan.processor.store._rollups import Rollups
@@ -58,3 +60,25 @@ def test_snapshot_round_trip_keeps_the_sums_and_the_window() -> None:
 def test_a_window_shorter_than_a_minute_is_refused() -> None:
     with pytest.raises(ValueError, match="minute_detail_s"):
         Rollups(minute_detail_s=30)
+
+
+def test_encode_is_to_json_and_reencodes_only_what_changed() -> None:
+    now = [float(NOW)]
+    rollups = _rollups(now)
+    rollups.add_all([call_record(i, start_ns=(START_S + 3600 * i) * 10**9, user="u") for i in range(40)])
+    assert orjson.loads(rollups.encode()) == rollups.to_json()
+    cached = dict(rollups._encoded)
+    rollups.add_all([call_record(500, start_ns=(NOW - 30) * 10**9, workflow="wf")])
+    assert orjson.loads(rollups.encode()) == rollups.to_json()
+    unchanged = [k for k in cached if k[0] == "hour" and k[1] < NOW - 86400]
+    assert unchanged and all(rollups._encoded[k] is cached[k] for k in unchanged)
+    now[0] += 49 * 3600
+    rollups.compact(now[0])
+    assert orjson.loads(rollups.encode()) == rollups.to_json()
+
+
+def test_encode_takes_token_counts_beyond_64_bits() -> None:
+    rollups = _rollups([float(NOW)])
+    rollups.add_all([call_record(1, start_ns=(NOW - 30) * 10**9, tokens=(2**70, 1))])
+    assert orjson.loads(rollups.encode().replace(str(2**70).encode(), b"0"))["records"] == 1
+    assert json.loads(rollups.encode()) == rollups.to_json()

@@ -95,7 +95,7 @@ class IndexSnapshots:
             days = self._encoded(
                 self._days,
                 ((who, day, td) for who, per in index.days.items() for day, td in per.items()),
-                lambda td: (td.total.calls, td.total.cost),  # a reprice changes the cost only
+                lambda td: (td.total.calls, td.total.cost, td.aged_sessions),  # a reprice changes the cost only
                 _day_json,
             )
             hours = self._encoded(

@@ -13,10 +13,14 @@ buckets dropped or never made (``costspan_rollup_compacted_total``).
 
 from __future__ import annotations
 
+import json
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, Final, NamedTuple
+
+import orjson
 
 from costspan.processor.store._records import CallRecord
 from costspan.processor.store._sums import DURATION_BUCKETS, TOKEN_BUCKETS, Sums
@@ -133,6 +137,9 @@ class Rollups:
         #: Minute buckets dropped after the detail window, or never made for an older call.
         self.compacted = 0
         self._interned: dict[Dims, Dims] = {}
+        #: Each bucket's (each series') JSON row as the last snapshot encoded it; what a merge changes
+        #: leaves, so a snapshot encodes only what changed since the previous one.
+        self._encoded: dict[tuple[Any, ...], bytes] = {}
         self._next_compact = 0.0
 
     def _series(self, dims: Dims) -> Sums:
@@ -144,6 +151,7 @@ class Rollups:
                 totals = self.totals.get(dims)
             if totals is None:
                 totals = self.totals[dims] = Sums.with_parts()
+        self._encoded.pop(("totals", dims), None)
         return totals
 
     def add(self, r: CallRecord) -> None:
@@ -166,6 +174,7 @@ class Rollups:
             self.compact(now)
         first_minute = now - self.minute_detail_s
         buckets = self.buckets
+        encoded = self._encoded
         for (given, minute), group in groups.by_minute.items():
             dims = self._intern(given)
             self._series(dims).merge(group)
@@ -175,6 +184,7 @@ class Rollups:
                     continue
                 by_time = buckets[granularity]
                 bucket_start = minute - minute % width
+                encoded.pop((granularity, bucket_start), None)
                 by_dims = by_time.get(bucket_start)
                 if by_dims is None:
                     by_dims = by_time[bucket_start] = {}
@@ -185,8 +195,12 @@ class Rollups:
                     target.merge(group)
                 else:
                     target.merge_core(group)
-        for source, into in ((groups.by_workflow, self.by_workflow), (groups.by_user, self.by_user)):
+        for name, source, into in (
+            ("by_workflow", groups.by_workflow, self.by_workflow),
+            ("by_user", groups.by_user, self.by_user),
+        ):
             for key, group in source.items():
+                encoded.pop((name, key), None)
                 target = into.get(key)
                 if target is None:
                     into[key] = group.copy()
@@ -220,6 +234,35 @@ class Rollups:
         for t in self.totals.values():
             out.merge(t)
         return out
+
+    def encode(self) -> bytes:
+        """:meth:`to_json` as JSON bytes, built from one small encoding per bucket and series (each a
+        short hold of the GIL) and the rows cached since the last call for what did not change."""
+        cache = self._encoded
+        fresh: dict[tuple[Any, ...], bytes] = {}
+
+        def row(key: tuple[Any, ...], build: Callable[[], Any]) -> bytes:
+            found = cache.get(key)
+            if found is None:
+                value = build()
+                try:
+                    found = orjson.dumps(value)
+                except TypeError:  # an integer beyond 64 bits (hostile token counts): the slow encoder
+                    found = json.dumps(value, separators=(",", ":")).encode()
+            fresh[key] = found
+            return found
+
+        def pairs(name: str, entries: dict[Any, Sums]) -> bytes:
+            return b",".join(row((name, k), partial(_pair_json, k, v)) for k, v in entries.items())
+
+        parts = [b'{"records":%d,"totals":[' % self.records, pairs("totals", self.totals), b'],"buckets":{']
+        for i, (g, by_time) in enumerate(self.buckets.items()):
+            rows = b",".join(row((g, start), partial(_bucket_json, start, by)) for start, by in by_time.items())
+            parts.append(b'%s"%s":[%s]' % (b"," if i else b"", g.encode(), rows))
+        parts += [b'},"by_workflow":[', pairs("by_workflow", self.by_workflow), b'],"by_user":[']
+        parts += [pairs("by_user", self.by_user), b"]}"]
+        self._encoded = fresh  # what left (pruned, compacted) leaves the cache too
+        return b"".join(parts)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -259,6 +302,14 @@ class Rollups:
         out.compact(clock())
         out.compacted = 0
         return out
+
+
+def _pair_json(key: tuple[str, ...], sums: Sums) -> list[Any]:
+    return [list(key), sums.to_json()]
+
+
+def _bucket_json(start: int, by_dims: dict[Dims, Sums]) -> list[Any]:
+    return [start, [[list(k), v.to_json()] for k, v in by_dims.items()]]
 
 
 def _dims(values: list[Any]) -> Dims:

@@ -8,7 +8,6 @@ that does not fit raises :class:`QueueFullError` (the receiver answers 503), it 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 import time
@@ -382,12 +381,12 @@ class Store:
     # --- snapshots and retention ------------------------------------------------------------------
     def snapshot(self) -> Position:
         """Write a snapshot of the rollups and the ledger position they include."""
-        with self._commit_lock, self.lock:
+        with self._commit_lock, self.lock:  # only what changed since the last snapshot is encoded
             position = self.ledger.position
-            data = self.rollups.to_json()
+            data = self.rollups.encode()
         self.ledger.sync()
-        body = json.dumps({"position": [position.segment, position.offset], "rollups": data}, separators=(",", ":"))
-        self.snapshots.save(position, body.encode())
+        body = b'{"position":[%d,%d],"rollups":%s}' % (position.segment, position.offset, data)
+        self.snapshots.save(position, body)
         self._snapshot_position = position
         self._last_snapshot = time.monotonic()
         return position
