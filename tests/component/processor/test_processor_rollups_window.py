@@ -82,3 +82,17 @@ def test_encode_takes_token_counts_beyond_64_bits() -> None:
     rollups.add_all([call_record(1, start_ns=(NOW - 30) * 10**9, tokens=(2**70, 1))])
     assert orjson.loads(rollups.encode().replace(str(2**70).encode(), b"0"))["records"] == 1
     assert json.loads(rollups.encode()) == rollups.to_json()
+
+
+def test_calls_older_than_the_hour_window_are_summed_in_their_day_only() -> None:
+    now = [float(NOW)]
+    rollups = Rollups(minute_detail_s=3600, hour_detail_s=86400, clock=lambda: now[0])
+    rollups.add_all([call_record(i, start_ns=(NOW - 2 * 86400 + 3600 * i + 60) * 10**9) for i in range(48)])
+    assert all(start > NOW - 86400 - 3600 for start in rollups.buckets["hour"])  # the hour the window starts in
+    assert sum(a.requests for by in rollups.buckets["day"].values() for a in by.values()) == 48
+    assert sum(a.requests for by in rollups.buckets["hour"].values() for a in by.values()) == 24
+    now[0] += 12 * 3600
+    expected = sum(1 for start in rollups.buckets["hour"] if start < now[0] - 86400)
+    expected += sum(1 for start in rollups.buckets["minute"] if start < now[0] - 3600)
+    assert expected >= 12 and rollups.compact(now[0]) == expected
+    assert all(start >= now[0] - 86400 for start in rollups.buckets["hour"])

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     max_projects_per_tenant: int = Field(default=_BOUNDS.project, ge=1)
     # bounded rollups (issue 16): per-minute detail only for the calls of the last this many hours
     minute_detail_hours: int = Field(default=48, ge=1)
+    hour_detail_days: int = Field(default=7, ge=1)
     #: days older than this keep only their ``keep_sessions_per_day`` dearest sessions (and multi-day ones)
     session_detail_days: int = Field(default=2, ge=1)
     keep_sessions_per_day: int = Field(default=100, ge=1)
@@ -96,6 +97,7 @@ class Settings(BaseSettings):
             rollup_retention_days=self.rollup_retention_days,
             max_series=self.max_series,
             minute_detail_hours=self.minute_detail_hours,
+            hour_detail_days=self.hour_detail_days,
         )
 
 

@@ -5,10 +5,11 @@ Everything here can be rebuilt by replaying the ledger; snapshots only save the 
 Memory follows what is tracked, not how many calls were made: per-minute sums (with their
 histograms) are kept only for the calls of the last ``minute_detail_s`` (default 48 hours); a call
 older than that is summed in its hour and day only, and a minute bucket that ages out of the window
-is dropped (its calls stay in its hour and day). Hour and day buckets keep the core sums (no
-histograms: the all-time totals by dims keep those for the metrics). Dims tuples are interned, so
-a bucket's key costs a pointer, not six strings. :attr:`Rollups.compacted` counts the minute
-buckets dropped or never made (``costspan_rollup_compacted_total``).
+is dropped (its calls stay in its hour and day). Likewise hour buckets are kept for the last
+``hour_detail_s`` (default 7 days), then only the day holds the calls. Hour and day buckets keep
+the core sums (no histograms: the all-time totals by dims keep those for the metrics). Dims tuples
+are interned, so a bucket's key costs a pointer, not six strings. :attr:`Rollups.compacted` counts
+the minute and hour buckets dropped or never made (``costspan_rollup_compacted_total``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ __all__ = ["GRANULARITIES", "OVERFLOW", "Dims", "RollupGroups", "Rollups", "grou
 GRANULARITIES: Final = {"minute": 60, "hour": 3600, "day": 86400}
 #: Default window of per-minute detail (seconds before now).
 MINUTE_DETAIL_S: Final = 48 * 3600
+#: Default window of per-hour sums (seconds before now).
+HOUR_DETAIL_S: Final = 7 * 86400
 #: How often (seconds of ``clock``) minute buckets that left the window are dropped.
 _COMPACT_EVERY_S: Final = 60
 #: Label value of the series that absorbs dimensions beyond the series cap (totals stay exact).
@@ -120,6 +123,7 @@ class Rollups:
         *,
         max_series: int = 10_000,
         minute_detail_s: int = MINUTE_DETAIL_S,
+        hour_detail_s: int = HOUR_DETAIL_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_series < 1:
@@ -127,7 +131,10 @@ class Rollups:
         if minute_detail_s < 60:
             raise ValueError("minute_detail_s must be at least 60")
         self.max_series = max_series
+        if hour_detail_s < 3600:
+            raise ValueError("hour_detail_s must be at least 3600")
         self.minute_detail_s = minute_detail_s
+        self.hour_detail_s = hour_detail_s
         self._clock = clock
         self.buckets: dict[str, dict[int, dict[Dims, Sums]]] = {g: {} for g in GRANULARITIES}
         self.totals: dict[Dims, Sums] = {}
@@ -173,14 +180,15 @@ class Rollups:
             self._next_compact = now + _COMPACT_EVERY_S
             self.compact(now)
         first_minute = now - self.minute_detail_s
+        first_hour = now - self.hour_detail_s
         buckets = self.buckets
         encoded = self._encoded
         for (given, minute), group in groups.by_minute.items():
             dims = self._intern(given)
             self._series(dims).merge(group)
             for granularity, width in GRANULARITIES.items():
-                if width == 60 and minute < first_minute:
-                    self.compacted += 1  # summed in its hour and day only
+                if (width == 60 and minute < first_minute) or (width == 3600 and minute < first_hour):
+                    self.compacted += 1  # summed in its coarser buckets only
                     continue
                 by_time = buckets[granularity]
                 bucket_start = minute - minute % width
@@ -209,15 +217,17 @@ class Rollups:
         self.records += groups.records
 
     def compact(self, now_s: float) -> int:
-        """Drop the minute buckets older than the detail window (their calls stay in their hour and
-        day); returns how many were dropped."""
-        minutes = self.buckets["minute"]
-        cut = now_s - self.minute_detail_s
-        old = [start for start in minutes if start < cut]
-        for start in old:
-            del minutes[start]
-        self.compacted += len(old)
-        return len(old)
+        """Drop the minute and hour buckets older than their windows (their calls stay in the coarser
+        buckets); returns how many were dropped."""
+        dropped = 0
+        for granularity, window in (("minute", self.minute_detail_s), ("hour", self.hour_detail_s)):
+            by_time = self.buckets[granularity]
+            old = [start for start in by_time if start < now_s - window]
+            for start in old:
+                del by_time[start]
+            dropped += len(old)
+        self.compacted += dropped
+        return dropped
 
     def prune(self, now_s: int, keep_seconds: dict[str, int]) -> int:
         """Drop buckets older than each granularity's retention; returns how many were dropped."""
@@ -283,10 +293,11 @@ class Rollups:
         *,
         max_series: int = 10_000,
         minute_detail_s: int = MINUTE_DETAIL_S,
+        hour_detail_s: int = HOUR_DETAIL_S,
         clock: Callable[[], float] = time.time,
     ) -> Rollups:
         """Rollups from :meth:`to_json` (hour and day buckets of older snapshots lose their histograms)."""
-        out = cls(max_series=max_series, minute_detail_s=minute_detail_s, clock=clock)
+        out = cls(max_series=max_series, minute_detail_s=minute_detail_s, hour_detail_s=hour_detail_s, clock=clock)
         dims = out._intern
         out.records = int(data["records"])
         out.totals = {dims(_dims(k)): Sums.from_json(v) for k, v in data["totals"]}

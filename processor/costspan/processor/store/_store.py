@@ -66,6 +66,8 @@ class StoreConfig:
     minute_retention_days: int = 2
     #: Per-minute rollups are kept for the calls of the last this many hours (then hour and day only).
     minute_detail_hours: int = 48
+    #: Per-hour rollups are kept for the calls of the last this many days (then day only).
+    hour_detail_days: int = 7
     hour_retention_days: int = 90
     max_series: int = 10_000
     dedupe_recent: int = 50_000
@@ -77,8 +79,8 @@ class StoreConfig:
             raise ValueError("snapshot_interval_s must be positive")
         if min(self.ledger_retention_days, self.rollup_retention_days) < 1:
             raise ValueError("retention must be at least one day")
-        if self.minute_detail_hours < 1:
-            raise ValueError("minute_detail_hours must be at least 1")
+        if self.minute_detail_hours < 1 or self.hour_detail_days < 1:
+            raise ValueError("minute_detail_hours and hour_detail_days must be at least 1")
 
 
 class Store:
@@ -88,7 +90,11 @@ class Store:
         self.config = config
         self.ledger = Ledger(config.data_dir / "ledger", fsync=config.fsync, segment_bytes=config.segment_bytes)
         self.snapshots = Snapshots(config.data_dir / "snapshots", "snapshot")
-        self.rollups = Rollups(max_series=config.max_series, minute_detail_s=config.minute_detail_hours * 3600)
+        self.rollups = Rollups(
+            max_series=config.max_series,
+            minute_detail_s=config.minute_detail_hours * 3600,
+            hour_detail_s=config.hour_detail_days * _DAY_S,
+        )
         self.lock = threading.Lock()  # guards rollups and counters for readers
         self._commit_lock = threading.Lock()  # a snapshot never sees an append without its merge
         self.counters: Counter[str] = Counter()
@@ -132,9 +138,14 @@ class Store:
                 self.config.data_dir.stat().st_mode & 0o777,
             )
         self.ledger.open()
-        max_series, minute_s = self.config.max_series, self.config.minute_detail_hours * 3600
+        config = self.config
         snapshot = self.snapshots.load(
-            lambda _, data: Rollups.from_json(data["rollups"], max_series=max_series, minute_detail_s=minute_s)
+            lambda _, data: Rollups.from_json(
+                data["rollups"],
+                max_series=config.max_series,
+                minute_detail_s=config.minute_detail_hours * 3600,
+                hour_detail_s=config.hour_detail_days * _DAY_S,
+            )
         )
         after = Position(0, 0)
         if snapshot is not None:
