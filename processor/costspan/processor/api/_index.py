@@ -27,6 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final, TypeVar
 
+from costspan.processor.api._session_aging import AGE_EVERY_S, age_sessions
 from costspan.processor.store._batch import Committed
 from costspan.processor.store._callsums import CallDims, sum_calls
 from costspan.processor.store._corrections import Correction, correction_sums
@@ -71,6 +72,8 @@ class TenantDay:
     sessions: Sums = field(default_factory=Sums)
     services: set[str] = field(default_factory=set)
     tenants: set[str] = field(default_factory=set)
+    #: Sessions no longer in ``by_session`` (aged: see :mod:`._session_aging`), still in ``sessions``.
+    aged_sessions: int = 0
     #: (stamp, limit) -> the day's most expensive sessions, in the day's order (see top_sessions)
     top_cache: dict[tuple[int, int, Decimal, int], list[str]] = field(default_factory=dict)
 
@@ -104,6 +107,9 @@ class UsageIndex:
         max_sessions_per_day: int = 100_000,
         cardinality: CardinalityLimits | None = None,
         count: Callable[[str, int], None] | None = None,
+        session_detail_days: int = 2,
+        keep_sessions: int = 100,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``cardinality``: how many models, users, workflows, sessions and projects one tenant may have
         (calls of names beyond it are summed as ``"(other)"``); ``count(reason, calls)`` hears of them."""
@@ -119,6 +125,13 @@ class UsageIndex:
         #: ``records`` it tells a reader whether anything changed since it last looked.
         self.generation = 0
         self.max_sessions_per_day = max_sessions_per_day
+        if session_detail_days < 1 or keep_sessions < 1:
+            raise ValueError("session_detail_days and keep_sessions must be at least 1")
+        self.session_detail_days = session_detail_days
+        self.keep_sessions = keep_sessions
+        self.sessions_aged = 0  # sessions aged into their day (see _session_aging)
+        self._clock = clock
+        self._next_aging = 0.0
         self.ledger_dir = ledger_dir
         self._ledger = Ledger(ledger_dir, fsync="never") if ledger_dir is not None else None
         self.position: Position | None = None  # the ledger position every counted record is before
@@ -179,11 +192,20 @@ class UsageIndex:
         """Calls are summed first (:func:`~costspan.processor.store._callsums.sum_calls`), then folded."""
         for dims, s in sum_calls(records).items():
             self._add_sums(dims, s.sums)
+        self._maybe_age()
+
+    def _maybe_age(self) -> None:
+        """Age the settled days' sessions (:mod:`._session_aging`) at most every ``AGE_EVERY_S``."""
+        now = self._clock()
+        if now >= self._next_aging:
+            self._next_aging = now + AGE_EVERY_S
+            age_sessions(self, now)
 
     def _add_committed(self, committed: Committed) -> None:
         for _, sums in committed.sums():
             for dims, s in sums.items():
                 self._add_sums(dims, s.sums)
+        self._maybe_age()
 
     def _add_sums(self, d: CallDims, a: Sums) -> None:
         """:meth:`_add` for the sums of calls sharing ``d`` (the same places, merged instead of added)."""
@@ -316,6 +338,7 @@ class UsageIndex:
                     del names[name]
                 for s in names.values():
                     s.drop_before(first_kept)
+            age_sessions(self, now_s, forget=True)
             for per in (self.session_last, self.multi_day):
                 for sessions in per.values():
                     for name in [n for n, d in sessions.items() if d < day_cut]:

@@ -41,6 +41,7 @@ def _day_json(td: TenantDay) -> dict[str, Any]:
         "projects": [[list(k), a.to_json()] for k, a in td.by_project.items()],
         "sessions": _aggs(td.by_session),
         "session_total": td.sessions.to_json(),
+        "aged_sessions": td.aged_sessions,
         "services": sorted(td.services),
         "tenants": sorted(td.tenants),
     }
@@ -52,6 +53,7 @@ def _day_from(d: dict[str, Any]) -> TenantDay:
     td.by_provider = {k: Sums.from_json(a) for k, a in d["providers"]}
     td.by_project = {(k[0], k[1]): Sums.from_json(a) for k, a in d["projects"]}
     td.by_session = {k: Sums.from_json(a) for k, a in d["sessions"]}
+    td.aged_sessions = int(d.get("aged_sessions", 0))
     td.services = set(d["services"])
     td.tenants = set(d["tenants"])
     return td
@@ -93,7 +95,7 @@ class IndexSnapshots:
             days = self._encoded(
                 self._days,
                 ((who, day, td) for who, per in index.days.items() for day, td in per.items()),
-                lambda td: (td.total.calls, td.total.cost),  # a reprice changes the cost only
+                lambda td: (td.total.calls, td.total.cost, td.aged_sessions),  # a reprice changes the cost only
                 _day_json,
             )
             hours = self._encoded(

@@ -67,6 +67,12 @@ class UsageApiSettings(Protocol):
     @property
     def metrics_public(self) -> bool: ...
 
+    @property
+    def session_detail_days(self) -> int: ...
+
+    @property
+    def keep_sessions_per_day(self) -> int: ...
+
 
 def start_index(index: UsageIndex, snapshots: IndexSnapshots, store: Store) -> None:
     """Load the newest valid index snapshot, then replay the ledger after it (all of it without one)."""
@@ -114,6 +120,8 @@ def include_usage_api(
         store.ledger.directory,
         cardinality=settings.cardinality_limits(),
         count=lambda reason, calls: store.count(REJECTED_PREFIX + reason, calls),
+        session_detail_days=settings.session_detail_days,
+        keep_sessions=settings.keep_sessions_per_day,
     )
     snapshots = IndexSnapshots(settings.data_dir / "usage-index")
     # the calls just made durable, summed, with the ledger position after them (the listener runs on

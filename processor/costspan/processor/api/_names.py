@@ -10,7 +10,7 @@ from typing import Final, cast
 
 from costspan.processor.api._common import Window, tenants_of
 from costspan.processor.api._folds import memo_get, memo_put
-from costspan.processor.api._index import UsageIndex
+from costspan.processor.api._index import TenantDay, UsageIndex
 from costspan.processor.store._sums import Sums
 
 __all__ = ["Sessions", "dim_in", "sessions_in", "top_names", "workflow_days", "workflow_total"]
@@ -131,7 +131,7 @@ def sessions_in(index: UsageIndex, tenant: str | None, window: Window, limit: in
     """Sessions of one tenant (or of each tenant: a session belongs to its tenant) in a window: how
     many, their calls and cost, and the ``limit`` most expensive ones.
 
-    O(days + multi-day sessions + days × limit): counts and sums come from the per-day session
+    O(days × (1 + multi-day sessions) + days × limit): counts and sums come from the per-day session
     totals; a session seen on several days (kept in ``multi_day``) is counted once. The most
     expensive sessions are among each day's most expensive plus the multi-day ones (a one-day
     session's window cost is its day's cost), so only those are summed exactly.
@@ -140,10 +140,15 @@ def sessions_in(index: UsageIndex, tenant: str | None, window: Window, limit: in
     cost = _ZERO
     sums: list[tuple[str, str, Sums]] = []
     with index.read():
+        state = (index.records, index.generation)
+        memo_key = ("sessions", tenant, window.first, window.last, limit)
+        memo = memo_get(index, memo_key, state)
+        if memo is not None:  # nothing was added since: the same answer (callers never change it)
+            return cast("Sessions", memo)
         for t in tenants_of(index, tenant):
             days = index.day_range(t, window.first, window.last)
             for _, td in days:
-                count += len(td.by_session)
+                count += len(td.by_session) + td.aged_sessions
                 calls += td.sessions.requests
                 cost += td.sessions.cost
             multi = [s for s, last in index.multi_day.get(t, {}).items() if last >= window.first]
@@ -151,19 +156,22 @@ def sessions_in(index: UsageIndex, tenant: str | None, window: Window, limit: in
                 seen = sum(1 for _, td in days if s in td.by_session)
                 if seen > 1:
                     count -= seen - 1
-            candidates: dict[str, None] = {}
+            # a candidate seen on one day only is summed from that day, a multi-day one over the window
+            candidates: dict[str, TenantDay | None] = {}
             for _, td in days:
                 for name in td.top_sessions(limit):
-                    candidates[name] = None
+                    candidates.setdefault(name, td)
             for s in multi:
                 candidates[s] = None
-            for name in candidates:
+            for name, one_day in candidates.items():
                 total = Sums()
-                for _, td in days:
+                for td in (one_day,) if one_day is not None else (td for _, td in days):
                     found = td.by_session.get(name)
                     if found is not None:
                         total.merge(found, histogram=False)
                 if total.requests:
                     sums.append((t, name, total))
-    sums.sort(key=lambda e: e[2].cost, reverse=True)
-    return Sessions(count, calls, cost, sums[:limit])
+        sums.sort(key=lambda e: e[2].cost, reverse=True)
+        answer = Sessions(count, calls, cost, sums[:limit])
+        memo_put(index, memo_key, state, answer)
+    return answer

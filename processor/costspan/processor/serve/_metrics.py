@@ -100,6 +100,15 @@ class StoreCollector(Collector):
         )
         forward.add_metric([], counters.get("forward_dropped", 0))
         yield forward
+        with self._store.lock:
+            compacted_minutes = self._store.rollups.compacted
+        compacted = CounterMetricFamily(
+            "costspan_rollup_compacted",
+            "Per-minute rollup buckets dropped after the minute detail window, or never made for older calls "
+            "(their calls stay in their hour and day).",
+        )
+        compacted.add_metric([], compacted_minutes)
+        yield compacted
 
     def _collect(self) -> Iterator[Metric]:
         with self._store.lock:

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     max_workflows_per_tenant: int = Field(default=_BOUNDS.workflow, ge=1)
     max_sessions_per_tenant: int = Field(default=_BOUNDS.session, ge=1)
     max_projects_per_tenant: int = Field(default=_BOUNDS.project, ge=1)
+    # bounded rollups (issue 16): per-minute detail only for the calls of the last this many hours
+    minute_detail_hours: int = Field(default=48, ge=1)
+    hour_detail_days: int = Field(default=7, ge=1)
+    #: days older than this keep only their ``keep_sessions_per_day`` dearest sessions (and multi-day ones)
+    session_detail_days: int = Field(default=2, ge=1)
+    keep_sessions_per_day: int = Field(default=100, ge=1)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     # cluster: the instances of one deployment (docs/scale-out.md); none set: a single node
     #: Base URLs of every instance, this one included (``COSTSPAN_PEERS``: comma-separated).
@@ -205,6 +211,8 @@ class Settings(BaseSettings):
             dedupe_window_hours=self.dedupe_window_hours,
             history=self.history_parquet,
             segment_seconds=self.segment_seconds,
+            minute_detail_hours=self.minute_detail_hours,
+            hour_detail_days=self.hour_detail_days,
         )
 
 

@@ -8,7 +8,6 @@ that does not fit raises :class:`QueueFullError` (the receiver answers 503), it 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 import time
@@ -71,6 +70,10 @@ class StoreConfig:
     ledger_retention_days: int = 90
     rollup_retention_days: int = 400
     minute_retention_days: int = 2
+    #: Per-minute rollups are kept for the calls of the last this many hours (then hour and day only).
+    minute_detail_hours: int = 48
+    #: Per-hour rollups are kept for the calls of the last this many days (then day only).
+    hour_detail_days: int = 7
     hour_retention_days: int = 90
     max_series: int = 10_000
     dedupe_recent: int = 50_000
@@ -88,6 +91,8 @@ class StoreConfig:
             raise ValueError("retention must be at least one day")
         if self.dedupe_window_hours < 0:
             raise ValueError("dedupe_window_hours must be 0 (unbounded) or more")
+        if self.minute_detail_hours < 1 or self.hour_detail_days < 1:
+            raise ValueError("minute_detail_hours and hour_detail_days must be at least 1")
 
 
 class Store:
@@ -102,7 +107,11 @@ class Store:
             segment_seconds=config.segment_seconds,
         )
         self.snapshots = Snapshots(config.data_dir / "snapshots", "snapshot")
-        self.rollups = Rollups(max_series=config.max_series)
+        self.rollups = Rollups(
+            max_series=config.max_series,
+            minute_detail_s=config.minute_detail_hours * 3600,
+            hour_detail_s=config.hour_detail_days * _DAY_S,
+        )
         self.lock = threading.Lock()  # guards rollups and counters for readers
         self._commit_lock = threading.Lock()  # a snapshot never sees an append without its merge
         self.counters: Counter[str] = Counter()
@@ -148,8 +157,15 @@ class Store:
                 self.config.data_dir.stat().st_mode & 0o777,
             )
         self.ledger.open()
-        max_series = self.config.max_series
-        snapshot = self.snapshots.load(lambda _, data: Rollups.from_json(data["rollups"], max_series=max_series))
+        config = self.config
+        snapshot = self.snapshots.load(
+            lambda _, data: Rollups.from_json(
+                data["rollups"],
+                max_series=config.max_series,
+                minute_detail_s=config.minute_detail_hours * 3600,
+                hour_detail_s=config.hour_detail_days * _DAY_S,
+            )
+        )
         after = Position(0, 0)
         if snapshot is not None:
             self.rollups = snapshot.value
@@ -416,15 +432,15 @@ class Store:
     # --- snapshots and retention ------------------------------------------------------------------
     def snapshot(self) -> Position:
         """Write a snapshot of the rollups and the ledger position they include."""
-        with self._commit_lock, self.lock:
+        with self._commit_lock, self.lock:  # only what changed since the last snapshot is encoded
             position = self.ledger.position
-            data = self.rollups.to_json()
+            data = self.rollups.encode()
             dedupe = self._dedupe.seen.snapshot_body(position)
         self.ledger.sync()
         # the dedupe window first: a rollup snapshot always finds its window (else start rebuilds it)
         self._dedupe_snapshots.save(position, dedupe)
-        body = json.dumps({"position": [position.segment, position.offset], "rollups": data}, separators=(",", ":"))
-        self.snapshots.save(position, body.encode())
+        body = b'{"position":[%d,%d],"rollups":%s}' % (position.segment, position.offset, data)
+        self.snapshots.save(position, body)
         self._snapshot_position = position
         self._last_snapshot = time.monotonic()
         return position

@@ -216,6 +216,21 @@ class Sums:
             for b, n in od.latency.items():
                 hist[b] = hist.get(b, 0) + n
 
+    def merge_core(self, o: Sums) -> None:
+        """Add ``o``'s core only (neither its histograms nor its rollup parts)."""
+        self.requests += o.requests
+        self.errors += o.errors
+        self.unpriced += o.unpriced
+        self.cache_hits += o.cache_hits
+        self.cost += o.cost
+        self.input_tokens += o.input_tokens
+        self.output_tokens += o.output_tokens
+        self.cache_read_tokens += o.cache_read_tokens
+        self.latency_ms += o.latency_ms
+        self.degraded += o.degraded
+        self.blocked += o.blocked
+        self.unpriced_tokens += o.unpriced_tokens
+
     def subtract(self, o: Sums) -> None:
         """Take away ``o`` (a part of these sums), its rollup parts included, never histograms of latency."""
         self.requests -= o.requests

@@ -240,6 +240,12 @@ class NameBounds:
         """Take names already held (a snapshot's) as known, without bounding them."""
         self._known.setdefault((tenant, dim), set()).update(names)
 
+    def forget(self, tenant: str, dim: str, names: list[str]) -> None:
+        """Names no longer held (aged or pruned) free their places under the bound."""
+        known = self._known.get((tenant, dim))
+        if known is not None:
+            known.difference_update(names)
+
     def clear(self) -> None:
         self._known.clear()
 
