@@ -12,11 +12,12 @@ name is just outside the top N on every shard); ``active_services`` is the large
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-__all__ = ["MERGED_PATHS", "merge_answers"]
+__all__ = ["MERGED_PATHS", "merge_answers", "usable"]
 
 JSONObject = dict[str, Any]
 
@@ -45,6 +46,8 @@ _SUMMED: Final = frozenset(
 _MONEY: Final = frozenset(
     {"cost", "total_cost", "total_cost_today", "total_cost_usd", "cost_usd", "daily_cost", "monthly_cost"}
 )
+#: QLens' money: a JSON number ``cost`` beside the exact string ``cost_exact`` (summed, the number follows).
+_EXACT: Final = "_exact"
 _LARGEST: Final = frozenset({"active_services"})
 #: A list's rows are merged by these fields of each row.
 _ROW_KEYS: Final[dict[str, tuple[str, ...]]] = {
@@ -87,7 +90,7 @@ def _merge_field(name: str, values: list[Any]) -> Any:
     first = values[0]
     if name in _SUMMED and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         return sum(values)
-    if name in _MONEY and all(v is None or isinstance(v, str) for v in values):
+    if (name in _MONEY or name.endswith(_EXACT)) and all(v is None or isinstance(v, str) for v in values):
         return _money(values)
     if name in _LARGEST and all(isinstance(v, int) for v in values):
         return max(values)
@@ -135,6 +138,9 @@ def _ratio(part: Decimal, whole: Decimal) -> float:
 
 
 def _recompute(out: JSONObject) -> None:
+    for key, value in list(out.items()):  # QLens' money number beside its exact string: from the exact sum
+        if key.endswith(_EXACT) and isinstance(out.get(key[: -len(_EXACT)]), int | float):
+            out[key[: -len(_EXACT)]] = float(_number(value))
     if "error_rate_percent" in out and isinstance(out.get("request_count"), int):
         n = out["request_count"]
         out["error_rate_percent"] = _ratio(_number(out.get("error_count")), Decimal(n))
@@ -190,6 +196,64 @@ MERGED_PATHS: Final[dict[str, Callable[[Sequence[JSONObject]], JSONObject]]] = {
     "/api/dashboard/summary": _summed,
     "/api/usage/performance/latency": _most_calls,
 }
+
+
+_MAX_DEPTH: Final = 16
+_KEY_TYPES: Final = (str, int, type(None))
+
+
+def _finite_money(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return math.isfinite(value)
+    if not isinstance(value, str):
+        return False
+    try:
+        return Decimal(value).is_finite()
+    except InvalidOperation:
+        return False
+
+
+def _field_ok(name: str, value: Any, depth: int) -> bool:
+    """One field of a shard's answer has the type the merge relies on (recursively)."""
+    if depth > _MAX_DEPTH:
+        return False
+    if name in _SUMMED or name in _LARGEST:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if name in _MONEY or name.endswith(_EXACT):
+        return _finite_money(value)
+    if name == "avg_latency_ms":
+        return value is None or (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        )
+    if isinstance(value, dict):
+        return all(_field_ok(str(k), v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        keys = _ROW_KEYS.get(name, ())
+        return all(
+            not isinstance(row, dict | list)
+            or (
+                (not isinstance(row, dict) or all(isinstance(row.get(k), _KEY_TYPES) for k in keys))
+                and _field_ok("", row, depth + 1)
+            )
+            for row in value
+        )
+    return True
+
+
+def usable(own: JSONObject, answer: Any) -> bool:
+    """Whether a peer's ``answer`` can be merged with this node's ``own``: an object whose fields have
+    the types the merge relies on, and whose top-level fields are of the same JSON kind as ours (an
+    answer that is not is a failed peer: the merged answer is partial, never a 500)."""
+    if not isinstance(answer, dict) or not _field_ok("", answer, 0):
+        return False
+    for key, value in answer.items():
+        mine = own.get(key)
+        numbers = isinstance(mine, int | float) and isinstance(value, int | float)
+        if mine is not None and value is not None and type(mine) is not type(value) and not numbers:
+            return False
+    return True
 
 
 def merge_answers(path: str, answers: Sequence[JSONObject]) -> JSONObject:
