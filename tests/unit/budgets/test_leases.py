@@ -226,3 +226,53 @@ def test_lease_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings(lease_owner_down="sometimes")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="lease_fraction"):
         Settings(lease_fraction=D(0))
+
+
+def test_the_check_stops_drawing_on_a_lease_at_its_ttl_even_if_the_lessee_thread_is_stuck() -> None:
+    """The lessee's thread may be waiting on an owner that hangs (up to the peer timeout, per counter):
+    the lease still lapses at its TTL, in the check itself, so the owner's re-grant of it is not
+    spent twice (the overspend bound in docs/scale-out.md)."""
+    clock = Clock()
+    owner = LeaseBook(LeaseTerms(ttl_seconds=30), clock=clock)
+    book = BudgetBook(clock=clock)
+    book.put_budget(GLOBAL)
+    lessee = Lessee(
+        book,
+        shard="a",
+        owner_of=lambda key: "http://owner",
+        is_self=lambda url: False,
+        owner_book=owner,
+        ask_remote=lambda url, ask: local_grant(owner, book.get_budget(ask.budget_id), ask),  # type: ignore[arg-type]
+        clock=clock,
+    )
+    lessee.attach()
+    lessee.tick()  # 20 requests leased for 30 s
+    assert sum(book.check(Call(tenant="t", model="m")).allowed for _ in range(5)) == 5
+    clock.t += 29.9
+    assert book.check(Call(tenant="t", model="m")).allowed  # still live
+    clock.t += 0.2  # past the TTL; the lessee has not looked again
+    refused = book.check(Call(tenant="t", model="m"))
+    assert refused.block is not None and "lease expired" in refused.block.message()
+    lessee.tick()  # the owner answers again: a new lease, room again
+    assert book.check(Call(tenant="t", model="m")).allowed
+
+
+def test_open_mode_does_not_lapse_in_the_check() -> None:
+    clock = Clock()
+    owner = LeaseBook(LeaseTerms(ttl_seconds=30), clock=clock)
+    book = BudgetBook(clock=clock)
+    book.put_budget(GLOBAL)
+    lessee = Lessee(
+        book,
+        shard="a",
+        owner_of=lambda key: "http://owner",
+        is_self=lambda url: False,
+        owner_book=owner,
+        ask_remote=lambda url, ask: local_grant(owner, book.get_budget(ask.budget_id), ask),  # type: ignore[arg-type]
+        owner_down="open",
+        clock=clock,
+    )
+    lessee.attach()
+    lessee.tick()
+    clock.t += 31
+    assert book.check(Call(tenant="t", model="m")).allowed  # open: the lessee decides when it looks

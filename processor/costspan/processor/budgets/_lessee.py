@@ -245,6 +245,9 @@ class Lessee:
             else "this instance's lease is spent and the rest of the limit is held by other instances"
         )
         self._set_cap(key, start, grant.allowance, note)
+        if self.owner_down == "closed":  # the check itself stops drawing on it once its TTL has passed
+            book = self._book
+            book.lease_due(key, start, book.now() + (sent + grant.ttl - self._clock()))
 
     def _lapse(self, key: str, start: float, budget: Budget, spent: Decimal, why: str) -> None:
         """No lease to draw on: closed refuses beyond what was spent, open lifts the cap."""
