@@ -276,3 +276,39 @@ def test_open_mode_does_not_lapse_in_the_check() -> None:
     lessee.tick()
     clock.t += 31
     assert book.check(Call(tenant="t", model="m")).allowed  # open: the lessee decides when it looks
+
+
+def test_stopping_with_a_hanging_owner_costs_one_timeout_not_one_per_counter() -> None:
+    owner = LeaseBook()
+    book = BudgetBook()
+    book.put_budget({"id": "each", "scope": {"tenant": "*"}, "period": "day", "limit": "200", "unit": "requests"})
+    asks: list[LeaseAsk] = []
+
+    def ask_remote(url: str, ask: LeaseAsk) -> Grant:
+        asks.append(ask)
+        if ask.release:
+            time.sleep(0.2)  # the owner hangs until the peer timeout
+            raise LeaseUnavailableError("timed out")
+        budget = book.get_budget(ask.budget_id)
+        assert budget is not None
+        return local_grant(owner, budget, ask)
+
+    lessee = Lessee(
+        book,
+        shard="a",
+        owner_of=lambda key: "http://owner",
+        is_self=lambda url: False,
+        owner_book=owner,
+        ask_remote=ask_remote,
+    )
+    lessee.attach()
+    for n in range(10):  # ten counters, one per tenant, each with a lease
+        book.check(Call(tenant=f"t{n}", model="m"))
+    lessee.tick()
+    assert len(lessee.held()) == 10
+    t0 = time.monotonic()
+    lessee.stop()
+    assert time.monotonic() - t0 < 1.0
+    assert sum(a.release for a in asks) == 1
+    lessee.stop()  # safe twice
+    assert sum(a.release for a in asks) == 1
