@@ -106,7 +106,9 @@ def lease_router(
 
 def http_owner_client(peer_key: str | None, timeout: float) -> tuple[OwnerClient, Callable[[], None]]:
     """Ask an owner over HTTP with ``peer_key``; returns the client and its ``close``."""
-    client = httpx.Client(timeout=timeout, headers={"x-api-key": peer_key} if peer_key else {})
+    # the peer key goes to the configured owner only: no proxy from the environment, no redirect
+    headers = {"x-api-key": peer_key} if peer_key else {}
+    client = httpx.Client(timeout=timeout, headers=headers, trust_env=False, follow_redirects=False)
 
     def ask(owner_url: str, lease: LeaseAsk) -> Grant:
         body = {
