@@ -46,7 +46,7 @@ def _recording_peer() -> Iterator[tuple[str, list[tuple[str, str, dict[str, str]
             if self.command != "DELETE":
                 self.wfile.write(out)
 
-        do_GET = do_PUT = do_POST = do_DELETE = _answer
+        do_GET = do_PUT = do_POST = do_DELETE = _answer  # noqa: N815 - the stdlib's names
 
         def log_message(self, *_: object) -> None:
             return
