@@ -72,9 +72,13 @@ def test_budget_writes_reach_peers_only_as_accepted_and_never_through_a_proxy(
     with _recording_peer() as (peer, seen):
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
-        with _node(
-            tmp_path / "node", pricer, ADMIN, port=port, peers=(url, peer), node_url=url, peer_key=ADMIN
-        ) as (_, keys), httpx.Client(trust_env=False, timeout=10) as c:
+        with (
+            _node(tmp_path / "node", pricer, ADMIN, port=port, peers=(url, peer), node_url=url, peer_key=ADMIN) as (
+                _,
+                keys,
+            ),
+            httpx.Client(trust_env=False, timeout=10) as c,
+        ):
             acme = keys.create("tenant", "acme")[1]
             ingest = keys.create("ingest", "acme")[1]
             budget = {"id": "acme-day", "scope": {"tenant": "acme"}, "period": "day", "limit": "5", "mode": "hard"}
