@@ -84,3 +84,21 @@ def test_a_peer_answering_garbage_makes_merged_reads_partial_not_500(tmp_path: P
         assert [(r["provider"], r["request_count"]) for r in rows] == [("openai", 1)]
         # the tenant-calls question: a garbage answer is no answer, the node holding calls answers itself
         assert httpx.get(url + "/api/usage/export", params={"format": "json"}, headers={"X-API-Key": acme}).is_success
+
+
+def test_a_proxied_read_is_the_request_the_client_sent(tmp_path: Path, pricer: Pricer) -> None:
+    """A path with an encoded ``?`` (or ``/``) is not decoded into another request on the way to a peer."""
+    with ExitStack() as stack:
+        holder, _ = stack.enter_context(_node(tmp_path / "holder", pricer, ADMIN))
+        _log_call(holder, "acme")
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        stack.enter_context(
+            _node(tmp_path / "node", pricer, ADMIN, port=port, peers=(url, holder), node_url=url, peer_key=ADMIN)
+        )
+        headers = {"X-API-Key": ADMIN, "X-Tenant-ID": "acme"}
+        # the holder has acme's calls: a read naming acme is proxied there
+        assert httpx.get(url + "/api/usage/export?format=json", headers=headers).json()[0]["tenant_id"] == "acme"
+        for path in ("/api/usage/export%3Fformat=json", "/api/usage/export%2F..%2F..%2Fcluster%2Ftenant-calls"):
+            proxied = httpx.get(url + path, headers=headers)
+            assert proxied.status_code == httpx.get(holder + path, headers=headers).status_code == 404, path

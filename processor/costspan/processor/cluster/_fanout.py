@@ -24,7 +24,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 import httpx
 
@@ -189,8 +189,11 @@ class ClusterRouting:
 
     @staticmethod
     def _path_qs(scope: _Scope) -> str:
+        """The request's path and query as the client sent them: the decoded path re-sent as is would
+        be another request (``/export%3Fx`` would reach the peer as ``/export?x``)."""
         query: bytes = scope.get("query_string", b"")
-        path: str = scope["path"]
+        raw: bytes | None = scope.get("raw_path")
+        path = raw.decode("latin-1") if raw else quote(scope["path"])
         return path + ("?" + query.decode("latin-1") if query else "")
 
     async def _proxy(
