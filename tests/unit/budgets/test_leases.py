@@ -312,3 +312,14 @@ def test_stopping_with_a_hanging_owner_costs_one_timeout_not_one_per_counter() -
     assert sum(a.release for a in asks) == 1
     lessee.stop()  # safe twice
     assert sum(a.release for a in asks) == 1
+
+
+def test_an_ask_after_the_client_is_closed_is_an_unavailable_owner_not_a_crash() -> None:
+    """At shutdown the lease thread may still be in a round when the HTTP client is closed."""
+    from costspan.processor.budgets._lease_api import http_owner_client
+
+    ask, close = http_owner_client("peer-key", 0.5)
+    close()
+    close()  # safe twice
+    with pytest.raises(LeaseUnavailableError, match="stopping"):
+        ask("http://127.0.0.1:9", LeaseAsk("g", "g", START, "a", D(0)))

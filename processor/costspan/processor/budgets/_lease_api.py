@@ -125,6 +125,8 @@ def http_owner_client(peer_key: str | None, timeout: float) -> tuple[OwnerClient
             response = client.post(owner_url + LEASE_PATH, json=body)
         except httpx.HTTPError as exc:
             raise LeaseUnavailableError(f"{type(exc).__name__}: {exc or 'no answer'}") from None
+        except RuntimeError:  # the client was closed: the server is stopping (a late round of the thread)
+            raise LeaseUnavailableError("this instance is stopping") from None
         if response.status_code != 200:
             try:
                 detail = str(response.json().get("detail", ""))[:200]
