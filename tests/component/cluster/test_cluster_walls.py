@@ -21,6 +21,7 @@ from costspan.pricing import Pricer, default_pricer
 from costspan.processor.api import KeyStore
 from costspan.processor.api._keys import KEYS_FILE
 from costspan.processor.cluster._fanout import ROUTED_PREFIXES
+from costspan.processor.cluster._merge import MERGED_PATHS
 from tests.component.cluster.test_fanout import _free_port, _node
 
 ADMIN = "cluster-walls-admin-key-0123456789"
@@ -126,3 +127,25 @@ def test_no_key_reaches_more_through_the_cluster_than_on_one_node(cluster: tuple
     assert [r["tenant_id"] for r in rows.json()] == ["acme", "acme"]
     merged = httpx.get(node + "/api/usage/costs/by-provider", headers={"X-API-Key": keys["tenant"]}).json()
     assert merged["partial"] is False and merged["providers"][0]["request_count"] == 2
+
+
+@pytest.mark.parametrize("key_name", ["admin", "tenant"])
+def test_every_merged_read_of_two_living_shards_is_complete(
+    cluster: tuple[str, str, dict[str, str]], key_name: str
+) -> None:
+    """Real shards' answers are all usable: no merged read is partial while every peer answers."""
+    node, single, keys = cluster
+    key = ADMIN if key_name == "admin" else keys["tenant"]
+    for path in MERGED_PATHS:
+        params = {"scope": "global"} if path == "/v1/usage" and key_name == "admin" else {}
+        there = httpx.get(node + path, params=params, headers={"X-API-Key": key}, timeout=10)
+        alone = httpx.get(single + path, params=params, headers={"X-API-Key": key}, timeout=10)
+        assert there.status_code == alone.status_code == 200, (path, there.text)
+        merged = there.json()
+        assert merged["partial"] is False and merged["failed_peers"] == [], path
+        if path == "/api/usage/performance/latency":  # the shard holding the most calls, marked inexact
+            assert merged["exact"] is False
+            continue
+        for count in ("request_count", "total_calls"):
+            if count in alone.json():
+                assert merged[count] == alone.json()[count], (path, count)

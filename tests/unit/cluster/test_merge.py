@@ -179,3 +179,17 @@ def test_a_shards_own_answers_are_usable() -> None:
     peer: dict[str, Any] = {"request_count": 7, "cost": None, "avg_latency_ms": 2, "providers": []}
     peer["extra"] = {"x": [1, "y"]}
     assert usable(own, peer) and usable(peer, own)
+
+
+def test_names_chosen_by_tenants_never_decide_a_type() -> None:
+    """A provider or model named like a field (``request_count``, ``cost``) is data, not a field."""
+    own: dict[str, Any] = {
+        "daily": {"2026-12-05": {"openai": "0.1"}},
+        "by_provider": {"openai": {"request_count": 1, "cost": "0.1"}},
+    }
+    peer: dict[str, Any] = {
+        "daily": {"2026-12-04": {"request_count": "0.2", "cost": "0.3"}},
+        "by_provider": {"cost": {"request_count": 2, "cost": "0.2"}, "calls": {"request_count": 3, "cost": None}},
+    }
+    assert usable(own, peer)
+    assert not usable(own, {"by_provider": {"cost": {"request_count": "2"}}})
