@@ -226,3 +226,100 @@ def test_lease_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings(lease_owner_down="sometimes")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="lease_fraction"):
         Settings(lease_fraction=D(0))
+
+
+def test_the_check_stops_drawing_on_a_lease_at_its_ttl_even_if_the_lessee_thread_is_stuck() -> None:
+    """The lessee's thread may be waiting on an owner that hangs (up to the peer timeout, per counter):
+    the lease still lapses at its TTL, in the check itself, so the owner's re-grant of it is not
+    spent twice (the overspend bound in docs/scale-out.md)."""
+    clock = Clock()
+    owner = LeaseBook(LeaseTerms(ttl_seconds=30), clock=clock)
+    book = BudgetBook(clock=clock)
+    book.put_budget(GLOBAL)
+    lessee = Lessee(
+        book,
+        shard="a",
+        owner_of=lambda key: "http://owner",
+        is_self=lambda url: False,
+        owner_book=owner,
+        ask_remote=lambda url, ask: local_grant(owner, book.get_budget(ask.budget_id), ask),  # type: ignore[arg-type]
+        clock=clock,
+    )
+    lessee.attach()
+    lessee.tick()  # 20 requests leased for 30 s
+    assert sum(book.check(Call(tenant="t", model="m")).allowed for _ in range(5)) == 5
+    clock.t += 29.9
+    assert book.check(Call(tenant="t", model="m")).allowed  # still live
+    clock.t += 0.2  # past the TTL; the lessee has not looked again
+    refused = book.check(Call(tenant="t", model="m"))
+    assert refused.block is not None and "lease expired" in refused.block.message()
+    lessee.tick()  # the owner answers again: a new lease, room again
+    assert book.check(Call(tenant="t", model="m")).allowed
+
+
+def test_open_mode_does_not_lapse_in_the_check() -> None:
+    clock = Clock()
+    owner = LeaseBook(LeaseTerms(ttl_seconds=30), clock=clock)
+    book = BudgetBook(clock=clock)
+    book.put_budget(GLOBAL)
+    lessee = Lessee(
+        book,
+        shard="a",
+        owner_of=lambda key: "http://owner",
+        is_self=lambda url: False,
+        owner_book=owner,
+        ask_remote=lambda url, ask: local_grant(owner, book.get_budget(ask.budget_id), ask),  # type: ignore[arg-type]
+        owner_down="open",
+        clock=clock,
+    )
+    lessee.attach()
+    lessee.tick()
+    clock.t += 31
+    assert book.check(Call(tenant="t", model="m")).allowed  # open: the lessee decides when it looks
+
+
+def test_stopping_with_a_hanging_owner_costs_one_timeout_not_one_per_counter() -> None:
+    owner = LeaseBook()
+    book = BudgetBook()
+    book.put_budget({"id": "each", "scope": {"tenant": "*"}, "period": "day", "limit": "200", "unit": "requests"})
+    asks: list[LeaseAsk] = []
+
+    def ask_remote(url: str, ask: LeaseAsk) -> Grant:
+        asks.append(ask)
+        if ask.release:
+            time.sleep(0.2)  # the owner hangs until the peer timeout
+            raise LeaseUnavailableError("timed out")
+        budget = book.get_budget(ask.budget_id)
+        assert budget is not None
+        return local_grant(owner, budget, ask)
+
+    lessee = Lessee(
+        book,
+        shard="a",
+        owner_of=lambda key: "http://owner",
+        is_self=lambda url: False,
+        owner_book=owner,
+        ask_remote=ask_remote,
+    )
+    lessee.attach()
+    for n in range(10):  # ten counters, one per tenant, each with a lease
+        book.check(Call(tenant=f"t{n}", model="m"))
+    lessee.tick()
+    assert len(lessee.held()) == 10
+    t0 = time.monotonic()
+    lessee.stop()
+    assert time.monotonic() - t0 < 1.0
+    assert sum(a.release for a in asks) == 1
+    lessee.stop()  # safe twice
+    assert sum(a.release for a in asks) == 1
+
+
+def test_an_ask_after_the_client_is_closed_is_an_unavailable_owner_not_a_crash() -> None:
+    """At shutdown the lease thread may still be in a round when the HTTP client is closed."""
+    from costspan.processor.budgets._lease_api import http_owner_client
+
+    ask, close = http_owner_client("peer-key", 0.5)
+    close()
+    close()  # safe twice
+    with pytest.raises(LeaseUnavailableError, match="stopping"):
+        ask("http://127.0.0.1:9", LeaseAsk("g", "g", START, "a", D(0)))

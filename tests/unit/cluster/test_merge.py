@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from costspan.processor.cluster._merge import MERGED_PATHS, merge_answers
+from costspan.processor.cluster._merge import MERGED_PATHS, merge_answers, usable
 
 
 def _figures(requests: int, errors: int, cost: str | None, latency: float | None) -> dict[str, Any]:
@@ -117,3 +117,79 @@ def test_one_answer_merges_to_itself(path: str) -> None:
     merged = merge_answers(path, [answer])
     assert {k: v for k, v in merged.items() if k != "exact"} == answer
     assert Decimal(merged["cost"]) == Decimal("0.5")
+
+
+def test_qlens_money_numbers_follow_their_exact_sums() -> None:
+    """``/v1/usage`` carries money as a number beside an exact string: both are merged, not the first's."""
+    a = {
+        "daily_cost": 0.1,
+        "daily_cost_exact": "0.10000000",
+        "request_count": 1,
+        "model_usage": {"m": {"request_count": 1, "cost": 0.1, "cost_exact": "0.10000000", "avg_latency_ms": 10.0}},
+    }
+    b = {
+        "daily_cost": 0.2,
+        "daily_cost_exact": "0.20000000",
+        "request_count": 3,
+        "model_usage": {"m": {"request_count": 3, "cost": 0.2, "cost_exact": "0.20000000", "avg_latency_ms": 30.0}},
+    }
+    merged = merge_answers("/v1/usage", [a, b])
+    assert merged["daily_cost_exact"] == "0.30000000" and merged["daily_cost"] == 0.3
+    assert merged["request_count"] == 4
+    assert merged["model_usage"]["m"] == {
+        "request_count": 4,
+        "cost": 0.3,
+        "cost_exact": "0.30000000",
+        "avg_latency_ms": 25.0,
+    }
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [1, 2],
+        "text",
+        None,
+        {"request_count": "1"},
+        {"request_count": True},
+        {"cost": "NaN"},
+        {"cost": "lots"},
+        {"daily_cost": float("inf")},
+        {"avg_latency_ms": float("nan")},
+        {"providers": "rows"},
+        {"providers": [{"provider": ["unhashable"], "request_count": 1}]},
+        {"totals": {"request_count": 1.5}},
+    ],
+)
+def test_an_answer_the_merge_cannot_rely_on_is_not_usable(answer: Any) -> None:
+    own = {"request_count": 1, "cost": "0.1", "providers": [], "totals": {"request_count": 1}}
+    assert not usable(own, answer)
+
+
+def test_an_answer_nested_too_deep_is_not_usable() -> None:
+    deep: dict[str, Any] = {}
+    for _ in range(40):
+        deep = {"a": deep}
+    assert not usable({}, {"x": deep}) and usable({}, {"x": {"a": {"a": {}}}})
+
+
+def test_a_shards_own_answers_are_usable() -> None:
+    own: dict[str, Any] = {"request_count": 1, "cost": "0.1", "avg_latency_ms": 1.0}
+    own["providers"] = [{"provider": "openai", "cost": None}]
+    peer: dict[str, Any] = {"request_count": 7, "cost": None, "avg_latency_ms": 2, "providers": []}
+    peer["extra"] = {"x": [1, "y"]}
+    assert usable(own, peer) and usable(peer, own)
+
+
+def test_names_chosen_by_tenants_never_decide_a_type() -> None:
+    """A provider or model named like a field (``request_count``, ``cost``) is data, not a field."""
+    own: dict[str, Any] = {
+        "daily": {"2026-12-05": {"openai": "0.1"}},
+        "by_provider": {"openai": {"request_count": 1, "cost": "0.1"}},
+    }
+    peer: dict[str, Any] = {
+        "daily": {"2026-12-04": {"request_count": "0.2", "cost": "0.3"}},
+        "by_provider": {"cost": {"request_count": 2, "cost": "0.2"}, "calls": {"request_count": 3, "cost": None}},
+    }
+    assert usable(own, peer)
+    assert not usable(own, {"by_provider": {"cost": {"request_count": "2"}}})

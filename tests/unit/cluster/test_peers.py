@@ -125,3 +125,23 @@ def test_serve_refuses_to_start_with_a_node_url_outside_the_peers(
     assert main(["--data-dir", str(data), "--peers-file", str(tmp_path / "missing")]) == 2
     assert "cannot be read" in capsys.readouterr().err
     assert not data.exists()  # refused before anything was created
+
+
+def test_the_peer_client_closes_twice_and_a_closed_client_is_a_failed_peer() -> None:
+    import asyncio
+
+    import httpx
+
+    from costspan.processor.cluster._fanout import PeerClient
+
+    peers = Peers(self_url="http://127.0.0.1:1", urls=("http://127.0.0.1:1", "http://127.0.0.1:2"))
+    client = PeerClient(peers, "key", 0.5)
+
+    async def run() -> None:
+        await client.open()
+        await client.close()
+        await client.close()
+        with pytest.raises(httpx.TransportError):
+            await client.get("http://127.0.0.1:2", "/v1/usage", None)
+
+    asyncio.run(run())

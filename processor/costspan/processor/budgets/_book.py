@@ -63,6 +63,9 @@ RESERVATION_PREFIX = "rsv_"
 _FOREIGN = "\x00foreign"  # an id no reservation has: settling it records the call's spend instead
 
 
+_LAPSED = "its lease expired before the owner renewed it; refused (lease_owner_down=closed)"
+
+
 class BudgetBook:
     """Budgets, their counters and reservations; thread-safe.
 
@@ -106,6 +109,8 @@ class BudgetBook:
         # the board's own list, deque and dict under the names the API, metrics and notifier read
         self.alert_sinks, self.alerts, self.alert_counts = self.board.sinks, self.board.recent, self.board.counts
         self._next_expiry = -math.inf  # when the oldest open reservation expires (the first check looks)
+        #: leased counter key → (period start, when its lease lapses on this book's clock): see lease_due
+        self._lease_due: dict[str, tuple[float, float]] = {}
         #: counter key → start of the period in which it refused its latest call (cleared when it admits one)
         self._refusing: dict[str, float] = {}
         #: budget id → calls blocked / degraded
@@ -301,6 +306,34 @@ class BudgetBook:
             self._log.commit(["x", rid])
         # a reservation made from now on expires no sooner than now + TTL
         self._next_expiry = now + self._ttl if due is None else due
+        if self._lease_due:
+            self._lapse_leases(now)
+
+    def lease_due(self, key: str, start: float, deadline: float) -> None:
+        """The lease capping counter ``key`` (period ``start``) lapses at ``deadline`` (this book's clock).
+
+        From then on the check admits nothing beyond what the counter has spent until the lessee sets
+        a new cap: the lapse happens in the check itself, not when the lessee's thread next looks (it
+        may be waiting on an owner that hangs), so a shard never draws on a lease the owner counts as
+        expired (docs/scale-out.md).
+        """
+        with self._lock:
+            self._lease_due[key] = (start, deadline)
+            self._next_expiry = min(self._next_expiry, deadline)
+
+    def _lapse_leases(self, now: float) -> None:
+        for key, (start, deadline) in list(self._lease_due.items()):
+            counter = self._state.counters.get(key)
+            if counter is None or counter.start != start or counter.cap is None:
+                del self._lease_due[key]
+            elif deadline <= now:
+                del self._lease_due[key]
+                if counter.cap > counter.spent:
+                    counter.cap = counter.spent
+                    counter.lease_note = _LAPSED
+                    counter.refresh()
+            else:
+                self._next_expiry = min(self._next_expiry, deadline)
 
     def expire(self) -> None:
         """Release reservations past their TTL now (also done on every check)."""

@@ -106,7 +106,9 @@ def lease_router(
 
 def http_owner_client(peer_key: str | None, timeout: float) -> tuple[OwnerClient, Callable[[], None]]:
     """Ask an owner over HTTP with ``peer_key``; returns the client and its ``close``."""
-    client = httpx.Client(timeout=timeout, headers={"x-api-key": peer_key} if peer_key else {})
+    # the peer key goes to the configured owner only: no proxy from the environment, no redirect
+    headers = {"x-api-key": peer_key} if peer_key else {}
+    client = httpx.Client(timeout=timeout, headers=headers, trust_env=False, follow_redirects=False)
 
     def ask(owner_url: str, lease: LeaseAsk) -> Grant:
         body = {
@@ -123,6 +125,8 @@ def http_owner_client(peer_key: str | None, timeout: float) -> tuple[OwnerClient
             response = client.post(owner_url + LEASE_PATH, json=body)
         except httpx.HTTPError as exc:
             raise LeaseUnavailableError(f"{type(exc).__name__}: {exc or 'no answer'}") from None
+        except RuntimeError:  # the client was closed: the server is stopping (a late round of the thread)
+            raise LeaseUnavailableError("this instance is stopping") from None
         if response.status_code != 200:
             try:
                 detail = str(response.json().get("detail", ""))[:200]

@@ -14,7 +14,6 @@ instance's own spend only), logs it and counts it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -150,14 +149,21 @@ class Lessee:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        # an owner that does not take one give-back is not asked again, and the give-backs end at
+        # ``timeout``: a hanging owner costs at most one peer timeout, not one per counter
+        down: set[str] = set()
+        deadline = time.monotonic() + timeout
         for key, budget, start, spent, reserved in self._counters():
             lease = self._leases.pop(key, None)
-            if lease is None or lease.start != start:
+            owner = self._owner_of(budget_owner_key(budget.id))
+            if lease is None or lease.start != start or owner in down or time.monotonic() >= deadline:
                 continue
             # calls still in flight may yet spend what they reserved: that part is not given back
             ask = LeaseAsk(budget.id, key, start, self._shard, spent + reserved, release=True)
-            with contextlib.suppress(LeaseUnavailableError):
+            try:
                 self._ask(budget, ask)
+            except LeaseUnavailableError:
+                down.add(owner)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -245,6 +251,9 @@ class Lessee:
             else "this instance's lease is spent and the rest of the limit is held by other instances"
         )
         self._set_cap(key, start, grant.allowance, note)
+        if self.owner_down == "closed":  # the check itself stops drawing on it once its TTL has passed
+            book = self._book
+            book.lease_due(key, start, book.now() + (sent + grant.ttl - self._clock()))
 
     def _lapse(self, key: str, start: float, budget: Budget, spent: Decimal, why: str) -> None:
         """No lease to draw on: closed refuses beyond what was spent, open lifts the cap."""

@@ -24,14 +24,14 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 import httpx
 
 from costspan.processor.api._auth import PRINCIPAL_STATE
 from costspan.processor.api._keys import Principal
 from costspan.processor.cluster._holders import TENANT_CALLS_PATH, tenant_calls
-from costspan.processor.cluster._merge import MERGED_PATHS, JSONObject, merge_answers
+from costspan.processor.cluster._merge import MERGED_PATHS, JSONObject, merge_answers, usable
 from costspan.processor.cluster._peers import Peers
 
 __all__ = ["FANOUT_HEADER", "ROUTED_PREFIXES", "ClusterRouting", "PeerClient"]
@@ -105,15 +105,21 @@ class PeerClient:
             raise
 
 
+def _json_of(response: httpx.Response) -> object:
+    """A peer's JSON body (None: not JSON, or nested too deep to read)."""
+    try:
+        return response.json()
+    except (ValueError, RecursionError):
+        return None
+
+
 def _calls_of(result: httpx.Response | BaseException) -> int | None:
     """The ``calls`` of a peer's tenant-calls answer (None: no usable answer)."""
     if not isinstance(result, httpx.Response) or result.status_code != 200:
         return None
-    try:
-        calls = result.json().get("calls")
-    except (ValueError, AttributeError):
-        return None
-    return calls if isinstance(calls, int) else None
+    answer = _json_of(result)
+    calls = answer.get("calls") if isinstance(answer, dict) else None
+    return calls if isinstance(calls, int) and not isinstance(calls, bool) and calls >= 0 else None
 
 
 def _tenant_of(principal: Principal, scope: _Scope, headers: dict[str, str]) -> str | None:
@@ -183,8 +189,11 @@ class ClusterRouting:
 
     @staticmethod
     def _path_qs(scope: _Scope) -> str:
+        """The request's path and query as the client sent them: the decoded path re-sent as is would
+        be another request (``/export%3Fx`` would reach the peer as ``/export?x``)."""
         query: bytes = scope.get("query_string", b"")
-        path: str = scope["path"]
+        raw: bytes | None = scope.get("raw_path")
+        path = raw.decode("latin-1") if raw else quote(scope["path"])
         return path + ("?" + query.decode("latin-1") if query else "")
 
     async def _proxy(
@@ -257,20 +266,30 @@ class ClusterRouting:
         if status != 200:  # refused or invalid here: the same answer everywhere
             await _answer(send, status, body, content_type)
             return
-        answers: list[JSONObject] = [json.loads(body)]
+        try:
+            own = json.loads(body)
+        except (ValueError, RecursionError):
+            own = None
+        if not isinstance(own, dict):  # not an answer that merges (e.g. another format): ours as it is
+            await _answer(send, status, body, content_type)
+            return
+        answers: list[JSONObject] = [own]
         failed: list[str] = []
         for peer, result in zip(others, results, strict=True):
             if isinstance(result, httpx.Response) and result.status_code == 200:
-                try:
-                    answers.append(result.json())
+                answer = _json_of(result)
+                if isinstance(answer, dict) and usable(own, answer):
+                    answers.append(answer)
                     continue
-                except ValueError:
-                    pass
             if isinstance(result, httpx.Response):  # an answer, but not a usable one: a failure too
                 self.client.failures[peer] = self.client.failures.get(peer, 0) + 1
-                logger.warning("peer %s answered %s with status %d", peer, scope["path"], result.status_code)
+                logger.warning("peer %s answered %s unusably (%d)", peer, scope["path"], result.status_code)
             failed.append(peer)
-        merged = merge_answers(scope["path"], answers)
+        try:
+            merged = merge_answers(scope["path"], answers)
+        except (ArithmeticError, TypeError, ValueError, AttributeError, KeyError, RecursionError):
+            logger.exception("answers of %s could not be merged: this node's own answer, partial", scope["path"])
+            merged, failed = dict(own), list(others)
         merged["partial"] = bool(failed)
         merged["failed_peers"] = failed
         await _answer(send, 200, json.dumps(merged, separators=(",", ":")).encode())

@@ -12,11 +12,12 @@ name is just outside the top N on every shard); ``active_services`` is the large
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-__all__ = ["MERGED_PATHS", "merge_answers"]
+__all__ = ["MERGED_PATHS", "merge_answers", "usable"]
 
 JSONObject = dict[str, Any]
 
@@ -45,6 +46,8 @@ _SUMMED: Final = frozenset(
 _MONEY: Final = frozenset(
     {"cost", "total_cost", "total_cost_today", "total_cost_usd", "cost_usd", "daily_cost", "monthly_cost"}
 )
+#: QLens' money: a JSON number ``cost`` beside the exact string ``cost_exact`` (summed, the number follows).
+_EXACT: Final = "_exact"
 _LARGEST: Final = frozenset({"active_services"})
 #: A list's rows are merged by these fields of each row.
 _ROW_KEYS: Final[dict[str, tuple[str, ...]]] = {
@@ -87,7 +90,7 @@ def _merge_field(name: str, values: list[Any]) -> Any:
     first = values[0]
     if name in _SUMMED and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         return sum(values)
-    if name in _MONEY and all(v is None or isinstance(v, str) for v in values):
+    if (name in _MONEY or name.endswith(_EXACT)) and all(v is None or isinstance(v, str) for v in values):
         return _money(values)
     if name in _LARGEST and all(isinstance(v, int) for v in values):
         return max(values)
@@ -135,6 +138,9 @@ def _ratio(part: Decimal, whole: Decimal) -> float:
 
 
 def _recompute(out: JSONObject) -> None:
+    for key, value in list(out.items()):  # QLens' money number beside its exact string: from the exact sum
+        if key.endswith(_EXACT) and isinstance(out.get(key[: -len(_EXACT)]), int | float):
+            out[key[: -len(_EXACT)]] = float(_number(value))
     if "error_rate_percent" in out and isinstance(out.get("request_count"), int):
         n = out["request_count"]
         out["error_rate_percent"] = _ratio(_number(out.get("error_count")), Decimal(n))
@@ -190,6 +196,96 @@ MERGED_PATHS: Final[dict[str, Callable[[Sequence[JSONObject]], JSONObject]]] = {
     "/api/dashboard/summary": _summed,
     "/api/usage/performance/latency": _most_calls,
 }
+
+
+_MAX_DEPTH: Final = 16
+_COUNTS: Final = _SUMMED | _LARGEST
+_KEY_TYPES: Final = (str, int, type(None))
+
+
+def _finite_money(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return math.isfinite(value)
+    if not isinstance(value, str):
+        return False
+    try:
+        return Decimal(value).is_finite()
+    except InvalidOperation:
+        return False
+
+
+def _unknown_ok(name: str, value: Any, depth: int) -> bool:
+    """A value with nothing of ours to compare it to: bounded, counts integers, numbers finite, money a
+    finite amount (a name decides only for a plain value: a map's key is data, and may be any name)."""
+    if depth > _MAX_DEPTH:
+        return False
+    if isinstance(value, dict):
+        return all(_unknown_ok(str(k), v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        keys = _ROW_KEYS.get(name, ())
+        return all(_row_keys_ok(row, keys) and _unknown_ok("", row, depth + 1) for row in value)
+    if name in _COUNTS:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if name in _MONEY or name.endswith(_EXACT):
+        return _finite_money(value)
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def _row_keys_ok(row: Any, keys: tuple[str, ...]) -> bool:
+    return not isinstance(row, dict) or all(isinstance(row.get(k), _KEY_TYPES) for k in keys)
+
+
+def _like(mine: Any, value: Any, name: str, depth: int) -> bool:
+    """``value`` (a peer's) has the shape of ``mine`` (ours, at the same place): the same JSON kind (an
+    integer where we have a count, a finite number where we have a number), objects and rows alike. A map
+    keyed by data (providers, days, models) is compared entry by entry with one of our entries, so
+    names chosen by tenants never decide a type."""
+    if depth > _MAX_DEPTH:
+        return False
+    if value is None:
+        return True
+    if mine is None:
+        return _unknown_ok(name, value, depth)
+    if isinstance(mine, bool) or isinstance(value, bool):
+        return type(mine) is type(value)
+    if isinstance(mine, int) and isinstance(value, int):
+        return True
+    if isinstance(mine, int | float):  # a count is an integer everywhere; other numbers may be either
+        return (
+            isinstance(value, int | float) and math.isfinite(value) and (isinstance(mine, float) or name not in _COUNTS)
+        )
+    if isinstance(mine, str):
+        return isinstance(value, str) and (not (name in _MONEY or name.endswith(_EXACT)) or _finite_money(value))
+    if isinstance(mine, dict):
+        if not isinstance(value, dict):
+            return False
+        values = list(mine.values())
+        # values all of one kind: a map keyed by data (providers, days, models …), entries alike
+        data_map = bool(values) and all(type(v) is type(values[0]) for v in values)
+        return all(
+            _like(mine[k], v, k, depth + 1)
+            if k in mine
+            else _like(values[0], v, k, depth + 1)
+            if data_map
+            else _unknown_ok(k, v, depth + 1)
+            for k, v in value.items()
+        )
+    if isinstance(mine, list):
+        if not isinstance(value, list):
+            return False
+        sample, keys = (mine[0] if mine else None), _ROW_KEYS.get(name, ())
+        return all(_row_keys_ok(row, keys) and _like(sample, row, "", depth + 1) for row in value)
+    return False
+
+
+def usable(own: JSONObject, answer: Any) -> bool:
+    """Whether a peer's ``answer`` can be merged with this node's ``own`` answer to the same request:
+    an object of the same shape (see :func:`_like`), bounded in depth, its numbers finite and its
+    amounts of money amounts. An answer that is not is a failed peer: the merged answer is partial,
+    never a 500."""
+    return isinstance(answer, dict) and _like(own, answer, "", 0)
 
 
 def merge_answers(path: str, answers: Sequence[JSONObject]) -> JSONObject:

@@ -92,17 +92,20 @@ class BudgetDefinitionsToPeers:
                 logger.warning("budget change not forwarded: the answer carried no definition")
                 return list(self._peers.others())
 
-        async with httpx.AsyncClient(timeout=self._timeout, headers=headers) as client:
+        # the peer key goes to the configured peers only: no proxy from the environment, no redirect
+        async with httpx.AsyncClient(
+            timeout=self._timeout, headers=headers, trust_env=False, follow_redirects=False
+        ) as client:
 
             async def one(peer: str) -> bool:
                 url = f"{peer}/v1/budgets/{budget_id}"
                 try:
                     if definition is None:
-                        answer = await client.delete(url)
+                        answer = await asyncio.wait_for(client.delete(url), self._timeout)
                         return answer.status_code in (204, 404)
-                    answer = await client.put(url, json=definition)
+                    answer = await asyncio.wait_for(client.put(url, json=definition), self._timeout)
                     return answer.status_code == 200
-                except httpx.HTTPError as exc:
+                except (httpx.HTTPError, TimeoutError) as exc:
                     logger.warning("peer %s did not take budget %s: %s", peer, budget_id, type(exc).__name__)
                     return False
 
