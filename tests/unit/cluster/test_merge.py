@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from costspan.processor.cluster._merge import MERGED_PATHS, merge_answers, usable
+from costspan.processor.cluster._merge import MERGED_PATHS, merge_answers
+from costspan.processor.cluster._usable import usable
 
 
 def _figures(requests: int, errors: int, cost: str | None, latency: float | None) -> dict[str, Any]:

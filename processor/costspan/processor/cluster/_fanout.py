@@ -31,8 +31,9 @@ import httpx
 from costspan.processor.api._auth import PRINCIPAL_STATE
 from costspan.processor.api._keys import Principal
 from costspan.processor.cluster._holders import TENANT_CALLS_PATH, tenant_calls
-from costspan.processor.cluster._merge import MERGED_PATHS, JSONObject, merge_answers, usable
+from costspan.processor.cluster._merge import MERGED_PATHS, JSONObject, merge_answers
 from costspan.processor.cluster._peers import Peers
+from costspan.processor.cluster._usable import usable
 
 __all__ = ["FANOUT_HEADER", "ROUTED_PREFIXES", "ClusterRouting", "PeerClient"]
 

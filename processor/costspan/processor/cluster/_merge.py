@@ -3,21 +3,25 @@
 Every shard answers for the calls it stored; the merged answer sums them: counts and tokens as
 integers, money as ``Decimal`` (rendered with the places the shards used), rows of a list by their
 group key (``provider``, ``period``, ``(provider, model)`` …), objects key by key. Averages are
-weighted by the calls behind them, percentages are recomputed from the merged sums.
+weighted by the calls behind them, percentages are recomputed from the merged sums. A route in the
+seed's envelope (``{"success": true, "data": {...}}``) keeps it: its ``data`` is merged, and the
+seed's USD numbers (``total_cost_usd``, ``by_provider``, ``cost_usd`` …) are recomputed from the
+exact sums beside them (when the answer is in USD; otherwise, and for ``by_operation``, which has no
+exact string, summed as the decimals the shards printed).
 
 What cannot be merged exactly is said so: latency percentiles come from the shard holding the most
-calls (``exact: false``); the "top N" lists are the top N of the shards' own top N (exact unless a
-name is just outside the top N on every shard); ``active_services`` is the largest shard's count.
+calls (``exact: false`` beside ``success``); the "top N" lists are the top N of the shards' own top N
+(exact unless a name is just outside the top N on every shard); ``active_services`` is the largest
+shard's count.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-__all__ = ["MERGED_PATHS", "merge_answers", "usable"]
+__all__ = ["MERGED_PATHS", "JSONObject", "merge_answers"]
 
 JSONObject = dict[str, Any]
 
@@ -41,6 +45,9 @@ _SUMMED: Final = frozenset(
         "degraded",
         "blocked",
         "error",
+        "requests",
+        "total_requests",
+        "total_tokens",
     }
 )
 _MONEY: Final = frozenset(
@@ -61,6 +68,7 @@ _ROW_KEYS: Final[dict[str, tuple[str, ...]]] = {
     "top_workflows": ("workflow",),
     "top_users": ("user",),
     "operations": ("provider", "model", "operation"),
+    "aggregates": ("period",),
 }
 #: Lists ordered by cost, most first (the rest keep their keys' order).
 _BY_COST: Final = frozenset({"providers", "by_tenant", "by_model", "top_workflows", "top_users", "operations"})
@@ -86,12 +94,28 @@ def _number(value: Any) -> Decimal:
         return Decimal(0)
 
 
+def _plain_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _number_sum(values: Sequence[Any]) -> float:
+    """Money given only as JSON numbers (no exact string beside it): summed as the decimals they print as."""
+    return float(sum((_number(v) for v in values), Decimal(0)))
+
+
+def _usd_number(exact: Any) -> float:
+    """A seed's USD number from the exact sum it stands for (0 when nothing was priced, as the routes say)."""
+    return float(_number(exact))
+
+
 def _merge_field(name: str, values: list[Any]) -> Any:
     first = values[0]
     if name in _SUMMED and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         return sum(values)
     if (name in _MONEY or name.endswith(_EXACT)) and all(v is None or isinstance(v, str) for v in values):
         return _money(values)
+    if name in _MONEY and all(_plain_number(v) for v in values):  # recomputed from an exact sum where there is one
+        return _number_sum(values)
     if name in _LARGEST and all(isinstance(v, int) for v in values):
         return max(values)
     if all(isinstance(v, dict) for v in values):
@@ -178,114 +202,116 @@ def _summed(answers: Sequence[JSONObject]) -> JSONObject:
     return merged
 
 
-def _most_calls(answers: Sequence[JSONObject]) -> JSONObject:
-    """Percentiles do not add up: the answer of the shard that holds the most calls, marked inexact."""
-    chosen = max(answers, key=lambda a: int(a.get("request_count") or 0))
-    return {**chosen, "exact": len(answers) == 1}
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _weighted(figures: Sequence[JSONObject], name: str, digits: int) -> float | None:
+    """``name`` (an average or a rate) over the calls of every shard, weighted by ``request_count``."""
+    given = [f for f in figures if _plain_number(f.get(name)) and _count(f.get("request_count"))]
+    n = sum(_count(f.get("request_count")) for f in given)
+    if not n:
+        return None
+    total = sum((_number(f[name]) * _count(f.get("request_count")) for f in given), Decimal(0))
+    return round(float(total / n), digits)
+
+
+def _latency_figures(figures: Sequence[JSONObject]) -> JSONObject:
+    """Latency figures of the shards: counts summed, the average and rates weighted by calls; the
+    percentiles (which do not add up) are those of the shard holding the most calls."""
+    chosen: JSONObject = max(figures, key=lambda f: _count(f.get("request_count")))
+    out = dict(chosen)
+    n = sum(_count(f.get("request_count")) for f in figures)
+    out["request_count"] = n
+    if n:
+        out["avg_ms"] = _weighted(figures, "avg_ms", 3)
+        out["success_rate_percent"] = _weighted(figures, "success_rate_percent", 2)
+        out["error_rate_percent"] = _weighted(figures, "error_rate_percent", 2)
+    return out
+
+
+def _by_key(maps: Sequence[Any], merge: Callable[[list[Any]], Any]) -> JSONObject:
+    """Maps keyed by data (provider, operation) merged key by key, keys sorted as the routes sort them."""
+    dicts = [m for m in maps if isinstance(m, dict)]
+    keys = sorted({k for m in dicts for k in m})
+    return {k: merge([m[k] for m in dicts if k in m]) for k in keys}
+
+
+def _seed_latency(datas: Sequence[JSONObject]) -> JSONObject:
+    out = _latency_figures(datas)
+    if out.get("success_rate_percent") is None:
+        out["success_rate_percent"] = 0.0  # the route's overall rate is never null
+    out["by_provider"] = _by_key([d.get("by_provider") for d in datas], _latency_figures)
+    return out
+
+
+def _seed_realtime(datas: Sequence[JSONObject]) -> JSONObject:
+    out = _merge_objects(datas)
+    usd = out.get("currency") == "USD"
+    totals = out.get("totals")
+    if isinstance(totals, dict):
+        if usd:
+            out["total_cost"] = _usd_number(totals.get("cost"))
+        avg = totals.get("avg_latency_ms")
+        out["avg_latency_ms"] = int(avg) if isinstance(avg, int | float) else 0
+    out["by_provider"] = _by_key([d.get("by_provider") for d in datas], _merge_objects)
+    out["by_operation"] = _by_key([d.get("by_operation") for d in datas], _merge_objects)
+    for row in out["by_provider"].values():
+        if usd and isinstance(row, dict) and "cost_usd" in row:
+            row["cost_usd"] = _usd_number(row.get("cost"))
+    return out
+
+
+def _seed_aggregates(datas: Sequence[JSONObject]) -> JSONObject:
+    out = _merge_objects(datas)
+    if out.get("currency") == "USD" and isinstance(out.get("aggregates"), list):
+        for row in out["aggregates"]:
+            if isinstance(row, dict) and "total_cost_usd" in row:
+                row["total_cost_usd"] = _usd_number(row.get("cost"))
+    return out
+
+
+def _seed_by_provider(datas: Sequence[JSONObject]) -> JSONObject:
+    out = _summed(datas)
+    rows = [r for r in out.get("providers") or [] if isinstance(r, dict)]
+    if out.get("currency") == "USD":
+        out["total_cost_usd"] = _usd_number(out.get("total_cost"))
+        numbers: dict[Any, Any] = {r.get("provider"): _usd_number(r.get("cost")) for r in rows}
+    else:  # the USD numbers of another currency's answer have no exact string beside them
+        numbers = _by_key([d.get("by_provider") for d in datas], _number_sum)
+    order = [r.get("provider") for r in rows]  # most cost first, as ``providers``
+    out["by_provider"] = {p: numbers[p] for p in order if p in numbers} | numbers
+    return out
+
+
+def _enveloped(
+    merge_data: Callable[[Sequence[JSONObject]], JSONObject],
+) -> Callable[[Sequence[JSONObject]], JSONObject]:
+    """A route answering in the seed's envelope ``{"success": true, "data": {...}}``: the ``data`` merged."""
+
+    def merge(answers: Sequence[JSONObject]) -> JSONObject:
+        return {**answers[0], "data": merge_data([a["data"] for a in answers])}
+
+    return merge
+
+
+def _latency_answer(answers: Sequence[JSONObject]) -> JSONObject:
+    """Percentiles do not add up: ``exact`` (beside ``success``) says whether they are of every call."""
+    return {**_enveloped(_seed_latency)(answers), "exact": len(answers) == 1}
 
 
 #: Admin routes answered across shards, and how their answers merge.
 MERGED_PATHS: Final[dict[str, Callable[[Sequence[JSONObject]], JSONObject]]] = {
     "/v1/usage": _summed,
-    "/api/usage/metrics/realtime": _summed,
-    "/api/usage/metrics/aggregates": _summed,
-    "/api/usage/costs/by-provider": _summed,
+    "/api/usage/metrics/realtime": _enveloped(_seed_realtime),
+    "/api/usage/metrics/aggregates": _enveloped(_seed_aggregates),
+    "/api/usage/costs/by-provider": _enveloped(_seed_by_provider),
     "/api/usage/costs/trend": _summed,
     "/api/usage/errors/by-provider": _summed,
     "/api/usage/operations/top": _summed,
     "/api/dashboard/summary": _summed,
-    "/api/usage/performance/latency": _most_calls,
+    "/api/usage/performance/latency": _latency_answer,
 }
-
-
-_MAX_DEPTH: Final = 16
-_COUNTS: Final = _SUMMED | _LARGEST
-_KEY_TYPES: Final = (str, int, type(None))
-
-
-def _finite_money(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return math.isfinite(value)
-    if not isinstance(value, str):
-        return False
-    try:
-        return Decimal(value).is_finite()
-    except InvalidOperation:
-        return False
-
-
-def _unknown_ok(name: str, value: Any, depth: int) -> bool:
-    """A value with nothing of ours to compare it to: bounded, counts integers, numbers finite, money a
-    finite amount (a name decides only for a plain value: a map's key is data, and may be any name)."""
-    if depth > _MAX_DEPTH:
-        return False
-    if isinstance(value, dict):
-        return all(_unknown_ok(str(k), v, depth + 1) for k, v in value.items())
-    if isinstance(value, list):
-        keys = _ROW_KEYS.get(name, ())
-        return all(_row_keys_ok(row, keys) and _unknown_ok("", row, depth + 1) for row in value)
-    if name in _COUNTS:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if name in _MONEY or name.endswith(_EXACT):
-        return _finite_money(value)
-    return not isinstance(value, float) or math.isfinite(value)
-
-
-def _row_keys_ok(row: Any, keys: tuple[str, ...]) -> bool:
-    return not isinstance(row, dict) or all(isinstance(row.get(k), _KEY_TYPES) for k in keys)
-
-
-def _like(mine: Any, value: Any, name: str, depth: int) -> bool:
-    """``value`` (a peer's) has the shape of ``mine`` (ours, at the same place): the same JSON kind (an
-    integer where we have a count, a finite number where we have a number), objects and rows alike. A map
-    keyed by data (providers, days, models) is compared entry by entry with one of our entries, so
-    names chosen by tenants never decide a type."""
-    if depth > _MAX_DEPTH:
-        return False
-    if value is None:
-        return True
-    if mine is None:
-        return _unknown_ok(name, value, depth)
-    if isinstance(mine, bool) or isinstance(value, bool):
-        return type(mine) is type(value)
-    if isinstance(mine, int) and isinstance(value, int):
-        return True
-    if isinstance(mine, int | float):  # a count is an integer everywhere; other numbers may be either
-        return (
-            isinstance(value, int | float) and math.isfinite(value) and (isinstance(mine, float) or name not in _COUNTS)
-        )
-    if isinstance(mine, str):
-        return isinstance(value, str) and (not (name in _MONEY or name.endswith(_EXACT)) or _finite_money(value))
-    if isinstance(mine, dict):
-        if not isinstance(value, dict):
-            return False
-        values = list(mine.values())
-        # values all of one kind: a map keyed by data (providers, days, models …), entries alike
-        data_map = bool(values) and all(type(v) is type(values[0]) for v in values)
-        return all(
-            _like(mine[k], v, k, depth + 1)
-            if k in mine
-            else _like(values[0], v, k, depth + 1)
-            if data_map
-            else _unknown_ok(k, v, depth + 1)
-            for k, v in value.items()
-        )
-    if isinstance(mine, list):
-        if not isinstance(value, list):
-            return False
-        sample, keys = (mine[0] if mine else None), _ROW_KEYS.get(name, ())
-        return all(_row_keys_ok(row, keys) and _like(sample, row, "", depth + 1) for row in value)
-    return False
-
-
-def usable(own: JSONObject, answer: Any) -> bool:
-    """Whether a peer's ``answer`` can be merged with this node's ``own`` answer to the same request:
-    an object of the same shape (see :func:`_like`), bounded in depth, its numbers finite and its
-    amounts of money amounts. An answer that is not is a failed peer: the merged answer is partial,
-    never a 500."""
-    return isinstance(answer, dict) and _like(own, answer, "", 0)
 
 
 def merge_answers(path: str, answers: Sequence[JSONObject]) -> JSONObject:
