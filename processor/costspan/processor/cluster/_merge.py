@@ -223,10 +223,9 @@ def _latency_figures(figures: Sequence[JSONObject]) -> JSONObject:
     out = dict(chosen)
     n = sum(_count(f.get("request_count")) for f in figures)
     out["request_count"] = n
-    if n:
-        out["avg_ms"] = _weighted(figures, "avg_ms", 3)
-        out["success_rate_percent"] = _weighted(figures, "success_rate_percent", 2)
-        out["error_rate_percent"] = _weighted(figures, "error_rate_percent", 2)
+    for name, digits in (("avg_ms", 3), ("success_rate_percent", 2), ("error_rate_percent", 2)):
+        if n and name in out:
+            out[name] = _weighted(figures, name, digits)
     return out
 
 
@@ -239,9 +238,10 @@ def _by_key(maps: Sequence[Any], merge: Callable[[list[Any]], Any]) -> JSONObjec
 
 def _seed_latency(datas: Sequence[JSONObject]) -> JSONObject:
     out = _latency_figures(datas)
-    if out.get("success_rate_percent") is None:
+    if "success_rate_percent" in out and out["success_rate_percent"] is None:
         out["success_rate_percent"] = 0.0  # the route's overall rate is never null
-    out["by_provider"] = _by_key([d.get("by_provider") for d in datas], _latency_figures)
+    if "by_provider" in out:
+        out["by_provider"] = _by_key([d.get("by_provider") for d in datas], _latency_figures)
     return out
 
 
@@ -254,9 +254,10 @@ def _seed_realtime(datas: Sequence[JSONObject]) -> JSONObject:
             out["total_cost"] = _usd_number(totals.get("cost"))
         avg = totals.get("avg_latency_ms")
         out["avg_latency_ms"] = int(avg) if isinstance(avg, int | float) else 0
-    out["by_provider"] = _by_key([d.get("by_provider") for d in datas], _merge_objects)
-    out["by_operation"] = _by_key([d.get("by_operation") for d in datas], _merge_objects)
-    for row in out["by_provider"].values():
+    for name in ("by_provider", "by_operation"):
+        if isinstance(out.get(name), dict):
+            out[name] = _by_key([d.get(name) for d in datas], _merge_objects)
+    for row in (out.get("by_provider") or {}).values():
         if usd and isinstance(row, dict) and "cost_usd" in row:
             row["cost_usd"] = _usd_number(row.get("cost"))
     return out
@@ -274,6 +275,8 @@ def _seed_aggregates(datas: Sequence[JSONObject]) -> JSONObject:
 def _seed_by_provider(datas: Sequence[JSONObject]) -> JSONObject:
     out = _summed(datas)
     rows = [r for r in out.get("providers") or [] if isinstance(r, dict)]
+    if not isinstance(out.get("by_provider"), dict):
+        return out
     if out.get("currency") == "USD":
         out["total_cost_usd"] = _usd_number(out.get("total_cost"))
         numbers: dict[Any, Any] = {r.get("provider"): _usd_number(r.get("cost")) for r in rows}
