@@ -99,13 +99,16 @@ def test_misbehaving_peers_make_merged_reads_partial_within_the_timeout(tmp_path
         t0 = time.monotonic()
         merged = _get(url, "/api/usage/costs/by-provider").json()
         assert time.monotonic() - t0 < TIMEOUT_S + 1.5
+        # the single-node shape, envelope and all; partial and failed_peers beside success and data
+        assert set(merged) == {"success", "data", "partial", "failed_peers"} and merged["success"] is True
         assert merged["partial"] is True and merged["failed_peers"] == sorted([hung_url, refusing_url])
-        assert merged["providers"][0]["request_count"] == 1
+        assert merged["data"]["providers"][0]["request_count"] == 1
         # a peer's own question is answered with its own data, never fanned out again
         own = httpx.get(
             url + "/api/usage/costs/by-provider", headers={"X-API-Key": ADMIN, "X-Costspan-Fanout": "1"}, timeout=10
         ).json()
-        assert "partial" not in own and own["providers"] == merged["providers"]
+        assert set(own) == {"success", "data"} and own["data"]["providers"] == merged["data"]["providers"]
+        assert own["data"]["by_provider"] == merged["data"]["by_provider"] == {"openai": own["data"]["total_cost_usd"]}
         # a tenant's merged read is partial too; a read that is not merged is answered by the shard
         # holding the tenant's calls: here, when this shard holds some
         assert _get(url, "/api/usage/costs/by-provider", acme).json()["partial"] is True
@@ -130,7 +133,7 @@ def test_a_node_without_peers_answers_as_before(tmp_path: Path, pricer: Pricer) 
         _log_call(url, "acme")
         _log_call(url, "acme")
         answer = _get(url, "/api/usage/costs/by-provider").json()
-        assert "partial" not in answer and answer["providers"][0]["request_count"] == 2
+        assert set(answer) == {"success", "data"} and answer["data"]["providers"][0]["request_count"] == 2
         assert _get(url, "/api/cluster/tenant-calls", tenant="acme").json() == {"tenant": "acme", "calls": 2}
         assert _get(url, "/api/cluster/tenant-calls", acme).json() == {"tenant": "acme", "calls": 2}
         assert _get(url, "/api/cluster/tenant-calls", acme, tenant="globex").status_code == 403

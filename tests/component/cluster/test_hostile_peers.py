@@ -80,7 +80,7 @@ def test_a_peer_answering_garbage_makes_merged_reads_partial_not_500(tmp_path: P
                 merged = answer.json()
                 assert merged["partial"] is True, path
                 assert merged["failed_peers"] == sorted(peers), path
-        rows = _get(url, "/api/usage/costs/by-provider").json()["providers"]
+        rows = _get(url, "/api/usage/costs/by-provider").json()["data"]["providers"]
         assert [(r["provider"], r["request_count"]) for r in rows] == [("openai", 1)]
         # the tenant-calls question: a garbage answer is no answer, the node holding calls answers itself
         assert httpx.get(url + "/api/usage/export", params={"format": "json"}, headers={"X-API-Key": acme}).is_success

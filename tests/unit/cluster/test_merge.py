@@ -172,15 +172,18 @@ def test_daily_rows_merge_by_date_and_keep_their_places() -> None:
     assert merged["daily"] == [{"date": "2026-12-04", "cost": "1.250000"}, {"date": "2026-12-05", "cost": "0.250000"}]
 
 
-def test_top_lists_keep_the_shards_length() -> None:
+def test_top_lists_are_cut_to_the_asked_n() -> None:
     a = {"top_users": [{"user": f"a{i}", "cost_usd": f"{i}.000000"} for i in range(3)]}
     b = {"top_users": [{"user": "a1", "cost_usd": "5.000000"}, {"user": "b", "cost_usd": "0.500000"}]}
-    merged = merge_answers("/api/dashboard/summary", [a, b])
+    merged = merge_answers("/api/dashboard/summary", [a, b], top=3)
     assert [(r["user"], r["cost_usd"]) for r in merged["top_users"]] == [
         ("a1", "6.000000"),
         ("a2", "2.000000"),
         ("b", "0.500000"),
     ]
+    # shards that held fewer than N names gave all of theirs: none is cut
+    merged = merge_answers("/api/dashboard/summary", [a, b])
+    assert [r["user"] for r in merged["top_users"]] == ["a1", "a2", "b", "a0"]
 
 
 def test_cost_trend_sums_each_day_and_provider() -> None:

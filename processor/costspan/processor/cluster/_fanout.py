@@ -123,6 +123,13 @@ def _calls_of(result: httpx.Response | BaseException) -> int | None:
     return calls if isinstance(calls, int) and not isinstance(calls, bool) and calls >= 0 else None
 
 
+def _top_of(scope: _Scope) -> int:
+    """The N of a merged "top N" list: the request's ``limit`` (valid: this node answered 200), else 10."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    limit = query.get("limit", ["10"])[-1]
+    return int(limit) if limit.isdigit() else 10
+
+
 def _tenant_of(principal: Principal, scope: _Scope, headers: dict[str, str]) -> str | None:
     """The one tenant a read is limited to, as the routes will decide it (None: every tenant)."""
     if principal.role != "admin":
@@ -287,7 +294,7 @@ class ClusterRouting:
                 logger.warning("peer %s answered %s unusably (%d)", peer, scope["path"], result.status_code)
             failed.append(peer)
         try:
-            merged = merge_answers(scope["path"], answers)
+            merged = merge_answers(scope["path"], answers, top=_top_of(scope))
         except (ArithmeticError, TypeError, ValueError, AttributeError, KeyError, RecursionError):
             logger.exception("answers of %s could not be merged: this node's own answer, partial", scope["path"])
             merged, failed = dict(own), list(others)

@@ -72,7 +72,7 @@ _ROW_KEYS: Final[dict[str, tuple[str, ...]]] = {
 }
 #: Lists ordered by cost, most first (the rest keep their keys' order).
 _BY_COST: Final = frozenset({"providers", "by_tenant", "by_model", "top_workflows", "top_users", "operations"})
-#: Lists the shards cut to their top N: the merged list is cut to the longest shard's length.
+#: Lists the shards cut to their top N: the merged list is cut to N (see :func:`merge_answers`).
 _TOP: Final = frozenset({"top_workflows", "top_users", "operations"})
 
 
@@ -186,8 +186,6 @@ def _merge_rows(name: str, lists: Sequence[list[Any]]) -> list[Any]:
         merged.sort(key=lambda r: int(r.get("calls") or 0), reverse=True)
     else:
         merged.sort(key=lambda r: tuple(str(v) for v in _row_key(name, r)))
-    if name in _TOP:
-        merged = merged[: max(len(rows) for rows in lists)]
     return merged
 
 
@@ -317,6 +315,12 @@ MERGED_PATHS: Final[dict[str, Callable[[Sequence[JSONObject]], JSONObject]]] = {
 }
 
 
-def merge_answers(path: str, answers: Sequence[JSONObject]) -> JSONObject:
-    """The merged answer of ``path`` (one of :data:`MERGED_PATHS`); ``answers[0]`` is this node's own."""
-    return MERGED_PATHS[path](answers)
+def merge_answers(path: str, answers: Sequence[JSONObject], *, top: int = 10) -> JSONObject:
+    """The merged answer of ``path`` (one of :data:`MERGED_PATHS`); ``answers[0]`` is this node's own.
+    ``top``: the N of the "top N" lists (the request's ``limit`` of ``/api/usage/operations/top``; the
+    dashboard's lists are its top 10)."""
+    merged = MERGED_PATHS[path](answers)
+    for name in _TOP:
+        if isinstance(merged.get(name), list):
+            merged[name] = merged[name][:top]
+    return merged
