@@ -56,7 +56,8 @@ def _spans(tenant: str, n: int, tokens: int) -> list[ReadableSpan]:
 
 
 def _cost(answer: dict[str, Any]) -> Decimal:
-    return Decimal(answer["total_cost"])
+    """The exact total of ``/api/usage/costs/by-provider`` (the seed's envelope)."""
+    return Decimal(answer["data"]["total_cost"])
 
 
 def _metric(shard: Shard, name: str) -> str:
@@ -70,7 +71,7 @@ def _routed(tenants: list[str], urls: tuple[str, ...]) -> dict[str, str]:
 
 
 def _calls(answer: dict[str, Any]) -> int:
-    return sum(p["request_count"] for p in answer["providers"])
+    return sum(p["request_count"] for p in answer["data"]["providers"])
 
 
 def test_three_shards_answer_every_tenant_and_the_global_totals_exactly(shards: list[Shard]) -> None:
@@ -112,7 +113,7 @@ def test_three_shards_answer_every_tenant_and_the_global_totals_exactly(shards: 
     # every tenant, from any node, with an admin key or its own: all of its calls, wherever they are
     for tenant in names:
         per_shard = {url: by_url[url].json("/api/usage/costs/by-provider", tenant=tenant, local=True) for url in urls}
-        tenant_cost = sum((_cost(a) for a in per_shard.values() if a["total_cost"]), Decimal(0))
+        tenant_cost = sum((_cost(a) for a in per_shard.values() if a["data"]["total_cost"]), Decimal(0))
         for shard in shards:
             for key in (ADMIN_KEY, shard.tenant_keys[tenant]):
                 answer = shard.json("/api/usage/costs/by-provider", key, tenant=tenant)
@@ -140,7 +141,26 @@ def test_three_shards_answer_every_tenant_and_the_global_totals_exactly(shards: 
         merged = shard.json("/api/usage/costs/by-provider")
         assert merged["partial"] is False and merged["failed_peers"] == []
         assert _calls(merged) == total_calls and _cost(merged) == total_cost
-        assert sum(Decimal(p["cost"]) for p in merged["providers"]) == total_cost
+        assert set(merged) == {"success", "data", "partial", "failed_peers"} and merged["success"] is True
+        data = merged["data"]
+        assert sum(Decimal(p["cost"]) for p in data["providers"]) == total_cost
+        # the seed's numbers are numbers, and the merged exact sums as numbers
+        assert type(data["total_cost_usd"]) is float and data["total_cost_usd"] == float(total_cost)
+        assert data["by_provider"] == {p["provider"]: float(Decimal(p["cost"])) for p in data["providers"]}
+        assert data["period_days"] == 30 and sum(p["cost_percent"] for p in data["providers"]) == 100.0
+        realtime = shard.json("/api/usage/metrics/realtime")
+        assert set(realtime) == {"success", "data", "partial", "failed_peers"} and realtime["partial"] is False
+        now = realtime["data"]
+        assert now["total_requests"] == now["totals"]["request_count"] == total_calls
+        assert Decimal(now["totals"]["cost"]) == total_cost and now["total_cost"] == float(total_cost)
+        assert now["by_provider"]["openai"]["cost_usd"] == float(total_cost)
+        assert type(now["avg_latency_ms"]) is int
+        assert sum(h["request_count"] for h in now["hourly"]) == total_calls
+        aggregates = shard.json("/api/usage/metrics/aggregates", days=1)["data"]
+        assert sum(Decimal(r["cost"]) for r in aggregates["aggregates"]) == total_cost
+        assert sum(r["total_requests"] for r in aggregates["aggregates"]) == total_calls
+        assert all(r["total_cost_usd"] == float(Decimal(r["cost"])) for r in aggregates["aggregates"])
+        assert isinstance(aggregates["start_date"], str) and isinstance(aggregates["end_date"], str)
         usage = shard.json("/v1/usage", scope="global")
         assert usage["request_count"] == total_calls and Decimal(usage["total_cost_today_exact"]) == total_cost
         assert usage["total_cost_today"] == float(total_cost)
@@ -151,7 +171,10 @@ def test_three_shards_answer_every_tenant_and_the_global_totals_exactly(shards: 
         assert abs(Decimal(dashboard["total_cost_usd"]) - total_cost) <= Decimal("0.0000005") * len(urls)
         assert {row["tenant"]: row["calls"] for row in dashboard["by_tenant"]} == everything
         latency = shard.json("/api/usage/performance/latency")
-        assert latency["exact"] is False and latency["partial"] is False
+        assert latency["exact"] is False and latency["partial"] is False and latency["success"] is True
+        assert latency["data"]["request_count"] == latency["data"]["by_provider"]["openai"]["request_count"]
+        assert latency["data"]["request_count"] == total_calls
+        assert all(type(v) is int for v in latency["data"]["latency_percentiles_ms"].values())
 
     # kill one shard: reads answer within the timeout, partial, naming it, with what the living shards hold
     victim = by_url[urls[2]]
