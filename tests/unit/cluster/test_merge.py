@@ -318,3 +318,13 @@ def test_names_chosen_by_tenants_never_decide_a_type() -> None:
     }
     assert usable(own, peer)
     assert not usable(own, {"by_provider": {"cost": {"request_count": "2"}}})
+
+
+def test_a_seed_answer_without_its_envelope_is_not_usable() -> None:
+    own = {"success": True, "data": {"total_cost_usd": 0.1, "by_provider": {}, "providers": []}}
+    peer = {"success": True, "data": {"total_cost_usd": 0.2, "by_provider": {"calls": 0.2}, "providers": []}}
+    assert usable(own, peer)  # a provider named like a count, beside an empty map of ours
+    assert not usable(own, {"success": True, "data": None})
+    assert not usable(own, {"success": False, "data": peer["data"]})
+    assert not usable(own, peer["data"])
+    assert not usable(own, {"success": True, "data": {"by_provider": {"x": float("inf")}}})
