@@ -1,6 +1,6 @@
 """The in-process budget with the MDMAI cost library's fields, and the hook that degrades a call.
 
-A :class:`Budget` is a user's view: ``daily_limit``, ``monthly_limit``, ``per_request_limit`` (USD),
+A :class:`Budget` is a user's view: ``daily_limit``, ``monthly_limit``, ``yearly_limit``, ``per_request_limit`` (USD),
 ``enforcement_level`` (``soft`` alerts only, ``hard`` blocks, ``adaptive`` degrades then blocks),
 ``alert_thresholds`` as fractions, ``degradation_strategies``. It is carried out by the processor's
 budget book (one book budget per limit: reserve before the call, settle from the priced span, alert at
@@ -66,6 +66,7 @@ _LIMITS: dict[Period, str] = {
     Period.DAY: "daily_limit",
     Period.WEEK: "weekly_limit",
     Period.MONTH: "monthly_limit",
+    Period.YEAR: "yearly_limit",
 }
 
 
@@ -100,7 +101,7 @@ class Budget:
 
     ``tenant_id`` / ``user_id`` scope it (``None``: every call). Limits are USD (``Decimal``, ``float``,
     ``int`` or a string); at least one is required; each becomes one budget of the book, with the id
-    ``<budget_id>.<period>`` (``per_request``, ``hour``, ``day``, ``week``, ``month``).
+    ``<budget_id>.<period>`` (``per_request``, ``hour``, ``day``, ``week``, ``month``, ``year``).
     ``alert_thresholds`` are fractions of each limit (0.5 = 50 %). ``degrade_at`` is the fraction of a
     period limit (spent plus reserved) from which an ``adaptive`` budget degrades calls.
     """
@@ -111,6 +112,7 @@ class Budget:
     per_request_limit: Decimal | float | int | str | None = None
     hourly_limit: Decimal | float | int | str | None = None
     weekly_limit: Decimal | float | int | str | None = None
+    yearly_limit: Decimal | float | int | str | None = None
     enforcement_level: EnforcementLevel | str = EnforcementLevel.SOFT
     alert_thresholds: Sequence[float] = (0.5, 0.75, 0.9, 0.95)
     degradation_strategies: Sequence[Degradation | str] = ()
@@ -133,7 +135,8 @@ class Budget:
             put(self, limit, _money(limit, getattr(self, limit)))
         if all(getattr(self, limit) is None for limit in _LIMITS.values()):
             raise InvalidBudgetError(
-                "a budget needs daily_limit, monthly_limit, per_request_limit, hourly_limit or weekly_limit"
+                "a budget needs one of daily_limit, monthly_limit, yearly_limit, per_request_limit,"
+                " hourly_limit, weekly_limit"
             )
         try:
             put(
@@ -225,7 +228,7 @@ class Budget:
     def utilization(self, book: BudgetBook) -> Decimal:
         """The highest (spent + reserved) / limit of its period budgets (not per request), now."""
         worst = Decimal(0)
-        for period in (Period.HOUR, Period.DAY, Period.WEEK, Period.MONTH):
+        for period in (Period.HOUR, Period.DAY, Period.WEEK, Period.MONTH, Period.YEAR):
             if getattr(self, _LIMITS[period]) is None:
                 continue
             for row in book.status(self._ids[period]):

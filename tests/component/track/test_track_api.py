@@ -173,6 +173,23 @@ def test_daily_limit_blocks_once_spent(setup: Any, fake: FakeProvider, pricer: P
     assert blocked.value.budget_id == "daily.day" and len(fake.requests) == 1
 
 
+def test_yearly_limit_blocks_once_the_years_spend_leaves_no_room(
+    setup: Any, fake: FakeProvider, pricer: Pricer
+) -> None:
+    yearly = one_call(pricer) + one_call(pricer) / 10  # room for one call's spend, not two
+    budget = cost.Budget(name="annual", yearly_limit=yearly, enforcement_level="hard", tenant_id="acme")
+    assert [(b.id, b.period.value) for b in budget.book_budgets()] == [("annual.year", "year")]
+    tracking = setup(budget)
+    with cost.track(tenant="acme"):
+        chat(fake, max_tokens=50)
+        with pytest.raises(cost.BudgetExceededError) as blocked:
+            chat(fake, max_tokens=50)
+    assert blocked.value.budget_id == "annual.year" and len(fake.requests) == 1
+    assert blocked.value.resets_at is not None and blocked.value.resets_at.endswith("-01-01T00:00:00+00:00")
+    (row,) = tracking.inprocess.book.status("annual.year")
+    assert row.spent == one_call(pricer)
+
+
 def test_soft_budget_only_alerts(setup: Any, fake: FakeProvider, pricer: Pricer) -> None:
     alerts: list[Any] = []
     setup(
