@@ -264,7 +264,7 @@ def test_all_four_strategies_together_and_on_the_span(setup: Any, fake: FakeProv
 
 
 def test_bad_budgets_fail_at_construction_and_init_never_raises(tmp_path: Path) -> None:
-    with pytest.raises(InvalidBudgetError, match="needs daily_limit, monthly_limit"):
+    with pytest.raises(InvalidBudgetError, match="needs one of daily_limit, monthly_limit, yearly_limit"):
         cost.Budget(name="x")
     with pytest.raises(ValueError, match="enforcement_level"):
         cost.Budget(name="x", daily_limit=1, enforcement_level="monitor")
