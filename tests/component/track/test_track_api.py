@@ -118,6 +118,30 @@ def test_nested_blocks_see_their_own_calls_and_the_session_adds_up(
         cost.session("")
 
 
+def test_session_lookup_reads_the_index_and_survives_a_restart(
+    setup: Any, fake: FakeProvider, pricer: Pricer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracking: cost.Tracking = setup()
+    with cost.track(tenant="acme", session="conv-7"):
+        chat(fake, max_tokens=50)
+        chat(fake, max_tokens=50)
+
+    def no_ledger_reads() -> list[Any]:
+        raise AssertionError("session() read the ledger")
+
+    monkeypatch.setattr(tracking.inprocess.store, "read_records", no_ledger_reads)
+    totals = cost.session("conv-7")
+    assert (totals.calls, totals.cost_usd, totals.tenants) == (2, 2 * one_call(pricer), ("acme",))
+    monkeypatch.undo()
+    cost.shutdown()
+    setup()  # the same data directory: the new index counts the stored calls once
+    again = cost.session("conv-7")
+    assert (again.calls, again.cost_usd) == (2, 2 * one_call(pricer))
+    with cost.track(tenant="acme", session="conv-7"):
+        chat(fake, max_tokens=50)
+    assert cost.session("conv-7").calls == 3
+
+
 def test_decorator_on_sync_and_async_functions(setup: Any, fake: FakeProvider, pricer: Pricer) -> None:
     setup()
     seen: list[cost.Tracker] = []
