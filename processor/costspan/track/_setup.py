@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -161,8 +162,10 @@ def _build(
         if on_alert is not None and inprocess.book is not None:
             inprocess.book.alert_sinks.append(on_alert)
         hook = inprocess.guard
-        if inprocess.book is not None and any(b.degradation_strategies for b in ours):
-            hook = degrading_hook(ours, inprocess.book, inprocess.guard)
+        per_session = any(b.per_session_limit is not None for b in ours)
+        if per_session or (inprocess.book is not None and any(b.degradation_strategies for b in ours)):
+            spend = _session_spend(tracking) if per_session else None
+            hook = degrading_hook(ours, inprocess.book, inprocess.guard, spend)
         instrumentor = CostspanInstrumentor()
         if instrumentor.is_instrumented_by_opentelemetry:
             logger.info("costspan instrumentation is already installed; adding the budget hook to it")
@@ -180,6 +183,18 @@ def _build(
         tracking.shutdown()
         raise
     return tracking
+
+
+def _session_spend(tracking: Tracking) -> Callable[[str, str | None], Decimal]:
+    """A session's stored spend in USD, from ``tracking``'s session index (the ledger for a dropped one)."""
+
+    def spend(session_id: str, tenant: str | None) -> Decimal:
+        found = tracking.sessions.lookup(session_id, tenant)
+        if found is None:
+            found = scan(tracking.inprocess.store.read_records(), session_id, tenant)
+        return found.cost_usd
+
+    return spend
 
 
 def session(session_id: str, *, tenant: str | None = None) -> SessionTotals:

@@ -214,6 +214,56 @@ def test_yearly_limit_blocks_once_the_years_spend_leaves_no_room(
     assert row.spent == one_call(pricer)
 
 
+def test_per_session_limit_refuses_calls_once_the_sessions_spend_reaches_it(
+    setup: Any, fake: FakeProvider, pricer: Pricer
+) -> None:
+    limit = one_call(pricer) + one_call(pricer) / 10  # the first call fits, the second starts over it
+    budget = cost.Budget(name="chat", per_session_limit=limit, enforcement_level="hard", tenant_id="acme")
+    assert budget.book_budgets() == []  # a session is not a dimension of the book: enforced in-process
+    tracking = setup(budget)
+    with cost.track(tenant="acme", session="conv-1"):
+        chat(fake, max_tokens=50)
+        chat(fake, max_tokens=50)  # the session had spent one call: under the limit
+        tracking.force_flush()
+        with pytest.raises(cost.BudgetExceededError) as blocked:
+            chat(fake, max_tokens=50)
+    refusal = blocked.value
+    assert (refusal.budget_id, refusal.reason, refusal.limit_usd) == ("chat.session", "exhausted", limit)
+    assert refusal.scope == {"tenant": "acme", "session": "conv-1"} and refusal.spent_usd == 2 * one_call(pricer)
+    assert len(fake.requests) == 2
+    with cost.track(tenant="acme", session="conv-2"):  # another session starts afresh
+        chat(fake, max_tokens=50)
+    with cost.track(tenant="acme"):  # a call outside any session is not counted against it
+        chat(fake, max_tokens=50)
+    assert len(fake.requests) == 4
+
+
+def test_a_soft_per_session_limit_never_refuses(setup: Any, fake: FakeProvider, pricer: Pricer) -> None:
+    tracking = setup(cost.Budget(name="chat", per_session_limit=one_call(pricer) / 2))
+    with cost.track(session="conv-1"):
+        for _ in range(3):
+            chat(fake, max_tokens=50)
+            tracking.force_flush()
+    assert len(fake.requests) == 3 and cost.session("conv-1").cost_usd == 3 * one_call(pricer)
+
+
+def test_an_adaptive_per_session_limit_degrades_from_degrade_at(setup: Any, fake: FakeProvider, pricer: Pricer) -> None:
+    budget = cost.Budget(
+        name="chat",
+        per_session_limit=one_call(pricer) * 4,
+        enforcement_level="adaptive",
+        degradation_strategies=["reduce_max_tokens"],
+        max_tokens_cap=16,
+        degrade_at=0.5,
+    )
+    tracking = setup(budget)
+    with cost.track(session="conv-1"):
+        for _ in range(3):
+            chat(fake, max_tokens=50)
+            tracking.force_flush()
+    assert [r.json["max_tokens"] for r in fake.requests] == [50, 50, 16]  # 2 of 4 calls spent: degraded
+
+
 def test_soft_budget_only_alerts(setup: Any, fake: FakeProvider, pricer: Pricer) -> None:
     alerts: list[Any] = []
     setup(
