@@ -129,6 +129,10 @@ class Budget:
     budget_id: str = ""
     #: timezone of the day and month periods
     timezone: str = "UTC"
+    #: the seed's switch: a disabled budget is validated, then left out by ``init`` (nothing enforced)
+    enabled: bool = True
+    #: the limits' currency: USD only (a budget in another currency is refused, not converted)
+    currency: str = "USD"
     _ids: dict[Period, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -175,6 +179,11 @@ class Budget:
             or not 0 <= self.degrade_at <= 1
         ):
             raise InvalidBudgetError(f"degrade_at must be a fraction between 0 and 1, got {self.degrade_at!r}")
+        if not isinstance(self.enabled, bool):
+            raise InvalidBudgetError(f"enabled must be true or false, got {self.enabled!r}")
+        if not isinstance(self.currency, str) or self.currency.strip().upper() != "USD":
+            raise InvalidBudgetError(f"currency: budget limits are in USD, got {self.currency!r}")
+        put(self, "currency", "USD")
         for key in ("tenant_id", "user_id"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value.strip()):

@@ -139,7 +139,7 @@ def _build(
     instrument_options: Mapping[str, Any],
     on_alert: Callable[[Alert], None] | None,
 ) -> Tracking:
-    ours = tuple(b for b in budgets if isinstance(b, Budget))
+    ours = tuple(b for b in budgets if isinstance(b, Budget) and b.enabled)
     book_budgets: list[BookBudget | BudgetSpec | Mapping[str, Any]] = [b for b in budgets if not isinstance(b, Budget)]
     for budget in ours:
         book_budgets.extend(budget.book_budgets())

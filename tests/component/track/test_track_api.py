@@ -264,6 +264,18 @@ def test_an_adaptive_per_session_limit_degrades_from_degrade_at(setup: Any, fake
     assert [r.json["max_tokens"] for r in fake.requests] == [50, 50, 16]  # 2 of 4 calls spent: degraded
 
 
+def test_a_disabled_budget_is_left_out_and_only_usd_is_accepted(setup: Any, fake: FakeProvider) -> None:
+    off = cost.Budget(name="off", per_request_limit="0.000001", enforcement_level="hard", enabled=False)
+    assert cost.Budget(name="usd", daily_limit=1, currency="usd").currency == "USD"
+    with pytest.raises(InvalidBudgetError, match="currency"):
+        cost.Budget(name="eur", daily_limit=1, currency="EUR")
+    with pytest.raises(InvalidBudgetError, match="enabled"):
+        cost.Budget(name="maybe", daily_limit=1, enabled="no")  # type: ignore[arg-type]
+    tracking = setup(off)
+    chat(fake, max_tokens=50)  # the disabled budget would refuse it
+    assert len(fake.requests) == 1 and tracking.budgets == ()
+
+
 def test_soft_budget_only_alerts(setup: Any, fake: FakeProvider, pricer: Pricer) -> None:
     alerts: list[Any] = []
     setup(
