@@ -1,7 +1,7 @@
 """Sessions by id, answered from totals kept as calls are stored (not from a read of the ledger).
 
-:class:`SessionIndex` reads the in-process store's ledger once, when it is attached (with the store's
-commits held off, so every call is counted exactly once), then adds each newly stored call from the
+:class:`SessionIndex` reads the in-process store's ledger once, when it is attached (its tail with the
+store's commits held off, so every call is counted exactly once), then adds each newly stored call from the
 store's commit listener and applies repricing corrections as cost deltas. A lookup is one dictionary
 read. It holds at most ``max_sessions`` sessions: past that the tenth whose last calls are oldest is
 dropped (counted in :attr:`SessionIndex.dropped`) and their ids go into a fixed-size Bloom filter; a
@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from costspan.processor.store import Store
-from costspan.processor.store._corrections import Correction
-from costspan.processor.store._ledger import Position
-from costspan.processor.store._records import CallRecord
+from costspan.processor.store._corrections import Correction, correction_from_json, is_correction
+from costspan.processor.store._ledger import Ledger, Position
+from costspan.processor.store._records import CallRecord, record_from_json
 
 __all__ = ["DEFAULT_MAX_SESSIONS", "SessionIndex", "SessionTotals", "totals_of"]
 
@@ -147,11 +147,35 @@ class SessionIndex:
 
     def attach(self, store: Store) -> None:
         """Count what the store holds, then every call it stores from now on (call once, not on the
-        store's writer thread)."""
-        with store.commits_paused():  # nothing is committed between the read and the listener
-            self.add(store.read_records())
+        store's writer thread). Two reads, as the budget book seeds a budget: the ledger as it is while
+        the store goes on committing, then, with its commits held off, only the tail written since,
+        and the listeners are added: a call is counted once, and a long ledger never stalls ingest."""
+        mark = self._read(store, None)
+        with store.commits_paused():  # nothing is committed between the tail and the listeners
+            self._read(store, mark)
             store.add_commit_listener(self.add)
             store.add_correction_listener(self.correct)
+
+    def _read(self, store: Store, after: Position | None) -> Position | None:
+        """Count the ledger's lines after ``after`` (records, and corrections as deltas); where it ended."""
+        mark = after
+        batch: list[CallRecord] = []
+        for line in Ledger(store.ledger.directory, fsync="never").read(after):
+            mark = line.end
+            try:
+                if is_correction(line.payload):
+                    self.add(batch)
+                    batch = []
+                    self.correct([correction_from_json(line.payload)], line.end)
+                else:
+                    batch.append(record_from_json(line.payload))
+            except (ValueError, KeyError, TypeError):  # unreadable or out of range: skipped, as replay skips it
+                continue
+            if len(batch) >= 1000:
+                self.add(batch)
+                batch = []
+        self.add(batch)
+        return mark
 
     def add(self, records: list[CallRecord]) -> None:
         with self._lock:

@@ -4,11 +4,13 @@ deltas, bounded with a filter of dropped ids (a lookup of one of those falls bac
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from costspan.processor.store._corrections import Correction
 from costspan.processor.store._ledger import Position
+from costspan.processor.store._store import Store, StoreConfig
 from costspan.track._sessions import SessionIndex, SessionTotals, scan
 from tests.support.records import call_record
 
@@ -66,3 +68,25 @@ def test_past_max_sessions_the_oldest_are_dropped_and_looked_up_in_the_ledger() 
 def test_max_sessions_must_be_a_positive_int(bad: object) -> None:
     with pytest.raises(ValueError, match="max_sessions"):
         SessionIndex(max_sessions=bad)  # type: ignore[arg-type]
+
+
+def test_attached_to_a_store_it_counts_the_ledger_its_corrections_and_every_call_after(tmp_path: Path) -> None:
+    store = Store(StoreConfig(data_dir=tmp_path))
+    store.start()
+    try:
+        unpriced = call_record(0, session="s-1", cost=None, start_ns=NS)
+        store.ingest([unpriced, call_record(1, session="s-1", cost="1", start_ns=NS + 1)])
+        priced = unpriced._replace(cost_total=Decimal("0.4"), cost_status="priced", pricing_version="v2")
+        store.correct([Correction(unpriced, priced, 1.0)])  # in the ledger before the index reads it
+        index = SessionIndex()
+        index.attach(store)
+        store.ingest([call_record(2, session="s-1", cost="2", start_ns=NS + 2)])  # from the commit listener
+        later = call_record(3, session="s-2", cost=None, start_ns=NS + 3)
+        store.ingest([later])
+        store.correct([Correction(later, later._replace(cost_total=Decimal("3"), cost_status="priced"), 2.0)])
+        for sid in ("s-1", "s-2"):  # the same as a read of every record, corrections applied
+            assert index.lookup(sid) == scan(store.read_records(), sid, None)
+        found = index.lookup("s-1")
+        assert found is not None and (found.calls, found.cost_usd, found.unpriced) == (3, Decimal("3.4"), 0)
+    finally:
+        store.close()
