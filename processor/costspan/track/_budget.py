@@ -1,10 +1,12 @@
 """The in-process budget with the MDMAI cost library's fields, and the hook that degrades a call.
 
-A :class:`Budget` is a user's view: ``daily_limit``, ``monthly_limit``, ``per_request_limit`` (USD),
+A :class:`Budget` is a user's view: ``daily_limit``, ``monthly_limit``, ``yearly_limit``, ``per_request_limit`` (USD),
 ``enforcement_level`` (``soft`` alerts only, ``hard`` blocks, ``adaptive`` degrades then blocks),
 ``alert_thresholds`` as fractions, ``degradation_strategies``. It is carried out by the processor's
 budget book (one book budget per limit: reserve before the call, settle from the priced span, alert at
-the thresholds); :func:`degrading_hook` adds the four degradation strategies before the book's guard.
+the thresholds); :func:`degrading_hook` adds the four degradation strategies before the book's guard,
+and ``per_session_limit`` (a session is not a dimension of the book): the session's stored spend, from
+the session index, against the limit.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
-from costspan.instrumentation import PreSendHook, RequestInfo, RequestRewrite
+from costspan.instrumentation import BudgetExceededError, PreSendHook, RequestInfo, RequestRewrite
 from costspan.instrumentation import attributes as attr
 from costspan.processor.budgets import Budget as BookBudget
 from costspan.processor.budgets import BudgetBook, InvalidBudgetError, Mode, Period, parse_budget
@@ -66,6 +68,7 @@ _LIMITS: dict[Period, str] = {
     Period.DAY: "daily_limit",
     Period.WEEK: "weekly_limit",
     Period.MONTH: "monthly_limit",
+    Period.YEAR: "yearly_limit",
 }
 
 
@@ -100,7 +103,7 @@ class Budget:
 
     ``tenant_id`` / ``user_id`` scope it (``None``: every call). Limits are USD (``Decimal``, ``float``,
     ``int`` or a string); at least one is required; each becomes one budget of the book, with the id
-    ``<budget_id>.<period>`` (``per_request``, ``hour``, ``day``, ``week``, ``month``).
+    ``<budget_id>.<period>`` (``per_request``, ``hour``, ``day``, ``week``, ``month``, ``year``).
     ``alert_thresholds`` are fractions of each limit (0.5 = 50 %). ``degrade_at`` is the fraction of a
     period limit (spent plus reserved) from which an ``adaptive`` budget degrades calls.
     """
@@ -111,6 +114,9 @@ class Budget:
     per_request_limit: Decimal | float | int | str | None = None
     hourly_limit: Decimal | float | int | str | None = None
     weekly_limit: Decimal | float | int | str | None = None
+    yearly_limit: Decimal | float | int | str | None = None
+    #: USD over all the calls of one session (``track(session=...)``); enforced here, not by the book
+    per_session_limit: Decimal | float | int | str | None = None
     enforcement_level: EnforcementLevel | str = EnforcementLevel.SOFT
     alert_thresholds: Sequence[float] = (0.5, 0.75, 0.9, 0.95)
     degradation_strategies: Sequence[Degradation | str] = ()
@@ -123,17 +129,22 @@ class Budget:
     budget_id: str = ""
     #: timezone of the day and month periods
     timezone: str = "UTC"
+    #: the seed's switch: a disabled budget is validated, then left out by ``init`` (nothing enforced)
+    enabled: bool = True
+    #: the limits' currency: USD only (a budget in another currency is refused, not converted)
+    currency: str = "USD"
     _ids: dict[Period, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         put = object.__setattr__
         if not isinstance(self.name, str) or not self.name.strip():
             raise InvalidBudgetError("name must be a non-empty string")
-        for limit in _LIMITS.values():
+        for limit in (*_LIMITS.values(), "per_session_limit"):
             put(self, limit, _money(limit, getattr(self, limit)))
-        if all(getattr(self, limit) is None for limit in _LIMITS.values()):
+        if self.per_session_limit is None and all(getattr(self, limit) is None for limit in _LIMITS.values()):
             raise InvalidBudgetError(
-                "a budget needs daily_limit, monthly_limit, per_request_limit, hourly_limit or weekly_limit"
+                "a budget needs one of daily_limit, monthly_limit, yearly_limit, per_request_limit,"
+                " per_session_limit, hourly_limit, weekly_limit"
             )
         try:
             put(
@@ -168,6 +179,11 @@ class Budget:
             or not 0 <= self.degrade_at <= 1
         ):
             raise InvalidBudgetError(f"degrade_at must be a fraction between 0 and 1, got {self.degrade_at!r}")
+        if not isinstance(self.enabled, bool):
+            raise InvalidBudgetError(f"enabled must be true or false, got {self.enabled!r}")
+        if not isinstance(self.currency, str) or self.currency.strip().upper() != "USD":
+            raise InvalidBudgetError(f"currency: budget limits are in USD, got {self.currency!r}")
+        put(self, "currency", "USD")
         for key in ("tenant_id", "user_id"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -225,7 +241,7 @@ class Budget:
     def utilization(self, book: BudgetBook) -> Decimal:
         """The highest (spent + reserved) / limit of its period budgets (not per request), now."""
         worst = Decimal(0)
-        for period in (Period.HOUR, Period.DAY, Period.WEEK, Period.MONTH):
+        for period in (Period.HOUR, Period.DAY, Period.WEEK, Period.MONTH, Period.YEAR):
             if getattr(self, _LIMITS[period]) is None:
                 continue
             for row in book.status(self._ids[period]):
@@ -236,6 +252,28 @@ class Budget:
                 elif used > 0:
                     worst = max(worst, Decimal(1))
         return worst
+
+    @property
+    def session_budget_id(self) -> str:
+        return f"{self.budget_id}.session"
+
+    def session_block(self, session_id: str, spent: Decimal) -> BudgetExceededError | None:
+        """The refusal of a call in ``session_id`` once the session's stored spend has reached
+        ``per_session_limit`` (hard and adaptive budgets; a soft one never refuses)."""
+        limit = self.per_session_limit
+        if not isinstance(limit, Decimal) or self.enforcement_level is EnforcementLevel.SOFT or spent < limit:
+            return None
+        scope = {**self.scope, "session": session_id}
+        return BudgetExceededError(
+            f"budget {self.session_budget_id!r} (session={session_id}, {self.enforcement_level}) is exhausted:"
+            f" limit {limit} USD, spent {spent} USD in this session",
+            budget_id=self.session_budget_id,
+            scope=scope,
+            limit_usd=limit,
+            spent_usd=spent,
+            reason="exhausted",
+            advice=("start a new session", f"raise per_session_limit of budget {self.budget_id!r}"),
+        )
 
     def degrade(self, info: RequestInfo) -> RequestRewrite | None:
         """The rewrite this budget's strategies make of ``info`` (None when there is nothing to change)."""
@@ -264,18 +302,50 @@ class Budget:
         return rewrite if rewrite.changes else None
 
 
-def degrading_hook(budgets: Iterable[Budget], book: BudgetBook, guard: PreSendHook | None) -> PreSendHook:
-    """A pre-send hook: adaptive budgets past ``degrade_at`` rewrite the request, then ``guard`` (the
-    book's) reserves for the rewritten call or blocks it. Errors in the degrading step are logged and
-    the call goes on to the guard unchanged; the guard's ``BudgetExceededError`` reaches the caller."""
+#: A session's stored spend (USD) in a budget's tenant (``None``: every tenant): the session index.
+SessionSpend = Callable[[str, str | None], Decimal]
+
+
+def degrading_hook(
+    budgets: Iterable[Budget],
+    book: BudgetBook | None,
+    guard: PreSendHook | None,
+    session_spend: SessionSpend | None = None,
+) -> PreSendHook:
+    """A pre-send hook: a call in a session whose budget's ``per_session_limit`` is spent is refused
+    (hard and adaptive); adaptive budgets past ``degrade_at`` (of a period limit or of the session's
+    limit) rewrite the request; then ``guard`` (the book's) reserves for the rewritten call or blocks
+    it. Errors in these steps are logged and the call goes on to the guard unchanged; a
+    ``BudgetExceededError`` reaches the caller."""
+    budgets = list(budgets)
     adaptive = [b for b in budgets if b.enforcement_level is EnforcementLevel.ADAPTIVE and b.degradation_strategies]
+    per_session = [b for b in budgets if b.per_session_limit is not None] if session_spend is not None else []
     warned: list[bool] = [False]
+
+    def session_use(budget: Budget, info: RequestInfo) -> Decimal:
+        session = info.attribution.get(attr.SESSION_ID)
+        limit = budget.per_session_limit
+        if session_spend is None or not session or not isinstance(limit, Decimal):
+            return Decimal(0)
+        spent = session_spend(session, budget.tenant_id)
+        refusal = budget.session_block(session, spent)
+        if refusal is not None:
+            raise refusal
+        return spent / limit if limit > 0 else Decimal(1 if spent > 0 else 0)
 
     def hook(info: RequestInfo) -> RequestRewrite | None:
         rewrite: RequestRewrite | None = None
         try:
+            session_used: dict[str, Decimal] = {}
+            for budget in per_session:
+                if budget.applies_to(info.attribution):
+                    session_used[budget.budget_id] = session_use(budget, info)
             for budget in adaptive:
-                if budget.applies_to(info.attribution) and budget.utilization(book) >= Decimal(str(budget.degrade_at)):
+                if not budget.applies_to(info.attribution):
+                    continue
+                period_used = budget.utilization(book) if book is not None else Decimal(0)
+                used = max(period_used, session_used.get(budget.budget_id, Decimal(0)))
+                if used >= Decimal(str(budget.degrade_at)):
                     found = budget.degrade(info)
                     if found is not None:
                         rewrite = found if rewrite is None else rewrite.merged(found)
@@ -287,6 +357,8 @@ def degrading_hook(budgets: Iterable[Budget], book: BudgetBook, guard: PreSendHo
                     temperature=rewrite.temperature if rewrite.temperature is not None else info.temperature,
                     tools=0 if rewrite.disable_tools else info.tools,
                 )
+        except BudgetExceededError:
+            raise
         except Exception:
             if not warned[0]:
                 warned[0] = True

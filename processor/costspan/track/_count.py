@@ -113,11 +113,13 @@ class _Tally:
 
 
 def count_tokens(
-    model: str,
-    messages: Sequence[Mapping[str, Any]] | str,
+    model: str | Sequence[Mapping[str, Any]],
+    messages: Sequence[Mapping[str, Any]] | str | object,
+    seed_model: str | None = None,
     *,
     tools: Iterable[Mapping[str, Any]] | None = None,
     system: str | Sequence[Mapping[str, Any]] | None = None,
+    provider: object = None,
 ) -> TokenCount:
     """The input tokens ``messages`` (OpenAI or Anthropic shape, or a plain string) cost on ``model``.
 
@@ -125,7 +127,15 @@ def count_tokens(
     (OpenAI's system and developer messages are counted from ``messages``). Offline; never raises for
     content it does not know (it is counted as its JSON, marked estimated). ``ValueError`` for a model
     that is not a non-empty string or messages that are not a list of mappings.
+
+    The MDMAI token counter's order is taken too: ``count_tokens(messages, provider, model)``. The
+    provider (there, or as ``provider=``) is not needed: the model implies it.
     """
+    del provider  # the model implies it
+    if seed_model is not None:
+        if isinstance(model, str):
+            raise ValueError("give count_tokens(model, messages) or the seed's count_tokens(messages, provider, model)")
+        model, messages = seed_model, model
     if not isinstance(model, str) or not model.strip():
         raise ValueError(f"model must be a non-empty string, got {model!r}")
     counter = _Counter(model)

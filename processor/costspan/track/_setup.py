@@ -13,8 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +25,7 @@ from costspan.processor._inprocess import InProcess, track_in_process
 from costspan.processor.budgets import Alert, BudgetSpec
 from costspan.processor.budgets import Budget as BookBudget
 from costspan.track._budget import Budget, degrading_hook
+from costspan.track._sessions import SessionIndex, SessionTotals, scan
 from costspan.track._tracker import CallSpans
 
 __all__ = ["SessionTotals", "Tracking", "current", "init", "session", "shutdown"]
@@ -37,12 +36,13 @@ logger = logging.getLogger(__name__)
 class Tracking:
     """What :func:`init` set up: ``.inprocess`` (store, book, processor), ``.budgets`` and ``.spans``."""
 
-    __slots__ = ("_hook", "_instrumented", "budgets", "inprocess", "spans")
+    __slots__ = ("_hook", "_instrumented", "budgets", "inprocess", "sessions", "spans")
 
     def __init__(self, inprocess: InProcess, budgets: tuple[Budget, ...], spans: CallSpans) -> None:
         self.inprocess = inprocess
         self.budgets = budgets
         self.spans = spans
+        self.sessions = SessionIndex()
         self._hook: Any = None
         self._instrumented = False
 
@@ -139,7 +139,7 @@ def _build(
     instrument_options: Mapping[str, Any],
     on_alert: Callable[[Alert], None] | None,
 ) -> Tracking:
-    ours = tuple(b for b in budgets if isinstance(b, Budget))
+    ours = tuple(b for b in budgets if isinstance(b, Budget) and b.enabled)
     book_budgets: list[BookBudget | BudgetSpec | Mapping[str, Any]] = [b for b in budgets if not isinstance(b, Budget)]
     for budget in ours:
         book_budgets.extend(budget.book_budgets())
@@ -158,11 +158,14 @@ def _build(
     try:
         inprocess.tracer_provider.add_span_processor(spans)
         inprocess.store.add_commit_listener(spans.on_records)
+        tracking.sessions.attach(inprocess.store)
         if on_alert is not None and inprocess.book is not None:
             inprocess.book.alert_sinks.append(on_alert)
         hook = inprocess.guard
-        if inprocess.book is not None and any(b.degradation_strategies for b in ours):
-            hook = degrading_hook(ours, inprocess.book, inprocess.guard)
+        per_session = any(b.per_session_limit is not None for b in ours)
+        if per_session or (inprocess.book is not None and any(b.degradation_strategies for b in ours)):
+            spend = _session_spend(tracking) if per_session else None
+            hook = degrading_hook(ours, inprocess.book, inprocess.guard, spend)
         instrumentor = CostspanInstrumentor()
         if instrumentor.is_instrumented_by_opentelemetry:
             logger.info("costspan instrumentation is already installed; adding the budget hook to it")
@@ -182,30 +185,23 @@ def _build(
     return tracking
 
 
-@dataclass(frozen=True, slots=True)
-class SessionTotals:
-    """What one session's calls cost, from the processor's records."""
+def _session_spend(tracking: Tracking) -> Callable[[str, str | None], Decimal]:
+    """A session's stored spend in USD, from ``tracking``'s session index (the ledger for a dropped one)."""
 
-    session_id: str
-    calls: int = 0
-    cost_usd: Decimal = Decimal(0)
-    unpriced: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    first_call: datetime | None = None
-    last_call: datetime | None = None
-    tenants: tuple[str, ...] = ()
-    models: dict[str, int] = field(default_factory=dict)
+    def spend(session_id: str, tenant: str | None) -> Decimal:
+        found = tracking.sessions.lookup(session_id, tenant)
+        if found is None:
+            found = scan(tracking.inprocess.store.read_records(), session_id, tenant)
+        return found.cost_usd
 
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
+    return spend
 
 
 def session(session_id: str, *, tenant: str | None = None) -> SessionTotals:
     """The totals of ``session_id`` (of one ``tenant``, if given) over every stored call.
 
-    Reads the in-process store's ledger (history survives restarts); ``RuntimeError`` before
+    Answered from the session index (kept as calls are stored; history survives restarts, as the index
+    reads the ledger once at :func:`init`); ``RuntimeError`` before
     :func:`init`, ``ValueError`` for an empty id. An unknown session has zero calls.
     """
     if not isinstance(session_id, str) or not session_id:
@@ -214,34 +210,7 @@ def session(session_id: str, *, tenant: str | None = None) -> SessionTotals:
     if tracking is None:
         raise RuntimeError("costspan.track.session() needs costspan.track.init() first")
     tracking.force_flush(5000)
-    calls = unpriced = tin = tout = 0
-    cost = Decimal(0)
-    first = last = None
-    tenants: set[str] = set()
-    models: dict[str, int] = {}
-    for record in tracking.inprocess.store.read_records():
-        if record.session != session_id or (tenant is not None and record.tenant != tenant):
-            continue
-        calls += 1
-        if record.cost_total is None:
-            unpriced += 1
-        else:
-            cost += record.cost_total
-        tin += record.tokens.input
-        tout += record.tokens.output
-        first = record.start_ns if first is None else min(first, record.start_ns)
-        last = record.start_ns if last is None else max(last, record.start_ns)
-        tenants.add(record.tenant)
-        models[record.model] = models.get(record.model, 0) + 1
-    return SessionTotals(
-        session_id=session_id,
-        calls=calls,
-        cost_usd=cost,
-        unpriced=unpriced,
-        input_tokens=tin,
-        output_tokens=tout,
-        first_call=None if first is None else datetime.fromtimestamp(first / 1e9, UTC),
-        last_call=None if last is None else datetime.fromtimestamp(last / 1e9, UTC),
-        tenants=tuple(sorted(tenants)),
-        models=models,
-    )
+    found = tracking.sessions.lookup(session_id, tenant)
+    if found is None:  # a session the index dropped (past max_sessions): read the ledger for it
+        found = scan(tracking.inprocess.store.read_records(), session_id, tenant)
+    return found

@@ -3,6 +3,7 @@ envelope (``{"success": true, "data": {...}}``), field names and JSON types (mon
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -95,6 +96,17 @@ def test_realtime_metrics(tracked: Api, pricer: Pricer) -> None:
     assert isinstance(data["cached_at"], str)
     # costspan's exact figures beside the seed's
     assert Decimal(data["totals"]["cost"]) == (cerebras + haiku).quantize(Decimal("0.00000001"))
+
+
+def test_realtime_by_operation_covers_the_same_24_hours(tracked: Api) -> None:
+    old = datetime.now(UTC) - timedelta(hours=26)  # yesterday (or the day before): outside the 24 hours
+    call = {**CALLS[0], "operation_type": "archive", "timestamp": old.isoformat(), "call_id": "old-archive"}
+    assert tracked.post_call("ingest", tenant_id="acme", **call).status_code == 201
+    data = _ok(tracked, "/api/usage/metrics/realtime")
+    assert {op: row["requests"] for op, row in data["by_operation"].items()} == {"qualification": 1, "research": 2}
+    assert sum(row["requests"] for row in data["by_operation"].values()) == data["total_requests"]
+    everyone = tracked.get("admin", "/api/usage/metrics/realtime").json()["data"]
+    assert everyone["by_operation"]["qualification"]["requests"] == 2  # acme's and globex's
 
 
 @pytest.mark.parametrize("interval", ["hour", "day", "month"])

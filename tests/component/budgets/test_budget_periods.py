@@ -95,6 +95,27 @@ def test_month_rolls_at_local_midnight_of_the_budget_time_zone(
     ]
 
 
+def test_a_year_rolls_at_new_year_in_the_budget_time_zone_and_alerts_once_per_year(
+    clock: FakeClock, pricer: Pricer, tmp_path: Path
+) -> None:
+    sink: list[Alert] = []
+    tz = ZoneInfo("Asia/Tokyo")
+    clock.set(datetime(2026, 12, 31, 23, 0, tzinfo=tz))  # 14:00 UTC: still 2026 in Tokyo and in UTC
+    book = make(clock, pricer, tmp_path, sink)
+    book.put_budget({"id": "y", "period": "year", "limit": "100", "timezone": "Asia/Tokyo"})
+    book.record(ACME, Decimal("60"))
+    assert fired(sink) == [("y", 50, "2025-12-31T15:00:00+00:00")]
+    (y,) = book.status("y")
+    assert y.resets_at == datetime(2026, 12, 31, 15, tzinfo=UTC)  # midnight in Tokyo
+    book.record(ACME, Decimal("1"))
+    assert fired(sink) == []  # once per threshold and year
+    clock.set(datetime(2027, 1, 1, 0, 0, 1, tzinfo=tz))
+    (y,) = book.status("y")
+    assert y.spent == Z and y.resets_at == datetime(2027, 12, 31, 15, tzinfo=UTC)
+    book.record(ACME, Decimal("60"))
+    assert fired(sink) == [("y", 50, "2026-12-31T15:00:00+00:00")]
+
+
 def test_blocked_call_says_when_the_budget_resets(clock: FakeClock, pricer: Pricer, tmp_path: Path) -> None:
     clock.set(datetime(2026, 3, 10, 22, 0, tzinfo=UTC))
     book = make(clock, pricer, tmp_path, [])

@@ -118,6 +118,30 @@ def test_nested_blocks_see_their_own_calls_and_the_session_adds_up(
         cost.session("")
 
 
+def test_session_lookup_reads_the_index_and_survives_a_restart(
+    setup: Any, fake: FakeProvider, pricer: Pricer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracking: cost.Tracking = setup()
+    with cost.track(tenant="acme", session="conv-7"):
+        chat(fake, max_tokens=50)
+        chat(fake, max_tokens=50)
+
+    def no_ledger_reads() -> list[Any]:
+        raise AssertionError("session() read the ledger")
+
+    monkeypatch.setattr(tracking.inprocess.store, "read_records", no_ledger_reads)
+    totals = cost.session("conv-7")
+    assert (totals.calls, totals.cost_usd, totals.tenants) == (2, 2 * one_call(pricer), ("acme",))
+    monkeypatch.undo()
+    cost.shutdown()
+    setup()  # the same data directory: the new index counts the stored calls once
+    again = cost.session("conv-7")
+    assert (again.calls, again.cost_usd) == (2, 2 * one_call(pricer))
+    with cost.track(tenant="acme", session="conv-7"):
+        chat(fake, max_tokens=50)
+    assert cost.session("conv-7").calls == 3
+
+
 def test_decorator_on_sync_and_async_functions(setup: Any, fake: FakeProvider, pricer: Pricer) -> None:
     setup()
     seen: list[cost.Tracker] = []
@@ -171,6 +195,85 @@ def test_daily_limit_blocks_once_spent(setup: Any, fake: FakeProvider, pricer: P
     with pytest.raises(cost.BudgetExceededError) as blocked:
         chat(fake, max_tokens=50)
     assert blocked.value.budget_id == "daily.day" and len(fake.requests) == 1
+
+
+def test_yearly_limit_blocks_once_the_years_spend_leaves_no_room(
+    setup: Any, fake: FakeProvider, pricer: Pricer
+) -> None:
+    yearly = one_call(pricer) + one_call(pricer) / 10  # room for one call's spend, not two
+    budget = cost.Budget(name="annual", yearly_limit=yearly, enforcement_level="hard", tenant_id="acme")
+    assert [(b.id, b.period.value) for b in budget.book_budgets()] == [("annual.year", "year")]
+    tracking = setup(budget)
+    with cost.track(tenant="acme"):
+        chat(fake, max_tokens=50)
+        with pytest.raises(cost.BudgetExceededError) as blocked:
+            chat(fake, max_tokens=50)
+    assert blocked.value.budget_id == "annual.year" and len(fake.requests) == 1
+    assert blocked.value.resets_at is not None and blocked.value.resets_at.endswith("-01-01T00:00:00+00:00")
+    (row,) = tracking.inprocess.book.status("annual.year")
+    assert row.spent == one_call(pricer)
+
+
+def test_per_session_limit_refuses_calls_once_the_sessions_spend_reaches_it(
+    setup: Any, fake: FakeProvider, pricer: Pricer
+) -> None:
+    limit = one_call(pricer) + one_call(pricer) / 10  # the first call fits, the second starts over it
+    budget = cost.Budget(name="chat", per_session_limit=limit, enforcement_level="hard", tenant_id="acme")
+    assert budget.book_budgets() == []  # a session is not a dimension of the book: enforced in-process
+    tracking = setup(budget)
+    with cost.track(tenant="acme", session="conv-1"):
+        chat(fake, max_tokens=50)
+        chat(fake, max_tokens=50)  # the session had spent one call: under the limit
+        tracking.force_flush()
+        with pytest.raises(cost.BudgetExceededError) as blocked:
+            chat(fake, max_tokens=50)
+    refusal = blocked.value
+    assert (refusal.budget_id, refusal.reason, refusal.limit_usd) == ("chat.session", "exhausted", limit)
+    assert refusal.scope == {"tenant": "acme", "session": "conv-1"} and refusal.spent_usd == 2 * one_call(pricer)
+    assert len(fake.requests) == 2
+    with cost.track(tenant="acme", session="conv-2"):  # another session starts afresh
+        chat(fake, max_tokens=50)
+    with cost.track(tenant="acme"):  # a call outside any session is not counted against it
+        chat(fake, max_tokens=50)
+    assert len(fake.requests) == 4
+
+
+def test_a_soft_per_session_limit_never_refuses(setup: Any, fake: FakeProvider, pricer: Pricer) -> None:
+    tracking = setup(cost.Budget(name="chat", per_session_limit=one_call(pricer) / 2))
+    with cost.track(session="conv-1"):
+        for _ in range(3):
+            chat(fake, max_tokens=50)
+            tracking.force_flush()
+    assert len(fake.requests) == 3 and cost.session("conv-1").cost_usd == 3 * one_call(pricer)
+
+
+def test_an_adaptive_per_session_limit_degrades_from_degrade_at(setup: Any, fake: FakeProvider, pricer: Pricer) -> None:
+    budget = cost.Budget(
+        name="chat",
+        per_session_limit=one_call(pricer) * 4,
+        enforcement_level="adaptive",
+        degradation_strategies=["reduce_max_tokens"],
+        max_tokens_cap=16,
+        degrade_at=0.5,
+    )
+    tracking = setup(budget)
+    with cost.track(session="conv-1"):
+        for _ in range(3):
+            chat(fake, max_tokens=50)
+            tracking.force_flush()
+    assert [r.json["max_tokens"] for r in fake.requests] == [50, 50, 16]  # 2 of 4 calls spent: degraded
+
+
+def test_a_disabled_budget_is_left_out_and_only_usd_is_accepted(setup: Any, fake: FakeProvider) -> None:
+    off = cost.Budget(name="off", per_request_limit="0.000001", enforcement_level="hard", enabled=False)
+    assert cost.Budget(name="usd", daily_limit=1, currency="usd").currency == "USD"
+    with pytest.raises(InvalidBudgetError, match="currency"):
+        cost.Budget(name="eur", daily_limit=1, currency="EUR")
+    with pytest.raises(InvalidBudgetError, match="enabled"):
+        cost.Budget(name="maybe", daily_limit=1, enabled="no")  # type: ignore[arg-type]
+    tracking = setup(off)
+    chat(fake, max_tokens=50)  # the disabled budget would refuse it
+    assert len(fake.requests) == 1 and tracking.budgets == ()
 
 
 def test_soft_budget_only_alerts(setup: Any, fake: FakeProvider, pricer: Pricer) -> None:
@@ -247,7 +350,7 @@ def test_all_four_strategies_together_and_on_the_span(setup: Any, fake: FakeProv
 
 
 def test_bad_budgets_fail_at_construction_and_init_never_raises(tmp_path: Path) -> None:
-    with pytest.raises(InvalidBudgetError, match="needs daily_limit, monthly_limit"):
+    with pytest.raises(InvalidBudgetError, match="needs one of daily_limit, monthly_limit, yearly_limit"):
         cost.Budget(name="x")
     with pytest.raises(ValueError, match="enforcement_level"):
         cost.Budget(name="x", daily_limit=1, enforcement_level="monitor")

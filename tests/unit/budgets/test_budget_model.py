@@ -113,6 +113,9 @@ def _utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second
         (Period.MONTH, _utc(2026, 12, 31, 23), "UTC", _utc(2026, 12, 1), _utc(2027, 1, 1)),
         (Period.MONTH, _utc(2026, 1, 31, 16), "Asia/Tokyo", _utc(2026, 1, 31, 15), _utc(2026, 2, 28, 15)),
         (Period.WEEK, _utc(2026, 3, 12, 9), "UTC", _utc(2026, 3, 9), _utc(2026, 3, 16)),  # Monday first
+        (Period.YEAR, _utc(2026, 7, 4, 12), "UTC", _utc(2026, 1, 1), _utc(2027, 1, 1)),
+        # 2026-12-31 16:00 UTC is already 2027 in Tokyo (UTC+9)
+        (Period.YEAR, _utc(2026, 12, 31, 16), "Asia/Tokyo", _utc(2026, 12, 31, 15), _utc(2027, 12, 31, 15)),
         (Period.HOUR, _utc(2026, 3, 12, 9, 59, 59), "UTC", _utc(2026, 3, 12, 9), _utc(2026, 3, 12, 10)),
         (Period.HOUR, _utc(2026, 3, 12, 9, 10), "Asia/Kolkata", _utc(2026, 3, 12, 8, 30), _utc(2026, 3, 12, 9, 30)),
     ],

@@ -160,3 +160,12 @@ def test_anthropic_counts_lean_high_with_images_and_system() -> None:
 def test_bad_input_is_a_clear_error(model: Any, messages: Any) -> None:
     with pytest.raises(ValueError, match=r"model|messages"):
         count_tokens(model, messages)
+
+
+def test_the_mdmai_argument_order_counts_the_same() -> None:
+    messages: list[Any] = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
+    ours = count_tokens("gpt-4o", messages)
+    assert count_tokens(messages, "openai", "gpt-4o") == ours  # count_tokens(messages, provider, model)
+    assert count_tokens(messages=messages, provider="openai", model="gpt-4o") == ours
+    with pytest.raises(ValueError, match="count_tokens"):
+        count_tokens("gpt-4o", messages, "gpt-4o")  # neither order

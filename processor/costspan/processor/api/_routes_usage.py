@@ -15,7 +15,6 @@ from costspan.processor.api._common import (
     JSONBody,
     Money,
     Window,
-    by_call_in,
     by_provider_hours,
     by_provider_in,
     cost_or_null,
@@ -41,6 +40,7 @@ from costspan.processor.api._schemas_usage_seed import (
     SeedPeriodRow,
     SeedRealtimeOk,
 )
+from costspan.processor.store._store import Store
 from costspan.processor.store._sums import Sums
 
 __all__ = ["BudgetShown", "BudgetView", "router"]
@@ -103,8 +103,24 @@ def _key(label: str, money: Money) -> tuple[str, str] | None:
     return (label, "USD") if money.currency == "USD" else None
 
 
+def _operations(store: Store, tenant: str | None, first_hour: int, last_hour: int) -> dict[str, Sums]:
+    """Totals per operation over the hours ``[first_hour, last_hour]`` (of one tenant, or all), from the
+    store's hour buckets (the usage index keeps operations per UTC day only). O(hours × the hours' series)."""
+    out: dict[str, Sums] = {}
+    with store.lock:
+        hours = store.rollups.buckets["hour"]
+        for hour in range(first_hour, last_hour + 1, HOUR_S):
+            for dims, a in (hours.get(hour) or {}).items():
+                if tenant is None or dims[0] == tenant:
+                    into = out.get(dims[4])
+                    if into is None:
+                        into = out[dims[4]] = Sums()
+                    into.merge_core(a)
+    return out
+
+
 @router.get("/api/usage/metrics/realtime", response_model=SeedRealtimeOk)
-async def realtime(scope: TenantScope, money: Currency) -> JSONBody:
+async def realtime(request: Request, scope: TenantScope, money: Currency) -> JSONBody:
     """The last 24 hours, hour by hour, with totals per provider and operation (seed envelope)."""
     now = int(time.time())
     last = now - now % HOUR_S
@@ -119,9 +135,7 @@ async def realtime(scope: TenantScope, money: Currency) -> JSONBody:
         _key("hour", money),
     )
     total = sum_all(per_provider.values())
-    per_op: dict[str, Sums] = {}
-    for (_, _, op), a in by_call_in(scope.index, scope.tenant, Window.last_days(2 if now % DAY_S else 1)).items():
-        per_op.setdefault(op, Sums()).merge(a, histogram=False)
+    per_op = _operations(request.app.state.store, scope.tenant, last - 23 * HOUR_S, last)
     body: SeedRealtimeOk = {
         "success": True,
         "data": {

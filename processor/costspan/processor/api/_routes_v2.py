@@ -30,7 +30,14 @@ from costspan.processor.api._common import (
 from costspan.processor.api._deps import Currency, TenantIdScope
 from costspan.processor.api._names import workflow_days
 from costspan.processor.api._resources import ResourceLog
-from costspan.processor.api._schemas import EstimateOk, MetricsOk, ModelBreakdown, ModelEstimate, V2CostsOk
+from costspan.processor.api._schemas import (
+    EstimateOk,
+    MetricsCosts,
+    MetricsOk,
+    ModelBreakdown,
+    ModelEstimate,
+    V2CostsOk,
+)
 from costspan.processor.store._sums import Sums
 
 __all__ = ["COMPLEXITY_ALIASES", "COMPLEXITY_DEFAULTS", "ESTIMATE_MODELS", "router"]
@@ -237,30 +244,32 @@ async def metrics(request: Request, scope: TenantIdScope, money: Currency) -> JS
     compute, units = resources.totals(tenant, today - 29 * 86400, today)
     compute_usd = sum(compute.values(), Decimal(0))
     hours = sum((units.get(r, Decimal(0)) * per for r, per in _COMPUTE_HOURS.items()), Decimal(0))
+    costs: MetricsCosts = {
+        "llm_tokens": last30.input_tokens + last30.output_tokens,
+        "compute_hours": float(hours.quantize(Decimal("0.0001"))),
+        "storage_gb": float(units.get("storage_gb_month", Decimal(0)).quantize(Decimal("0.0001"))),
+        "estimated_cost": _num(last30.cost + compute_usd),
+        "estimated_cost_exact": _exact(last30.cost + compute_usd),
+        "total_llm_cost_usd": _num(last30.cost),
+        "total_llm_cost_usd_exact": _exact(last30.cost),
+        "compute_cost_usd": _num(compute_usd),
+        "compute_costs_usd": {r: _num(c) for r, c in sorted(compute.items())},
+        "today": cost_or_null(day_total, money),
+        "month_to_date": cost_or_null(month, money),
+        "last_30_days": cost_or_null(last30, money),
+        "average_cost_per_request": money.fmt(last30.cost / (last30.requests - last30.unpriced))
+        if last30.requests > last30.unpriced
+        else None,
+        "unpriced_requests_30d": last30.unpriced,
+        "by_provider_30d": {p: cost_or_null(a, money) for p, a in sorted(per_provider.items())},
+    }
     body: MetricsOk = {
         "success": True,
+        "costs": costs,  # where the guide's example shows it, and in the envelope as the other v2 routes
         "data": {
             "tenant_id": tenant,
             "currency": money.currency,
-            "costs": {
-                "llm_tokens": last30.input_tokens + last30.output_tokens,
-                "compute_hours": float(hours.quantize(Decimal("0.0001"))),
-                "storage_gb": float(units.get("storage_gb_month", Decimal(0)).quantize(Decimal("0.0001"))),
-                "estimated_cost": _num(last30.cost + compute_usd),
-                "estimated_cost_exact": _exact(last30.cost + compute_usd),
-                "total_llm_cost_usd": _num(last30.cost),
-                "total_llm_cost_usd_exact": _exact(last30.cost),
-                "compute_cost_usd": _num(compute_usd),
-                "compute_costs_usd": {r: _num(c) for r, c in sorted(compute.items())},
-                "today": cost_or_null(day_total, money),
-                "month_to_date": cost_or_null(month, money),
-                "last_30_days": cost_or_null(last30, money),
-                "average_cost_per_request": money.fmt(last30.cost / (last30.requests - last30.unpriced))
-                if last30.requests > last30.unpriced
-                else None,
-                "unpriced_requests_30d": last30.unpriced,
-                "by_provider_30d": {p: cost_or_null(a, money) for p, a in sorted(per_provider.items())},
-            },
+            "costs": costs,
             "requests": {
                 "today": day_total.requests,
                 "last_30_days": last30.requests,

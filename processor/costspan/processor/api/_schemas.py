@@ -361,3 +361,5 @@ class Metrics(TypedDict):
 class MetricsOk(TypedDict):
     success: bool
     data: Metrics
+    #: the same block as ``data.costs``, also at the top: the seed's guide shows ``{"costs": {...}}``
+    costs: MetricsCosts

@@ -61,6 +61,7 @@ class Period(StrEnum):
     DAY = "day"
     WEEK = "week"
     MONTH = "month"
+    YEAR = "year"
     TOTAL = "total"
 
 

@@ -26,7 +26,7 @@ def _epoch(local: datetime) -> float:
 def window(period: Period, now: float, timezone: str = "UTC") -> tuple[float, float]:
     """The period containing ``now``: (start, end) epoch seconds; ``end`` is ``inf`` if it never ends.
 
-    Day, week (Monday first), and month start at local midnight in ``timezone``; an hour is the local
+    Day, week (Monday first), month and year start at local midnight in ``timezone``; an hour is the local
     clock hour (zones with half-hour offsets start on the half hour).
     """
     if period in (Period.TOTAL, Period.PER_REQUEST):
@@ -47,6 +47,8 @@ def window(period: Period, now: float, timezone: str = "UTC") -> tuple[float, fl
         return _epoch(datetime(first.year, first.month, first.day, tzinfo=tz)), _epoch(
             datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz)
         )
+    if period is Period.YEAR:
+        return _epoch(datetime(local.year, 1, 1, tzinfo=tz)), _epoch(datetime(local.year + 1, 1, 1, tzinfo=tz))
     first_of_month = datetime(local.year, local.month, 1, tzinfo=tz)
     year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
     return _epoch(first_of_month), _epoch(datetime(year, month, 1, tzinfo=tz))

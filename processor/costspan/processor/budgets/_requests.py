@@ -52,13 +52,17 @@ class SettleRequest(BaseModel):
     )
 
 
+#: Phase 17's default ``alert_threshold_percent``.
+PHASE17_ALERT_PERCENT = 80
+
+
 class SeedBudget(BaseModel):
     """A seed's budget body for a workspace or project.
 
     The gateway's: daily and/or monthly USD limits, ``alert_thresholds``, ``mode``. Phase 17's:
     ``monthly_budget_usd`` (the monthly limit), ``alert_threshold_percent`` (alerts at it and at
-    100 %), ``alert_emails``, ``hard_limit`` (true: calls over the limit are refused; false: alerts
-    only). Both spellings of one thing in one body is an error, not a guess.
+    100 %; default 80), ``alert_emails``, ``hard_limit`` (true: calls over the limit are refused; false,
+    the default: alerts only). Both spellings of one thing in one body is an error, not a guess.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -92,13 +96,22 @@ class SeedBudget(BaseModel):
         return self.monthly_budget_usd if "monthly_budget_usd" in self.model_fields_set else self.monthly_limit
 
     @property
+    def seed_spelling(self) -> bool:
+        """Phase 17's body: ``monthly_budget_usd`` given (its defaults then apply to what is left out)."""
+        return "monthly_budget_usd" in self.model_fields_set
+
+    @property
     def thresholds(self) -> list[int]:
         if self.alert_threshold_percent is None:
+            if self.seed_spelling and "alert_thresholds" not in self.model_fields_set:
+                return [PHASE17_ALERT_PERCENT, 100]  # Phase 17's documented default: 80 %
             return self.alert_thresholds
         return sorted({self.alert_threshold_percent, 100})
 
     @property
     def budget_mode(self) -> Mode:
         if self.hard_limit is None:
+            if self.seed_spelling and "mode" not in self.model_fields_set:
+                return Mode.SOFT  # Phase 17: a hard limit is opted into with hard_limit: true
             return self.mode
         return Mode.HARD if self.hard_limit else Mode.SOFT

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 __all__ = ["BudgetsCliError", "add_budgets_command", "run_budgets"]
 
 DEFAULT_URL = "http://127.0.0.1:4318"
-_PERIODS = ("per_request", "hour", "day", "week", "month", "total")
+_PERIODS = ("per_request", "hour", "day", "week", "month", "year", "total")
 _SCOPE_DIMENSIONS = ("tenant", "service", "workflow", "user", "project", "provider", "model")
 
 
