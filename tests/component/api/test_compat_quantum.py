@@ -213,7 +213,9 @@ def test_metrics_carry_the_documented_cost_figures(quantum: Quantum, pricer: Pri
     assert r.status_code == 200, r.text
     body = r.json()
     assert_shape(METRICS_EXAMPLE, body)
-    assert_shape({"costs": METRICS_EXAMPLE["data"]["costs"]}, body)  # the guide's own example: costs at the top
+    example_data = METRICS_EXAMPLE["data"]
+    assert isinstance(example_data, dict)
+    assert_shape({"costs": example_data["costs"]}, body)  # the guide's own example: costs at the top
     assert body["costs"] == body["data"]["costs"]
     costs = body["data"]["costs"]
     llm = sum((_cost(pricer, m, i, o) for m, i, o, _ in CALLS), Decimal(0))
