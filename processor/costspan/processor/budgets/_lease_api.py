@@ -77,15 +77,13 @@ def lease_router(
     """The lease routes over this instance's budgets; ``dependencies`` guard both (admin keys)."""
     router = APIRouter(dependencies=list(dependencies), tags=["budgets"])
 
-    @router.post(LEASE_PATH, summary="Renew a spend lease on a global budget (peers only)")
+    @router.post(LEASE_PATH, summary="Renew a spend lease on a budget (peers only)")
     def renew(req: LeaseRequest) -> dict[str, Any]:
         budget = book.get_budget(req.budget_id)
         if budget is None:
             raise HTTPException(404, f"unknown budget {req.budget_id!r} on this instance (define it on every peer)")
         if not leased(budget):
-            raise HTTPException(
-                409, f"budget {budget.id!r} is not leased (it names one tenant, is soft or per request)"
-            )
+            raise HTTPException(409, f"budget {budget.id!r} is not leased (it is soft or per request)")
         if req.key != budget.id and not req.key.startswith(budget.id + "|"):
             raise HTTPException(400, f"counter {req.key!r} is not a counter of budget {budget.id!r}")
         owner = owner_of(budget_owner_key(budget.id))

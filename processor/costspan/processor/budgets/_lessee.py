@@ -1,6 +1,10 @@
-"""A shard's side of spend leases: keep a lease for every global budget counter and cap the check by it.
+"""A shard's side of spend leases: keep a lease for every enforcing budget counter and cap the check by it.
 
-Only with peers. A leased counter (see :func:`leased`) opens with no room; a background thread asks
+Only with peers. Every budget that can refuse a call over a period is leased, whatever its scope
+(global, ``tenant: "*"``, one tenant, a workspace's or project's): a tenant's spans and its pre-call
+checks may each land on any shard (the Collector routes spans by a hash ring of its own, a re-balance
+moves tenants, and the apps' ``COSTSPAN_ENDPOINT`` may name any shard), so no shard alone sees a
+tenant's whole spend. A leased counter (see :func:`leased`) opens with no room; a background thread asks
 the budget's owner (``peers.owner("budget:" + id)``; the owner may be this instance) for a lease,
 sets the counter's cap to the granted allowance, and asks again when the room left falls below half
 of the last slice, at half the lease's TTL, or when the period rolls. Every ask reports the shard's
@@ -23,7 +27,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
 from costspan.processor.budgets._leases import Grant, LeaseBook
-from costspan.processor.budgets._model import EACH, Budget, Mode, Period, Unit
+from costspan.processor.budgets._model import Budget, Mode, Period, Unit
 
 if TYPE_CHECKING:
     from costspan.processor.budgets._book import BudgetBook
@@ -46,12 +50,9 @@ ZERO = Decimal(0)
 
 
 def leased(budget: Budget) -> bool:
-    """Whether a budget is spent on every shard and so drawn on by leases: its scope names no single
-    tenant (global or ``tenant: "*"``), it can refuse (hard or adaptive) and it has a period."""
-    tenant = budget.scope_dict.get("tenant")
-    return (
-        (tenant is None or tenant == EACH) and budget.mode is not Mode.SOFT and budget.period is not Period.PER_REQUEST
-    )
+    """Whether a budget is drawn on by leases (with peers): it can refuse (hard or adaptive) and it has a
+    period. Its scope does not matter: a one-tenant budget's spend and checks may be on any shard too."""
+    return budget.mode is not Mode.SOFT and budget.period is not Period.PER_REQUEST
 
 
 def budget_owner_key(budget_id: str) -> str:
@@ -177,8 +178,9 @@ class Lessee:
     def _counters(self) -> list[tuple[str, Budget, float, Decimal, Decimal]]:
         """(key, budget, period start, spent, reserved) of every leased counter, read under the book's lock.
 
-        A global budget's counter is opened (or rolled) here, so its lease is asked for before its first
-        call; a ``tenant: "*"`` budget's counters open with each tenant's first call.
+        A budget without a ``*`` in its scope (global, one tenant, a workspace's) has one counter, opened
+        (or rolled) here, so its lease is asked for before its first call; a ``*`` budget's counters
+        (``tenant: "*"``) open with each scope value's first call.
         """
         book = self._book
         with book._lock:
