@@ -220,6 +220,9 @@ class Lessee:
         sent = self._clock()
         holding = None if lease is None else lease.allowance
         holding_ttl = 0.0 if lease is None else max(0.0, lease.expires - sent)
+        # the report is the spend only, never what reservations hold: the owner keeps the highest report
+        # and grants above it, and a reservation that ends unspent here (its call was charged on the
+        # shard its span reached, which reports it) would make that room again and again
         ask = LeaseAsk(budget.id, key, start, self._shard, spent, holding, holding_ttl)
         try:
             grant = self._ask(budget, ask)
