@@ -156,24 +156,25 @@ class BudgetDefinitionsToPeers:
             timeout=self._timeout, headers=headers, trust_env=False, follow_redirects=False
         ) as client:
 
-            async def one(peer: str) -> bool:
-                for budget_id, definition in changes:
-                    url = f"{peer}/v1/budgets/{quote(budget_id, safe='')}"
-                    try:
-                        if definition is None:
-                            answer = await asyncio.wait_for(client.delete(url), self._timeout)
-                            ok = answer.status_code in (204, 404)
-                        else:
-                            answer = await asyncio.wait_for(client.put(url, json=definition), self._timeout)
-                            ok = answer.status_code == 200
-                    except (httpx.HTTPError, TimeoutError) as exc:
-                        logger.warning("peer %s did not take budget %s: %s", peer, budget_id, type(exc).__name__)
-                        return False
-                    if not ok:
-                        logger.warning("peer %s did not take budget %s: %s", peer, budget_id, answer.status_code)
-                        return False
-                return True
+            async def one(peer: str, budget_id: str, definition: dict[str, Any] | None) -> bool:
+                url = f"{peer}/v1/budgets/{quote(budget_id, safe='')}"
+                try:
+                    if definition is None:
+                        answer = await asyncio.wait_for(client.delete(url), self._timeout)
+                        ok = answer.status_code in (204, 404)
+                    else:
+                        answer = await asyncio.wait_for(client.put(url, json=definition), self._timeout)
+                        ok = answer.status_code == 200
+                except (httpx.HTTPError, TimeoutError) as exc:
+                    logger.warning("peer %s did not take budget %s: %s", peer, budget_id, type(exc).__name__)
+                    return False
+                if not ok:
+                    logger.warning("peer %s did not take budget %s: answered %s", peer, budget_id, answer.status_code)
+                return ok
 
+            # every change to every peer at once: a hanging peer delays the answer by one timeout at most
             others = self._peers.others()
-            results = await asyncio.gather(*(one(peer) for peer in others))
-        return [peer for peer, ok in zip(others, results, strict=True) if not ok]
+            sends = [(peer, change) for peer in others for change in changes]
+            results = await asyncio.gather(*(one(peer, *change) for peer, change in sends))
+        failed = {peer for (peer, _), ok in zip(sends, results, strict=True) if not ok}
+        return [peer for peer in others if peer in failed]
