@@ -381,3 +381,65 @@ def test_a_one_tenant_limit_holds_when_its_checks_and_its_spend_are_on_different
     assert admitted <= 50, admitted
     assert admitted >= 45  # the pool is drawn down (a few requests may stay leased out)
     assert a_row.spent == admitted and b_row.spent == 0  # all spend sits on a; b only checked
+
+
+def test_a_hanging_owner_costs_one_timeout_a_round_not_one_per_counter() -> None:
+    """Every workspace's budget is leased: a round over many counters asks an owner that does not answer
+    once, and the other counters of that owner are refused for the same reason without waiting."""
+    from costspan.processor.budgets._lessee import OwnerUnreachableError
+
+    book = BudgetBook()
+    for n in range(10):
+        book.put_budget({**ONE, "id": f"ws-t{n}-daily", "scope": {"tenant": f"t{n}"}})
+    asks: list[LeaseAsk] = []
+
+    def hangs(url: str, ask: LeaseAsk) -> Grant:
+        asks.append(ask)
+        time.sleep(0.2)  # the peer timeout
+        raise OwnerUnreachableError("ReadTimeout: timed out")
+
+    lessee = Lessee(
+        book,
+        shard="a",
+        owner_of=lambda key: "http://owner",
+        is_self=lambda url: False,
+        owner_book=LeaseBook(),
+        ask_remote=hangs,
+    )
+    lessee.attach()
+    t0 = time.monotonic()
+    lessee.tick()
+    assert time.monotonic() - t0 < 1.0 and len(asks) == 1
+    assert lessee.renew_failures_total == 10
+    refused = book.check(Call(tenant="t7", model="m"))
+    assert (
+        refused.block is not None and "lease owner http://owner is unavailable: ReadTimeout" in refused.block.message()
+    )
+
+
+def test_an_owner_that_answers_with_an_error_is_still_asked_for_the_other_counters() -> None:
+    """A 404 (the owner lacks one budget's definition) is about that budget, not the owner."""
+    owner = LeaseBook()
+    book = BudgetBook()
+    for n in range(3):
+        book.put_budget({**ONE, "id": f"b{n}", "scope": {"tenant": f"t{n}"}})
+
+    def ask_remote(url: str, ask: LeaseAsk) -> Grant:
+        if ask.budget_id == "b0":
+            raise LeaseUnavailableError("answered 404 unknown budget 'b0'")
+        budget = book.get_budget(ask.budget_id)
+        assert budget is not None
+        return local_grant(owner, budget, ask)
+
+    lessee = Lessee(
+        book,
+        shard="a",
+        owner_of=lambda key: "http://owner",
+        is_self=lambda url: False,
+        owner_book=owner,
+        ask_remote=ask_remote,
+    )
+    lessee.attach()
+    lessee.tick()
+    assert sorted(lessee.held()) == ["b0", "b1", "b2"]
+    assert lessee.held()["b1"]["allowance"] == "5" and lessee.held()["b0"]["allowance"] == "0"

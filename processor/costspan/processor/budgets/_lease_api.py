@@ -22,6 +22,7 @@ from costspan.processor.budgets._lessee import (
     LeaseUnavailableError,
     Lessee,
     OwnerClient,
+    OwnerUnreachableError,
     budget_owner_key,
     leased,
     local_grant,
@@ -122,7 +123,7 @@ def http_owner_client(peer_key: str | None, timeout: float) -> tuple[OwnerClient
         try:
             response = client.post(owner_url + LEASE_PATH, json=body)
         except httpx.HTTPError as exc:
-            raise LeaseUnavailableError(f"{type(exc).__name__}: {exc or 'no answer'}") from None
+            raise OwnerUnreachableError(f"{type(exc).__name__}: {exc or 'no answer'}") from None
         except RuntimeError:  # the client was closed: the server is stopping (a late round of the thread)
             raise LeaseUnavailableError("this instance is stopping") from None
         if response.status_code != 200:

@@ -38,6 +38,7 @@ __all__ = [
     "Lessee",
     "OwnerClient",
     "OwnerDown",
+    "OwnerUnreachableError",
     "budget_owner_key",
     "leased",
     "local_grant",
@@ -62,6 +63,10 @@ def budget_owner_key(budget_id: str) -> str:
 
 class LeaseUnavailableError(Exception):
     """The owner could not be asked or did not answer with a lease (the message says why)."""
+
+
+class OwnerUnreachableError(LeaseUnavailableError):
+    """The owner did not answer at all (refused, timed out): no other ask to it is sent in the same round."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +127,8 @@ class Lessee:
         self._retry = retry_seconds
         self._clock = clock
         self._leases: dict[str, _Lease] = {}
+        #: owners that did not answer in the current round, with why (None: not in a round)
+        self._unreachable: dict[str, str] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.renew_failures_total = 0
@@ -200,6 +207,15 @@ class Lessee:
     def tick(self) -> None:
         """Ask for every lease that is missing, running low, half-way through its TTL or of a past period."""
         now = self._clock()
+        # an owner that does not answer is asked once per round: with many leased counters (one per
+        # tenant's budget) a hanging owner costs one peer timeout a round, not one per counter
+        self._unreachable = {}
+        try:
+            self._round(now)
+        finally:
+            self._unreachable = None
+
+    def _round(self, now: float) -> None:
         for key, budget, start, spent, reserved in self._counters():
             lease = self._leases.get(key)
             if lease is not None and lease.start == start:
@@ -304,7 +320,15 @@ class Lessee:
         owner = self._owner_of(budget_owner_key(budget.id))
         if self._is_self(owner):
             return local_grant(self._owner_book, budget, ask)
-        return self._ask_remote(owner, ask)
+        unreachable = self._unreachable
+        if unreachable is not None and owner in unreachable:
+            raise OwnerUnreachableError(unreachable[owner])
+        try:
+            return self._ask_remote(owner, ask)
+        except OwnerUnreachableError as exc:
+            if unreachable is not None:
+                unreachable[owner] = str(exc)
+            raise
 
     # --- reading ------------------------------------------------------------------------------------------
     def held(self) -> dict[str, dict[str, str | float]]:
