@@ -96,12 +96,17 @@ def test_bad_asks_are_refused_with_a_reason(
     assert says in answer.text
 
 
-def test_a_budget_of_one_tenant_is_not_leased(single: tuple[str, dict[str, str]]) -> None:
+def test_a_budget_of_one_tenant_is_leased_a_soft_one_is_not(single: tuple[str, dict[str, str]]) -> None:
     url, keys = single
+    admin = {"x-api-key": keys["admin"]}
     acme = {"id": "acme-day", "scope": {"tenant": "acme"}, "period": "day", "limit": "1"}
-    assert httpx.post(url + "/v1/budgets", json=acme, headers={"x-api-key": keys["admin"]}).is_success
-    answer = _ask(url, keys["admin"], {**ASK, "budget_id": "acme-day", "key": "acme-day"})
-    assert answer.status_code == 409 and "not leased" in answer.text
+    assert httpx.post(url + "/v1/budgets", json=acme, headers=admin).is_success
+    answer = _ask(url, keys["admin"], {**ASK, "budget_id": "acme-day", "key": "acme-day", "spent": "0"})
+    assert answer.status_code == 200 and answer.json()["allowance"] == "0.1", answer.text  # a tenth of 1
+    soft = {**acme, "id": "acme-soft", "mode": "soft"}
+    assert httpx.post(url + "/v1/budgets", json=soft, headers=admin).is_success
+    refused = _ask(url, keys["admin"], {**ASK, "budget_id": "acme-soft", "key": "acme-soft"})
+    assert refused.status_code == 409 and "not leased" in refused.text
 
 
 def test_an_instance_that_does_not_own_the_budget_says_who_does(tmp_path: Path, pricer: Pricer) -> None:

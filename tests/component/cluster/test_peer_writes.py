@@ -138,3 +138,56 @@ def test_a_hanging_peer_delays_a_budget_write_by_one_timeout_at_most(tmp_path: P
             created = httpx.post(url + "/v1/budgets", json=budget, headers={"X-API-Key": ADMIN}, timeout=10)
             assert created.status_code == 201 and created.headers["x-costspan-peers-failed"] == peer
             assert time.monotonic() - t0 < 2.0
+
+
+def test_workspace_and_project_budget_routes_reach_peers_only_as_accepted(tmp_path: Path, pricer: Pricer) -> None:
+    """The workspace and project budget routes define budgets too: every budget of the scope is put on
+    the peers after the local route accepted the post, a removed one deleted; a refused post sends nothing."""
+    with _recording_peer() as (peer, seen):
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        with (
+            _node(tmp_path / "node", pricer, ADMIN, port=port, peers=(url, peer), node_url=url, peer_key=ADMIN) as (
+                _,
+                keys,
+            ),
+            httpx.Client(trust_env=False, timeout=10) as c,
+        ):
+            admin = {"X-API-Key": ADMIN}
+            tenant = {"X-API-Key": keys.create("tenant", "acme")[1]}
+
+            def sent() -> list[tuple[str, str, Any]]:
+                out = [(m, p, b) for m, p, _, b in seen if p.startswith("/v1/budgets")]
+                seen.clear()
+                return out
+
+            assert (
+                c.post(url + "/api/workspaces/acme/budget", json={"daily_limit": "2"}, headers=tenant).status_code
+                == 403
+            )
+            bad = c.post(url + "/api/workspaces/acme/budget", json={"daily_limit": "-1"}, headers=admin)
+            assert bad.status_code == 422 and sent() == []
+
+            made = c.post(
+                url + "/api/workspaces/acme/budget", json={"daily_limit": "2", "monthly_limit": "9"}, headers=admin
+            )
+            assert made.status_code == 200 and made.headers["x-costspan-peers-failed"] == ""
+            stored = {b["id"]: b for b in c.get(url + "/v1/budgets", headers=admin).json()}
+            assert sorted(sent(), key=lambda s: s[1]) == [
+                ("PUT", "/v1/budgets/ws-acme-daily", stored["ws-acme-daily"]),
+                ("PUT", "/v1/budgets/ws-acme-monthly", stored["ws-acme-monthly"]),
+            ]
+            changed = c.post(url + "/api/workspaces/acme/budget", json={"monthly_limit": "10"}, headers=admin)
+            assert changed.status_code == 200 and changed.headers["x-costspan-peers-failed"] == ""
+            stored = {b["id"]: b for b in c.get(url + "/v1/budgets", headers=admin).json()}
+            assert sorted(sent(), key=lambda s: s[1]) == [
+                ("DELETE", "/v1/budgets/ws-acme-daily", None),
+                ("PUT", "/v1/budgets/ws-acme-monthly", stored["ws-acme-monthly"]),
+            ]
+            project = c.post(
+                url + "/api/projects/web-app/budget?workspace_id=acme", json={"daily_limit": "1"}, headers=admin
+            )
+            assert project.status_code == 200 and project.headers["x-costspan-peers-failed"] == ""
+            ((method, path, body),) = sent()
+            assert (method, path) == ("PUT", "/v1/budgets/ws-acme-p-web--app-daily")
+            assert body["scope"] == {"tenant": "acme", "project": "web-app"}

@@ -1,13 +1,17 @@
-"""Three real ``costspan serve`` shards on loopback share global budgets by spend leases.
+"""Three real ``costspan serve`` shards on loopback share budgets by spend leases.
 
 Checks spread over the shards (settled by the settle route, or by the call's usage record as a span
-would) never admit more than a global budget's limit; then the owner of a second budget is killed:
+would) never admit more than a global budget's limit; a one-tenant budget holds with the tenant's
+checks on one shard and its spans on another; budgets defined by the workspace and project routes and
+by ``costspan budgets create`` reach every shard; then the owner of a second budget is killed:
 a ``closed`` shard refuses once its lease is gone (saying why), an ``open`` shard keeps admitting
 and counts it.
 """
 
 from __future__ import annotations
 
+import argparse
+import io
 import os
 import re
 import signal
@@ -172,6 +176,88 @@ def test_a_global_limit_holds_across_three_shards(shards: tuple[list[str], dict[
     assert sum(admitted) >= 36, admitted  # whole-request slices: at most a few stay leased out
     assert spent == admitted  # each shard's own counter is its own spend
     assert all(n > 0 for n in admitted)
+
+
+def test_a_one_tenant_limit_holds_with_its_checks_and_its_spans_on_different_shards(
+    shards: tuple[list[str], dict[str, subprocess.Popen[bytes]]],
+) -> None:
+    """The tenant's app checks at one shard (its COSTSPAN_ENDPOINT), the Collector sends its spans to
+    another: the shard that checks never sees the spend, yet the limit holds, by the same leases."""
+    urls, _ = shards
+    checks_at, spans_at = urls[0], urls[1]
+    one = {"id": "hooli-req", "scope": {"tenant": "hooli"}, "period": "day", "limit": "30", "unit": "requests"}
+    assert _define(urls, {**one, "mode": "hard"}) == ""
+    _wait_for_lease(urls, "hooli-req")
+    admitted, quiet_rounds, deadline, refused = 0, 0, time.monotonic() + 15, None
+    with _client(checks_at) as c, _client(spans_at) as s:
+        while quiet_rounds < 4 and time.monotonic() < deadline:
+            answer = _check(c, "hooli", "gpt-4o")  # no other budget counts this model yet
+            if answer.status_code == 429:
+                refused = answer
+                quiet_rounds += 1
+                time.sleep(0.3)  # leases are renewed with the spend the other shard reported
+                continue
+            assert answer.status_code == 200, answer.text
+            quiet_rounds, admitted = 0, admitted + 1
+            call = {"tenant_id": "hooli", "provider": "openai", "model": "gpt-4o", "prompt_tokens": 10}
+            rid = answer.json()["reservation_id"]
+            recorded = s.post("/api/usage/calls", json={**call, "completion_tokens": 10, "reservation_id": rid})
+            assert recorded.status_code == 201, recorded.text
+        (spent_row,) = [r for r in s.get("/v1/budgets/status").json() if r["budget_id"] == "hooli-req"]
+        (checked_row,) = [r for r in c.get("/v1/budgets/status").json() if r["budget_id"] == "hooli-req"]
+        assert _check(c, "globex", "gpt-4o").status_code == 200  # another tenant: the budget does not apply
+    # without a lease the checking shard would admit without end: it never sees the spend. With one it
+    # admits its slices only; each admitted call is held there until its reservation expires (300 s) and
+    # is spent on the span's shard, which reports it: the owner counts it twice meanwhile (refusing
+    # early, never beyond the limit; tests/unit/budgets/test_leases.py runs past those expiries)
+    assert 3 <= admitted <= 30, admitted
+    assert float(spent_row["spent"]) == admitted and float(checked_row["spent"]) == 0
+    assert float(checked_row["reserved"]) == admitted
+    assert refused is not None and "hooli-req" in refused.json()["message"]
+
+
+def test_workspace_project_and_cli_budgets_reach_every_shard(
+    shards: tuple[list[str], dict[str, subprocess.Popen[bytes]]],
+) -> None:
+    from costspan.processor.serve._budgets_cli import add_budgets_command, run_budgets
+
+    urls, _ = shards
+
+    def everywhere(budget_id: str) -> list[dict[str, object] | None]:
+        found = []
+        for url in urls:
+            with _client(url) as c:
+                answer = c.get(f"/v1/budgets/{budget_id}")
+                found.append(answer.json() if answer.status_code == 200 else None)
+        return found
+
+    with _client(urls[2]) as c:
+        made = c.post("/api/workspaces/initech/budget", json={"daily_limit": "2", "monthly_limit": "40"})
+        assert made.status_code == 200, made.text
+        assert made.headers["x-costspan-peers-failed"] == ""
+        daily = everywhere("ws-initech-daily")
+        assert all(d is not None and d["limit"] == "2" and d["scope"] == {"tenant": "initech"} for d in daily), daily
+        assert all(d is not None and d["limit"] == "40" for d in everywhere("ws-initech-monthly"))
+        # a post without the daily limit removes it, on every shard
+        changed = c.post("/api/workspaces/initech/budget", json={"monthly_limit": "50"})
+        assert changed.status_code == 200 and changed.headers["x-costspan-peers-failed"] == ""
+        assert everywhere("ws-initech-daily") == [None, None, None]
+        assert all(d is not None and d["limit"] == "50" for d in everywhere("ws-initech-monthly"))
+        project = c.post("/api/projects/web/budget?workspace_id=initech", json={"daily_limit": "1"})
+        assert project.status_code == 200 and project.headers["x-costspan-peers-failed"] == ""
+        assert all(
+            d is not None and d["scope"] == {"tenant": "initech", "project": "web"}
+            for d in everywhere("ws-initech-p-web-daily")
+        )
+    _wait_for_lease(urls, "ws-initech-p-web-daily")  # a project's budget is leased too
+
+    parser = argparse.ArgumentParser()
+    add_budgets_command(parser.add_subparsers())
+    command = ["budgets", "create", "--url", urls[1], "--key", ADMIN, "--id", "cli-acme"]
+    args = parser.parse_args([*command, "--scope", "tenant=acme", "--period", "month", "--limit", "7"])
+    out, err = io.StringIO(), io.StringIO()
+    assert run_budgets(args, out, err) == 0, err.getvalue()
+    assert all(d is not None and d["limit"] == "7" for d in everywhere("cli-acme"))
 
 
 def test_owner_down_closed_refuses_and_open_allows(

@@ -85,7 +85,9 @@ def test_which_budgets_are_leased() -> None:
         return leased(parse_budget({"scope": scope, "period": period, "limit": "1", "mode": mode}))
 
     assert b({}) and b({"tenant": "*"}) and b({"model": "gpt-4o"})
-    assert not b({"tenant": "acme"}) and not b({}, mode="soft") and not b({}, period="per_request")
+    # one tenant's (and a workspace's project's) budget too: its spans and checks may be on any shard
+    assert b({"tenant": "acme"}) and b({"tenant": "acme", "project": "p"})
+    assert not b({}, mode="soft") and not b({}, period="per_request") and not b({"tenant": "acme"}, mode="soft")
 
 
 # --- shards drawing on one owner ------------------------------------------------------------------------
@@ -323,3 +325,121 @@ def test_an_ask_after_the_client_is_closed_is_an_unavailable_owner_not_a_crash()
     close()  # safe twice
     with pytest.raises(LeaseUnavailableError, match="stopping"):
         ask("http://127.0.0.1:9", LeaseAsk("g", "g", START, "a", D(0)))
+
+
+# --- one tenant's budget: its checks on one shard, its spans on another -------------------------------------
+ONE = {"id": "acme-day", "scope": {"tenant": "acme"}, "period": "day", "limit": "50", "unit": "requests"}
+
+
+def _one_tenant_shard(name: str, owner: LeaseBook, clock: Clock) -> tuple[BudgetBook, Lessee]:
+    book = BudgetBook(clock=clock, reservation_ttl=60)
+    book.put_budget(ONE)
+    lessee = Lessee(
+        book,
+        shard=name,
+        owner_of=lambda key: "http://owner",
+        is_self=lambda url: False,
+        owner_book=owner,
+        ask_remote=lambda url, ask: local_grant(owner, book.get_budget(ask.budget_id), ask),  # type: ignore[arg-type]
+        clock=clock,
+    )
+    lessee.attach()
+    return book, lessee
+
+
+def test_a_one_tenant_counter_opens_ahead_and_has_no_room_until_its_lease_arrives() -> None:
+    clock = Clock()
+    book, lessee = _one_tenant_shard("a", LeaseBook(clock=clock), clock)
+    assert not book.check(Call(tenant="acme", model="m")).allowed  # no lease yet
+    assert book.check(Call(tenant="globex", model="m")).allowed  # another tenant: the budget does not apply
+    lessee.tick()
+    assert lessee.held()["acme-day"]["allowance"] == "5"  # the counter is the budget's id
+    assert sum(book.check(Call(tenant="acme", model="m")).allowed for _ in range(8)) == 5
+
+
+def test_a_one_tenant_limit_holds_when_its_checks_and_its_spend_are_on_different_shards() -> None:
+    """The tenant's pre-call checks reach shard b (its COSTSPAN_ENDPOINT); its spans reach shard a (the
+    Collector's ring), which records them: b's reservations wait for their TTL, a reports the spend in
+    its asks. Over many reservation TTLs the shards together admit no more than the limit."""
+    clock = Clock()
+    owner = LeaseBook(LeaseTerms(ttl_seconds=30), clock=clock)
+    (a, a_lessee), (b, b_lessee) = _one_tenant_shard("a", owner, clock), _one_tenant_shard("b", owner, clock)
+    admitted = 0
+    for _ in range(400):  # 2000 s: the reservations expire many times over
+        a_lessee.tick()
+        b_lessee.tick()
+        for _ in range(3):
+            decision = b.check(Call(tenant="acme", model="m"))
+            if decision.allowed:
+                admitted += 1
+                a.record(Call(tenant="acme", model="m"), D(0), requests=1)  # the span, on the other shard
+        clock.t += 5
+    a.expire()
+    b.expire()
+    (a_row,) = a.status("acme-day")
+    (b_row,) = b.status("acme-day")
+    assert admitted <= 50, admitted
+    assert admitted >= 45  # the pool is drawn down (a few requests may stay leased out)
+    assert a_row.spent == admitted and b_row.spent == 0  # all spend sits on a; b only checked
+
+
+def test_a_hanging_owner_costs_one_timeout_a_round_not_one_per_counter() -> None:
+    """Every workspace's budget is leased: a round over many counters asks an owner that does not answer
+    once, and the other counters of that owner are refused for the same reason without waiting."""
+    from costspan.processor.budgets._lessee import OwnerUnreachableError
+
+    book = BudgetBook()
+    for n in range(10):
+        book.put_budget({**ONE, "id": f"ws-t{n}-daily", "scope": {"tenant": f"t{n}"}})
+    asks: list[LeaseAsk] = []
+
+    def hangs(url: str, ask: LeaseAsk) -> Grant:
+        asks.append(ask)
+        time.sleep(0.2)  # the peer timeout
+        raise OwnerUnreachableError("ReadTimeout: timed out")
+
+    lessee = Lessee(
+        book,
+        shard="a",
+        owner_of=lambda key: "http://owner",
+        is_self=lambda url: False,
+        owner_book=LeaseBook(),
+        ask_remote=hangs,
+    )
+    lessee.attach()
+    t0 = time.monotonic()
+    lessee.tick()
+    assert time.monotonic() - t0 < 1.0 and len(asks) == 1
+    assert lessee.renew_failures_total == 10
+    refused = book.check(Call(tenant="t7", model="m"))
+    assert (
+        refused.block is not None and "lease owner http://owner is unavailable: ReadTimeout" in refused.block.message()
+    )
+
+
+def test_an_owner_that_answers_with_an_error_is_still_asked_for_the_other_counters() -> None:
+    """A 404 (the owner lacks one budget's definition) is about that budget, not the owner."""
+    owner = LeaseBook()
+    book = BudgetBook()
+    for n in range(3):
+        book.put_budget({**ONE, "id": f"b{n}", "scope": {"tenant": f"t{n}"}})
+
+    def ask_remote(url: str, ask: LeaseAsk) -> Grant:
+        if ask.budget_id == "b0":
+            raise LeaseUnavailableError("answered 404 unknown budget 'b0'")
+        budget = book.get_budget(ask.budget_id)
+        assert budget is not None
+        return local_grant(owner, budget, ask)
+
+    lessee = Lessee(
+        book,
+        shard="a",
+        owner_of=lambda key: "http://owner",
+        is_self=lambda url: False,
+        owner_book=owner,
+        ask_remote=ask_remote,
+    )
+    lessee.attach()
+    lessee.tick()
+    assert sorted(lessee.held()) == ["b0", "b1", "b2"]
+    assert lessee.held()["b1"]["allowance"] == "5" and lessee.held()["b0"]["allowance"] == "0"

@@ -22,6 +22,7 @@ from costspan.processor.budgets._lessee import (
     LeaseUnavailableError,
     Lessee,
     OwnerClient,
+    OwnerUnreachableError,
     budget_owner_key,
     leased,
     local_grant,
@@ -77,15 +78,13 @@ def lease_router(
     """The lease routes over this instance's budgets; ``dependencies`` guard both (admin keys)."""
     router = APIRouter(dependencies=list(dependencies), tags=["budgets"])
 
-    @router.post(LEASE_PATH, summary="Renew a spend lease on a global budget (peers only)")
+    @router.post(LEASE_PATH, summary="Renew a spend lease on a budget (peers only)")
     def renew(req: LeaseRequest) -> dict[str, Any]:
         budget = book.get_budget(req.budget_id)
         if budget is None:
             raise HTTPException(404, f"unknown budget {req.budget_id!r} on this instance (define it on every peer)")
         if not leased(budget):
-            raise HTTPException(
-                409, f"budget {budget.id!r} is not leased (it names one tenant, is soft or per request)"
-            )
+            raise HTTPException(409, f"budget {budget.id!r} is not leased (it is soft or per request)")
         if req.key != budget.id and not req.key.startswith(budget.id + "|"):
             raise HTTPException(400, f"counter {req.key!r} is not a counter of budget {budget.id!r}")
         owner = owner_of(budget_owner_key(budget.id))
@@ -124,7 +123,7 @@ def http_owner_client(peer_key: str | None, timeout: float) -> tuple[OwnerClient
         try:
             response = client.post(owner_url + LEASE_PATH, json=body)
         except httpx.HTTPError as exc:
-            raise LeaseUnavailableError(f"{type(exc).__name__}: {exc or 'no answer'}") from None
+            raise OwnerUnreachableError(f"{type(exc).__name__}: {exc or 'no answer'}") from None
         except RuntimeError:  # the client was closed: the server is stopping (a late round of the thread)
             raise LeaseUnavailableError("this instance is stopping") from None
         if response.status_code != 200:

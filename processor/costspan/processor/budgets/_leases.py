@@ -1,10 +1,11 @@
-"""The owner's side of spend leases: how much of a global budget's period each instance may spend.
+"""The owner's side of spend leases: how much of a budget's period each instance may spend.
 
-A global or cross-tenant budget (no tenant, or ``tenant: "*"``) is spent on every instance of a
-deployment. One instance owns it (docs/scale-out.md) and keeps, for each counter and period, a
-*pool*: per instance, the spend it last reported (cumulative for the period, so a repeated or late
-report is harmless) and the *allowance* of its lease (the most it may spend in the period) with the
-lease's expiry. An instance asks for a lease; the owner answers with a new allowance:
+With peers, every enforcing budget (hard or adaptive, with a period; global, ``tenant: "*"`` or one
+tenant's) may be spent on every instance of a deployment. One instance owns it (docs/scale-out.md)
+and keeps, for each counter and period, a *pool*: per instance, the spend it last reported
+(cumulative for the period, so a repeated or late report is harmless) and the *allowance* of its
+lease (the most it may spend in the period) with the lease's expiry. An instance asks for a lease;
+the owner answers with a new allowance:
 
     committed = sum over the other instances of (allowance if its lease is live else reported)
     remaining = limit - committed - reported(asker)

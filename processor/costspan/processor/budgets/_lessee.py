@@ -1,6 +1,10 @@
-"""A shard's side of spend leases: keep a lease for every global budget counter and cap the check by it.
+"""A shard's side of spend leases: keep a lease for every enforcing budget counter and cap the check by it.
 
-Only with peers. A leased counter (see :func:`leased`) opens with no room; a background thread asks
+Only with peers. Every budget that can refuse a call over a period is leased, whatever its scope
+(global, ``tenant: "*"``, one tenant, a workspace's or project's): a tenant's spans and its pre-call
+checks may each land on any shard (the Collector routes spans by a hash ring of its own, a re-balance
+moves tenants, and the apps' ``COSTSPAN_ENDPOINT`` may name any shard), so no shard alone sees a
+tenant's whole spend. A leased counter (see :func:`leased`) opens with no room; a background thread asks
 the budget's owner (``peers.owner("budget:" + id)``; the owner may be this instance) for a lease,
 sets the counter's cap to the granted allowance, and asks again when the room left falls below half
 of the last slice, at half the lease's TTL, or when the period rolls. Every ask reports the shard's
@@ -23,7 +27,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
 from costspan.processor.budgets._leases import Grant, LeaseBook
-from costspan.processor.budgets._model import EACH, Budget, Mode, Period, Unit
+from costspan.processor.budgets._model import Budget, Mode, Period, Unit
 
 if TYPE_CHECKING:
     from costspan.processor.budgets._book import BudgetBook
@@ -34,6 +38,7 @@ __all__ = [
     "Lessee",
     "OwnerClient",
     "OwnerDown",
+    "OwnerUnreachableError",
     "budget_owner_key",
     "leased",
     "local_grant",
@@ -46,12 +51,9 @@ ZERO = Decimal(0)
 
 
 def leased(budget: Budget) -> bool:
-    """Whether a budget is spent on every shard and so drawn on by leases: its scope names no single
-    tenant (global or ``tenant: "*"``), it can refuse (hard or adaptive) and it has a period."""
-    tenant = budget.scope_dict.get("tenant")
-    return (
-        (tenant is None or tenant == EACH) and budget.mode is not Mode.SOFT and budget.period is not Period.PER_REQUEST
-    )
+    """Whether a budget is drawn on by leases (with peers): it can refuse (hard or adaptive) and it has a
+    period. Its scope does not matter: a one-tenant budget's spend and checks may be on any shard too."""
+    return budget.mode is not Mode.SOFT and budget.period is not Period.PER_REQUEST
 
 
 def budget_owner_key(budget_id: str) -> str:
@@ -61,6 +63,10 @@ def budget_owner_key(budget_id: str) -> str:
 
 class LeaseUnavailableError(Exception):
     """The owner could not be asked or did not answer with a lease (the message says why)."""
+
+
+class OwnerUnreachableError(LeaseUnavailableError):
+    """The owner did not answer at all (refused, timed out): no other ask to it is sent in the same round."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +127,8 @@ class Lessee:
         self._retry = retry_seconds
         self._clock = clock
         self._leases: dict[str, _Lease] = {}
+        #: owners that did not answer in the current round, with why (None: not in a round)
+        self._unreachable: dict[str, str] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.renew_failures_total = 0
@@ -177,8 +185,9 @@ class Lessee:
     def _counters(self) -> list[tuple[str, Budget, float, Decimal, Decimal]]:
         """(key, budget, period start, spent, reserved) of every leased counter, read under the book's lock.
 
-        A global budget's counter is opened (or rolled) here, so its lease is asked for before its first
-        call; a ``tenant: "*"`` budget's counters open with each tenant's first call.
+        A budget without a ``*`` in its scope (global, one tenant, a workspace's) has one counter, opened
+        (or rolled) here, so its lease is asked for before its first call; a ``*`` budget's counters
+        (``tenant: "*"``) open with each scope value's first call.
         """
         book = self._book
         with book._lock:
@@ -198,6 +207,15 @@ class Lessee:
     def tick(self) -> None:
         """Ask for every lease that is missing, running low, half-way through its TTL or of a past period."""
         now = self._clock()
+        # an owner that does not answer is asked once per round: with many leased counters (one per
+        # tenant's budget) a hanging owner costs one peer timeout a round, not one per counter
+        self._unreachable = {}
+        try:
+            self._round(now)
+        finally:
+            self._unreachable = None
+
+    def _round(self, now: float) -> None:
         for key, budget, start, spent, reserved in self._counters():
             lease = self._leases.get(key)
             if lease is not None and lease.start == start:
@@ -218,6 +236,9 @@ class Lessee:
         sent = self._clock()
         holding = None if lease is None else lease.allowance
         holding_ttl = 0.0 if lease is None else max(0.0, lease.expires - sent)
+        # the report is the spend only, never what reservations hold: the owner keeps the highest report
+        # and grants above it, and a reservation that ends unspent here (its call was charged on the
+        # shard its span reached, which reports it) would make that room again and again
         ask = LeaseAsk(budget.id, key, start, self._shard, spent, holding, holding_ttl)
         try:
             grant = self._ask(budget, ask)
@@ -299,7 +320,15 @@ class Lessee:
         owner = self._owner_of(budget_owner_key(budget.id))
         if self._is_self(owner):
             return local_grant(self._owner_book, budget, ask)
-        return self._ask_remote(owner, ask)
+        unreachable = self._unreachable
+        if unreachable is not None and owner in unreachable:
+            raise OwnerUnreachableError(unreachable[owner])
+        try:
+            return self._ask_remote(owner, ask)
+        except OwnerUnreachableError as exc:
+            if unreachable is not None:
+                unreachable[owner] = str(exc)
+            raise
 
     # --- reading ------------------------------------------------------------------------------------------
     def held(self) -> dict[str, dict[str, str | float]]:

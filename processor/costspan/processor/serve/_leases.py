@@ -113,7 +113,11 @@ def add_spend_leases(app: FastAPI, settings: Settings, book: BudgetBook, registr
     if lessee is None:
         return
     app.add_middleware(
-        BudgetDefinitionsToPeers, peers=peers, peer_key=settings.peer_key, timeout=settings.peer_timeout_seconds
+        BudgetDefinitionsToPeers,
+        peers=peers,
+        peer_key=settings.peer_key,
+        timeout=settings.peer_timeout_seconds,
+        book=book,
     )
     running = lessee
 

@@ -113,7 +113,7 @@ class Settings(BaseSettings):
         return self
 
     # end cluster
-    # spend leases: global and cross-tenant budgets across peers (docs/scale-out.md "Global budgets by lease")
+    # spend leases: every enforcing budget across peers (docs/scale-out.md "Budgets by lease")
     #: Share of what remains of a budget's period that one lease grants.
     lease_fraction: Decimal = Field(default=Decimal("0.1"), gt=0, le=1, allow_inf_nan=False)
     #: Smallest and largest lease, as shares of the budget's limit.
